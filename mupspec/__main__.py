@@ -1,0 +1,3 @@
+from mupspec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The command line: dispatches `mupspec COMMAND` to `mupspec.commands.COMMAND`.
+
+Each command module defines `HELP` (one line), `configure(parser)` and
+`run(args) -> int`. Only the chosen command's module is imported, so
+`mupspec parse`/`fmt` start without torch or sympy. This is the only place
+that turns a `MupError` into a rendered message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from mupspec import __version__
+from mupspec.errors import MupError, render_all
+
+# name -> (module, one-line help); the order is the order of `--help`.
+COMMANDS: dict[str, str] = {
+    "parse": "print a spec's IR (resolved) as JSON or canonical text",
+    "fmt": "rewrite specs in canonical form (--check: only report)",
+    "check": "verify the μP desiderata symbolically and classify the spec",
+    "convert": "rewrite a spec into an equivalent table (Lemma J.1)",
+    "equiv": "are two specs equivalent for every class and optimizer?",
+    "table": "render a spec as a Tensor Programs V style table",
+    "codegen": "emit a standalone PyTorch module applying the spec",
+    "verify": "measure scaling exponents on real networks and compare with check",
+    "experiment": "run the bundled experiments (grad-ratio, spiral)",
+}
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors exit 2 with a one-line hint, no traceback
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}\n  hint: run `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _available() -> dict[str, str]:
+    return {name: help for name, help in COMMANDS.items()
+            if importlib.util.find_spec(f"mupspec.commands.{name}") is not None}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="mupspec", description=(
+                     "Declare, check, convert and compile neural-network parametrizations."))
+    parser.add_argument("--version", action="version", version=f"mupspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, help in _available().items():
+        cmd = sub.add_parser(name, help=help, description=help)
+        if name == command:
+            importlib.import_module(f"mupspec.commands.{name}").configure(cmd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    module = importlib.import_module(f"mupspec.commands.{args.command}")
+    try:
+        return module.run(args)
+    except MupError as err:
+        print(render_all(err), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

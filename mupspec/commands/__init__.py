@@ -1,0 +1,1 @@
+"""One module per CLI command: `HELP`-free thin wrappers (`configure`, `run`) over the stages."""

@@ -1,0 +1,43 @@
+"""`mupspec fmt FILE... [--check]`: rewrite specs in canonical form."""
+
+from __future__ import annotations
+
+import sys
+
+from mupspec.commands._io import read_text
+from mupspec.errors import MupError
+from mupspec.printer import format_spec
+from mupspec.resolve import parse_and_resolve, parse_and_validate
+
+
+def configure(parser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help=".mup specs")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if a file is not in canonical form")
+
+
+def canonical_text(text: str, file: str) -> str:
+    parse_and_resolve(text, file)  # refuse to format a spec that does not resolve
+    return format_spec(parse_and_validate(text, file))
+
+
+def run(args) -> int:
+    errors: list[MupError] = []
+    changed = []
+    for file in args.files:
+        try:
+            text = read_text(file)
+            new = canonical_text(text, file)
+        except MupError as err:
+            errors.append(err)
+            continue
+        if new != text:
+            changed.append(file)
+            if not args.check:
+                with open(file, "w", encoding="utf-8") as fh:
+                    fh.write(new)
+    for file in changed:
+        print(f"{'would reformat' if args.check else 'reformatted'} {file}", file=sys.stderr)
+    if errors:
+        raise MupError([d for e in errors for d in e.diagnostics])
+    return 1 if args.check and changed else 0

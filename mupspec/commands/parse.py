@@ -1,0 +1,26 @@
+"""`mupspec parse FILE [--json] [--unresolved]`: show the IR."""
+
+from __future__ import annotations
+
+import json
+
+from mupspec.commands._io import read_text
+from mupspec.printer import format_spec
+from mupspec.resolve import parse_and_resolve, parse_and_validate
+
+
+def configure(parser) -> None:
+    parser.add_argument("file", help="a .mup spec")
+    parser.add_argument("--json", action="store_true", help="print the IR as JSON (default: canonical text)")
+    parser.add_argument("--unresolved", action="store_true",
+                        help="do not merge the `extends` base (show the file as written)")
+
+
+def run(args) -> int:
+    text = read_text(args.file)
+    spec = parse_and_validate(text, args.file) if args.unresolved else parse_and_resolve(text, args.file)
+    if args.json:
+        print(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    else:
+        print(format_spec(spec), end="")
+    return 0

@@ -1,0 +1,98 @@
+"""Diagnostics: the one error type every stage raises, and its one renderer.
+
+A `Diagnostic` is a located message with an optional hint; a `MupError`
+carries one or more of them. Only the CLI prints them and picks exit codes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from mupspec.ir import Span
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    severity: str = "error"  # "error" | "warning" | "note"
+
+    def sort_key(self) -> tuple:
+        s = self.span
+        return (s.file or "", s.line, s.column) if s else ("", 0, 0)
+
+
+class MupError(Exception):
+    """Raised for any bad input: syntax, semantics, usage. Holds diagnostics
+    sorted by position so that several problems are reported at once."""
+
+    def __init__(self, diagnostics: Diagnostic | Sequence[Diagnostic]):
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics: list[Diagnostic] = sorted(diagnostics, key=Diagnostic.sort_key)
+        super().__init__("\n".join(d.message for d in self.diagnostics))
+
+
+@dataclass
+class DiagnosticBag:
+    """Collects semantic errors so a stage can report all of them together."""
+
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, message: str, span: Span | None = None, hint: str | None = None) -> None:
+        self.items.append(Diagnostic(message, span, hint))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise MupError(self.items)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+def _source_line(span: Span, sources: dict[str, str]) -> str | None:
+    text = sources.get(span.file or "")
+    if text is None and span.file:
+        try:
+            text = Path(span.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    if text is None:
+        return None
+    lines = text.splitlines()
+    return lines[span.line - 1] if 0 < span.line <= len(lines) else ""
+
+
+def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool = False) -> str:
+    """`file:line:col: error: message`, the source line, carets under the
+    span, then the hint -- the format of compilers and of miniwdl."""
+    sources = sources or {}
+    bold, red, cyan, reset = ("\033[1m", "\033[31m", "\033[36m", "\033[0m") if color else ("",) * 4
+    span = diag.span
+    where = ""
+    if span is not None and span.line > 0:
+        where = f"{span.file or '<input>'}:{span.line}:{span.column}: "
+    elif span is not None and span.file:
+        where = f"{span.file}: "
+    out = [f"{bold}{where}{red}{diag.severity}:{reset}{bold} {diag.message}{reset}"]
+    line = _source_line(span, sources) if span is not None and span.line > 0 else None
+    if line is not None:
+        width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
+        out.append(f"    {line}")
+        out.append(f"    {' ' * (span.column - 1)}{red}{'^' * max(1, width)}{reset}")
+    if diag.hint:
+        out.append(f"  {cyan}hint:{reset} {diag.hint}")
+    return "\n".join(out)
+
+
+def render_all(error: MupError, sources: dict[str, str] | None = None, color: bool | None = None) -> str:
+    if color is None:
+        color = sys.stderr.isatty()
+    return "\n".join(render(d, sources, color) for d in error.diagnostics)

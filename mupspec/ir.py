@@ -1,0 +1,208 @@
+"""Stage 2: the typed IR of a `.mup` spec.
+
+Produced by `parser.parse_spec` (as written) and `resolve.resolve_spec` (bases
+merged, validated); consumed by every later stage. Every node is an immutable
+pydantic model that forbids unknown fields and carries its source span.
+Numbers are exact rationals (numerator/denominator), never floats, so a JSON
+dump round-trips exactly.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Span(Node):
+    """1-based, end-exclusive source range; `file` is None for in-memory text."""
+
+    file: str | None = None
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+NO_SPAN = Span(line=0, column=0, end_line=0, end_column=0)
+
+
+# ---------------------------------------------------------------- expressions
+
+
+class Num(Node):
+    """A non-negative literal (`-` is a `Neg` node), always a finite decimal
+    as written in the source: 2, 0.5, 1.25."""
+
+    kind: Literal["num"] = "num"
+    numerator: int = Field(ge=0)
+    denominator: int = Field(1, gt=0)
+    span: Span = NO_SPAN
+
+    @model_validator(mode="after")
+    def _finite_decimal(self) -> "Num":
+        den = Fraction(self.numerator, self.denominator).denominator
+        for p in (2, 5):
+            while den % p == 0:
+                den //= p
+        if den != 1:
+            raise ValueError("a literal must be a finite decimal")
+        return self
+
+    @property
+    def value(self) -> Fraction:
+        return Fraction(self.numerator, self.denominator)
+
+    @classmethod
+    def of(cls, value: Fraction | int, span: Span = NO_SPAN) -> "Num":
+        value = Fraction(value)
+        return cls(numerator=value.numerator, denominator=value.denominator, span=span)
+
+
+class Sym(Node):
+    """A name: fan_in, fan_out, a width or depth symbol, or a hyperparameter."""
+
+    kind: Literal["sym"] = "sym"
+    name: str
+    span: Span = NO_SPAN
+
+
+class Neg(Node):
+    kind: Literal["neg"] = "neg"
+    operand: "Expr"
+    span: Span = NO_SPAN
+
+
+class BinOp(Node):
+    kind: Literal["binop"] = "binop"
+    op: Literal["+", "-", "*", "/", "^"]
+    left: "Expr"
+    right: "Expr"
+    span: Span = NO_SPAN
+
+
+class Call(Node):
+    kind: Literal["call"] = "call"
+    func: Literal["sqrt"]
+    arg: "Expr"
+    span: Span = NO_SPAN
+
+
+Expr = Annotated[Union[Num, Sym, Neg, BinOp, Call], Field(discriminator="kind")]
+
+for _model in (Neg, BinOp, Call):
+    _model.model_rebuild()
+
+
+# ---------------------------------------------------------------- declarations
+
+# The layer classes of an abc-parametrization (TP5 App. B), plus the two
+# blocks that are not parameter classes: attention logits and residual branches.
+LayerKind = Literal["input", "hidden", "output", "bias", "norm"]
+BlockKind = Literal["input", "hidden", "output", "bias", "norm", "attention", "residual"]
+LAYER_KINDS: tuple[str, ...] = ("input", "hidden", "output", "bias", "norm")
+BLOCK_KINDS: tuple[str, ...] = LAYER_KINDS + ("attention", "residual")
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+
+# Which fields each block accepts. `init.var` and `init.std` are two spellings
+# of one rule (a block may give only one); a value of 0 means zero init.
+_PARAM_FIELDS = ("init.var", "init.std", "mult", "lr.sgd", "lr.adam", "wd.sgd", "wd.adam", "eps.adam")
+BLOCK_FIELDS: dict[str, tuple[str, ...]] = {
+    "input": _PARAM_FIELDS,
+    "hidden": _PARAM_FIELDS,
+    "output": _PARAM_FIELDS,
+    "bias": _PARAM_FIELDS,
+    # Norm gains start at 1 by convention; their init is not a rule.
+    "norm": ("mult", "lr.sgd", "lr.adam", "wd.sgd", "wd.adam", "eps.adam"),
+    "attention": ("logit",),
+    "residual": ("mult", "lr.sgd", "lr.adam", "wd.sgd", "wd.adam", "eps.adam"),
+}
+
+
+class Commented(Node):
+    """Comments travel with the node they precede (`comments`, one entry per
+    `#` line, text after the `#`) or end the node's first line (`note`), so
+    that the formatter can reorder declarations without losing a word."""
+
+    comments: tuple[str, ...] = ()
+    note: str | None = None
+
+
+class Rule(Commented):
+    """`field = value` inside a block, e.g. `lr.adam = 1/fan_in`."""
+
+    field: str
+    value: Expr
+    span: Span = NO_SPAN
+
+
+class Block(Commented):
+    kind: BlockKind
+    rules: tuple[Rule, ...] = ()
+    end_comments: tuple[str, ...] = ()
+    span: Span = NO_SPAN
+
+    def rule(self, field: str) -> Rule | None:
+        return next((r for r in self.rules if r.field == field), None)
+
+
+class Dim(Commented):
+    """`width n, d_ff` or `depth L`: the symbols that grow."""
+
+    role: Literal["width", "depth"]
+    names: tuple[str, ...]
+    span: Span = NO_SPAN
+
+
+class Hyper(Commented):
+    """A named tunable constant with its default value: `hyper alpha_out = 1`."""
+
+    name: str
+    value: Expr
+    span: Span = NO_SPAN
+
+
+class Ref(Node):
+    """A reference to a base spec: by name (`sp`, looked up as `sp.mup` beside
+    the file) or by a quoted relative path."""
+
+    target: str
+    is_path: bool = False
+    span: Span = NO_SPAN
+
+
+class Spec(Commented):
+    """A whole `.mup` file. As parsed, `extends` may name a base; after
+    `resolve.resolve_spec` the base's declarations are merged in, `extends`
+    is kept for reference, and `resolved` is True. `comments` are the lines
+    above the `parametrization` header; `end_comments` close the file."""
+
+    name: str
+    title: str | None = None
+    extends: Ref | None = None
+    dims: tuple[Dim, ...] = ()
+    hypers: tuple[Hyper, ...] = ()
+    blocks: tuple[Block, ...] = ()
+    end_comments: tuple[str, ...] = ()
+    resolved: bool = False
+    span: Span = NO_SPAN
+
+    @property
+    def widths(self) -> tuple[str, ...]:
+        return next((d.names for d in self.dims if d.role == "width"), ())
+
+    @property
+    def depth(self) -> str | None:
+        return next((d.names[0] for d in self.dims if d.role == "depth"), None)
+
+    def block(self, kind: str) -> Block | None:
+        return next((b for b in self.blocks if b.kind == kind), None)
+
+    def hyper(self, name: str) -> Hyper | None:
+        return next((h for h in self.hypers if h.name == name), None)

@@ -1,0 +1,357 @@
+"""Stage 2b: semantic validation and base-spec resolution.
+
+Takes the parser's output, reports every semantic error at once (unknown
+block, field or symbol with "did you mean", duplicates, symbols that mean
+nothing where they stand, constant division by zero, bad exponents, missing
+or cyclic bases), and returns a validated `ir.Spec`. `load_spec` also merges
+the chain of `extends` bases, rule by rule, into one resolved spec.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+from mupspec import ir
+from mupspec.errors import Diagnostic, DiagnosticBag, MupError, did_you_mean
+from mupspec.parser import _RawBlock, parse_spec
+
+FAN_SYMBOLS = ("fan_in", "fan_out")
+RESERVED = FAN_SYMBOLS + ("sqrt",)
+DEFAULT_WIDTH = "n"
+
+
+# ---------------------------------------------------------------- public API
+
+
+def parse_and_validate(text: str, file: str | None = None, base_symbols: "Symbols | None" = None) -> ir.Spec:
+    """Parse one file and validate it on its own (no base merged).
+
+    `base_symbols` are the widths/depth/hypers inherited from a base spec, so
+    that a derived file may use them without redeclaring.
+    """
+    spec, raw_blocks = parse_spec(text, file)
+    bag = DiagnosticBag()
+    blocks = _validate_blocks(raw_blocks, bag)
+    spec = spec.model_copy(update={"blocks": blocks})
+    _validate_declarations(spec, bag)
+    symbols = Symbols.of(spec, base_symbols)
+    _validate_hypers(spec, symbols, bag)
+    for block in spec.blocks:
+        for rule in block.rules:
+            _validate_expr(rule.value, block.kind, symbols, bag)
+            _validate_rule_value(rule, bag)
+    bag.raise_if_any()
+    return spec
+
+
+def load_spec(path: str | Path) -> ir.Spec:
+    """Read, validate and resolve a spec file and its chain of bases."""
+    return _load(Path(path), chain=())
+
+
+def parse_and_resolve(text: str, file: str | None = None) -> ir.Spec:
+    """Like load_spec, for text in memory (bases are looked up beside `file`)."""
+    return _resolve_text(text, file, chain=())
+
+
+def canonical(spec: ir.Spec) -> ir.Spec:
+    """Blocks and rules in canonical order (the order the printer uses)."""
+    blocks = sorted(spec.blocks, key=lambda b: ir.BLOCK_KINDS.index(b.kind))
+    blocks = [b.model_copy(update={"rules": tuple(sorted(
+        b.rules, key=lambda r: ir.BLOCK_FIELDS[b.kind].index(r.field)))}) for b in blocks]
+    dims = sorted(spec.dims, key=lambda d: d.role != "width")
+    return spec.model_copy(update={"blocks": tuple(blocks), "dims": tuple(dims)})
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def _load(path: Path, chain: tuple[Path, ...]) -> ir.Spec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MupError(Diagnostic(f"no such file: {path}", hint="check the path")) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise MupError(Diagnostic(f"cannot read {path}: {err}")) from None
+    return _resolve_text(text, str(path), chain)
+
+
+def _resolve_text(text: str, file: str | None, chain: tuple[Path, ...]) -> ir.Spec:
+    spec, _ = parse_spec(text, file)  # syntax first: the base's name is in the header
+    base = None
+    if spec.extends is not None:
+        base_path = _base_path(spec.extends, file)
+        here = Path(file).resolve() if file else None
+        if base_path.resolve() in chain or (here is not None and base_path.resolve() == here):
+            cycle = " -> ".join(p.name for p in chain + (here or base_path, base_path))
+            raise MupError(Diagnostic(f"cyclic base spec: {cycle}", spec.extends.span,
+                                      "a spec cannot extend itself, directly or through its bases"))
+        if not base_path.is_file():
+            raise MupError(Diagnostic(f"base spec `{spec.extends.target}` not found (looked for {base_path})",
+                                      spec.extends.span,
+                                      "name a spec in the same folder (`extends sp`) or give a quoted path"))
+        base = _load(base_path, chain + ((here,) if here else ()))
+    spec = parse_and_validate(text, file, Symbols.of(base) if base else None)
+    return canonical(_merge(base, spec) if base else _with_defaults(spec)).model_copy(update={"resolved": True})
+
+
+def _base_path(ref: ir.Ref, file: str | None) -> Path:
+    folder = Path(file).parent if file else Path.cwd()
+    return folder / (ref.target if ref.is_path else f"{ref.target}.mup")
+
+
+def _with_defaults(spec: ir.Spec) -> ir.Spec:
+    if spec.widths:
+        return spec
+    default = ir.Dim(role="width", names=(DEFAULT_WIDTH,))
+    return spec.model_copy(update={"dims": (default,) + spec.dims})
+
+
+def _merge(base: ir.Spec, spec: ir.Spec) -> ir.Spec:
+    """The derived spec overrides its base rule by rule; declarations it does
+    not repeat (widths, depth, hypers, blocks, rules) are inherited."""
+    dims = {d.role: d for d in base.dims} | {d.role: d for d in spec.dims}
+    hypers = {h.name: h for h in base.hypers} | {h.name: h for h in spec.hypers}
+    blocks = {b.kind: b for b in base.blocks}
+    for block in spec.blocks:
+        old = blocks.get(block.kind)
+        if old is None:
+            blocks[block.kind] = block
+            continue
+        rules = {r.field: r for r in old.rules}
+        for rule in block.rules:
+            rules.pop("init.std" if rule.field == "init.var" else "init.var" if rule.field == "init.std" else "", None)
+            rules[rule.field] = rule
+        blocks[block.kind] = block.model_copy(update={"rules": tuple(rules.values())})
+    merged = spec.model_copy(update={"dims": tuple(dims.values()), "hypers": tuple(hypers.values()),
+                                     "blocks": tuple(blocks.values())})
+    return _with_defaults(merged)
+
+
+# ---------------------------------------------------------------- validation
+
+
+class Symbols:
+    """The names an expression may use, by origin."""
+
+    def __init__(self, widths: tuple[str, ...], depth: str | None, hypers: tuple[str, ...]):
+        self.widths, self.depth, self.hypers = widths, depth, hypers
+
+    @classmethod
+    def of(cls, spec: ir.Spec, base: "Symbols | None" = None) -> "Symbols":
+        widths = spec.widths or (base.widths if base else ()) or (DEFAULT_WIDTH,)
+        depth = spec.depth or (base.depth if base else None)
+        hypers = tuple(dict.fromkeys((base.hypers if base else ()) + tuple(h.name for h in spec.hypers)))
+        return cls(widths, depth, hypers)
+
+    def all(self) -> tuple[str, ...]:
+        return FAN_SYMBOLS + self.widths + ((self.depth,) if self.depth else ()) + self.hypers
+
+
+def _validate_blocks(raw_blocks: list[_RawBlock], bag: DiagnosticBag) -> tuple[ir.Block, ...]:
+    seen: dict[str, ir.Span] = {}
+    blocks = []
+    for raw in raw_blocks:
+        if raw.kind not in ir.BLOCK_KINDS:
+            bag.error(f"unknown block `{raw.kind}`", raw.kind_span,
+                      did_you_mean(raw.kind, ir.BLOCK_KINDS) or f"blocks are: {', '.join(ir.BLOCK_KINDS)}")
+            continue
+        if raw.kind in seen:
+            bag.error(f"duplicate block `{raw.kind}`", raw.kind_span,
+                      f"`{raw.kind}` is already defined at line {seen[raw.kind].line}; merge the two blocks")
+            continue
+        seen[raw.kind] = raw.span
+        rules = _validate_rules(raw.kind, raw.rules, bag)
+        blocks.append(ir.Block(kind=raw.kind, rules=rules, span=raw.span, comments=raw.comments,
+                               note=raw.note, end_comments=raw.end_comments))
+    return tuple(blocks)
+
+
+def _validate_rules(kind: str, rules: tuple[ir.Rule, ...], bag: DiagnosticBag) -> tuple[ir.Rule, ...]:
+    allowed = ir.BLOCK_FIELDS[kind]
+    seen: dict[str, ir.Rule] = {}
+    kept = []
+    for rule in rules:
+        if rule.field not in allowed:
+            bag.error(f"`{rule.field}` is not a rule of `{kind}` blocks", _field_span(rule),
+                      _field_hint(kind, rule.field))
+            continue
+        key = "init" if rule.field in ("init.var", "init.std") else rule.field
+        if key in seen:
+            first = seen[key]
+            what = "init is given twice" if key == "init" else f"duplicate rule `{rule.field}`"
+            bag.error(f"{what} in `{kind}`", _field_span(rule),
+                      f"first given as `{first.field}` at line {first.span.line}; keep one")
+            continue
+        seen[key] = rule
+        kept.append(rule)
+    return tuple(kept)
+
+
+def _field_span(rule: ir.Rule) -> ir.Span:
+    s = rule.span
+    return s.model_copy(update={"end_line": s.line, "end_column": s.column + len(rule.field)})
+
+
+def _field_hint(kind: str, field: str) -> str:
+    if kind == "norm" and field.startswith("init"):
+        return "norm gains are initialized to 1; only mult, lr, wd and eps rules apply to `norm`"
+    suggestion = did_you_mean(field, ir.BLOCK_FIELDS[kind])
+    if field.split(".")[0] in ("lr", "wd", "eps") and "." in field:
+        opt = field.split(".", 1)[1]
+        if opt not in ir.OPTIMIZERS:
+            return suggestion or f"unknown optimizer `{opt}`; optimizer families are {', '.join(ir.OPTIMIZERS)}"
+    return suggestion or f"`{kind}` accepts: {', '.join(ir.BLOCK_FIELDS[kind])}"
+
+
+def _validate_declarations(spec: ir.Spec, bag: DiagnosticBag) -> None:
+    seen: dict[str, ir.Span] = {}
+    roles: dict[str, ir.Dim] = {}
+    for dim in spec.dims:
+        if dim.role in roles:
+            bag.error(f"`{dim.role}` is declared twice", dim.span,
+                      f"first declared at line {roles[dim.role].span.line}; list every "
+                      f"{dim.role} symbol in one declaration" + (", separated by commas" if dim.role == "width" else ""))
+        roles[dim.role] = dim
+        for name in dim.names:
+            _declare(name, dim.span, seen, bag)
+    for hyper in spec.hypers:
+        _declare(hyper.name, hyper.span, seen, bag)
+
+
+def _declare(name: str, span: ir.Span, seen: dict[str, ir.Span], bag: DiagnosticBag) -> None:
+    if name in RESERVED:
+        bag.error(f"`{name}` is a built-in name and cannot be declared", span,
+                  "fan_in, fan_out and sqrt are provided by the language")
+    elif name in seen:
+        bag.error(f"`{name}` is declared twice", span, f"first declared at line {seen[name].line}")
+    seen[name] = span
+
+
+def _validate_hypers(spec: ir.Spec, symbols: Symbols, bag: DiagnosticBag) -> None:
+    for hyper in spec.hypers:
+        for sym in _symbols_in(hyper.value):
+            bag.error(f"a hyperparameter's value must be a number, but `{sym.name}` is a symbol", sym.span,
+                      "hyperparameters are width-independent constants, e.g. `hyper alpha_out = 2`")
+        _check_constants(hyper.value, bag)
+
+
+def _validate_expr(expr, kind: str, symbols: Symbols, bag: DiagnosticBag) -> None:
+    for sym in _symbols_in(expr):
+        if sym.name in FAN_SYMBOLS and kind in ("attention", "residual"):
+            bag.error(f"`{sym.name}` has no meaning in the `{kind}` block", sym.span,
+                      "fan_in and fan_out belong to a parameter class; use a width or depth symbol "
+                      f"({', '.join(symbols.widths + ((symbols.depth,) if symbols.depth else ()))})")
+        elif sym.name not in symbols.all():
+            hint = did_you_mean(sym.name, symbols.all())
+            if hint is None:
+                hint = f"known symbols: {', '.join(symbols.all())}; declare widths with `width`, depth with " \
+                       "`depth`, constants with `hyper`"
+            bag.error(f"unknown symbol `{sym.name}`", sym.span, hint)
+    _check_constants(expr, bag)
+
+
+def _validate_rule_value(rule: ir.Rule, bag: DiagnosticBag) -> None:
+    value = constant_value(rule.value)
+    if value is not None and value < 0:
+        bag.error(f"`{rule.field}` is negative", rule.value.span,
+                  "variances, multipliers, learning rates, weight decay and eps are positive scales")
+    elif value == 0 and not rule.field.startswith(("init.", "wd.")):
+        bag.error(f"`{rule.field}` is zero", rule.value.span,
+                  "only init (zero init) and weight decay may be 0; a zero multiplier or LR removes the layer")
+
+
+def _symbols_in(expr):
+    if isinstance(expr, ir.Sym):
+        yield expr
+    elif isinstance(expr, ir.Neg):
+        yield from _symbols_in(expr.operand)
+    elif isinstance(expr, ir.Call):
+        yield from _symbols_in(expr.arg)
+    elif isinstance(expr, ir.BinOp):
+        yield from _symbols_in(expr.left)
+        yield from _symbols_in(expr.right)
+
+
+def _check_constants(expr, bag: DiagnosticBag) -> None:
+    """Division by zero, 0^negative, sqrt of a negative number, and exponents
+    that are not plain rational numbers -- wherever they can be seen without
+    knowing the width."""
+    if isinstance(expr, ir.Neg):
+        _check_constants(expr.operand, bag)
+    elif isinstance(expr, ir.Call):
+        _check_constants(expr.arg, bag)
+        value = constant_value(expr.arg)
+        if value is not None and value < 0:
+            bag.error("square root of a negative number", expr.span, "a scale must be positive")
+    elif isinstance(expr, ir.BinOp):
+        _check_constants(expr.left, bag)
+        _check_constants(expr.right, bag)
+        if expr.op == "/" and constant_value(expr.right) == 0:
+            bag.error("division by zero", expr.right.span, "the divisor is 0 at every width")
+        if expr.op == "^":
+            exponent = constant_value(expr.right)
+            if exponent is None:
+                bag.error("an exponent must be a number", expr.right.span,
+                          "write powers of symbols with rational exponents, e.g. `n^(-1/2)` or `sqrt(n)`")
+            elif exponent.denominator > 1000 or abs(exponent) > 64:
+                bag.error(f"exponent {exponent} is out of range", expr.right.span,
+                          "exponents are rationals with denominator <= 1000 and magnitude <= 64")
+            elif exponent < 0 and constant_value(expr.left) == 0:
+                bag.error("zero raised to a negative power", expr.span, "this divides by zero")
+
+
+def constant_value(expr) -> Fraction | None:
+    """The exact value of a symbol-free expression, or None if it has symbols
+    or is not rational (sqrt of a non-square)."""
+    if isinstance(expr, ir.Num):
+        return expr.value
+    if isinstance(expr, ir.Sym):
+        return None
+    if isinstance(expr, ir.Neg):
+        v = constant_value(expr.operand)
+        return None if v is None else -v
+    if isinstance(expr, ir.Call):
+        v = constant_value(expr.arg)
+        return _exact_root(v, 2) if v is not None and v >= 0 else None
+    left, right = constant_value(expr.left), constant_value(expr.right)
+    if left is None or right is None:
+        return None
+    if expr.op == "+":
+        return left + right
+    if expr.op == "-":
+        return left - right
+    if expr.op == "*":
+        return left * right
+    if expr.op == "/":
+        return None if right == 0 else left / right
+    return _power(left, right)
+
+
+def _power(base: Fraction, exponent: Fraction) -> Fraction | None:
+    if abs(exponent) > 64 or exponent.denominator > 1000 or (base == 0 and exponent < 0):
+        return None
+    root = _exact_root(base, exponent.denominator) if base >= 0 else None
+    if root is None:
+        return None
+    return root ** exponent.numerator
+
+
+def _exact_root(value: Fraction, k: int) -> Fraction | None:
+    if k == 1:
+        return value
+    num, den = _int_root(value.numerator, k), _int_root(value.denominator, k)
+    return None if num is None or den is None else Fraction(num, den)
+
+
+def _int_root(x: int, k: int) -> int | None:
+    if x < 0:
+        return None
+    r = round(x ** (1.0 / k)) if x < 2**1000 else None
+    if r is None:
+        return None
+    for cand in (r - 1, r, r + 1):
+        if cand >= 0 and cand**k == x:
+            return cand
+    return None
