@@ -16,7 +16,7 @@ import sys
 from mupspec import __version__
 from mupspec.errors import MupError, render_all
 
-# name -> (module, one-line help); the order is the order of `--help`.
+# command name -> one-line help, in `--help` order; the code is mupspec/commands/NAME.py.
 COMMANDS: dict[str, str] = {
     "parse": "print a spec's IR (resolved) as JSON or canonical text",
     "fmt": "rewrite specs in canonical form (--check: only report)",

@@ -206,3 +206,46 @@ class Spec(Commented):
 
     def hyper(self, name: str) -> Hyper | None:
         return next((h for h in self.hypers if h.name == name), None)
+
+
+# ---------------------------------------------------------------- defaults
+
+_ONE = Num(numerator=1)
+
+
+def _inv(name: str) -> Expr:
+    return BinOp(op="/", left=_ONE, right=Sym(name=name))
+
+
+# The value a rule takes when a block does not give it (docs/language.md).
+# init: Var = 1/fan_in (He/LeCun, PyTorch's scale); everything else 1.
+DEFAULT_RULES: dict[str, Expr] = {
+    "init.var": _inv("fan_in"),
+    "mult": _ONE,
+    "lr.sgd": _ONE, "lr.adam": _ONE,
+    "wd.sgd": _ONE, "wd.adam": _ONE,
+    "eps.adam": _ONE,
+}
+
+
+def rule_value(block: Block, field: str, widths: tuple[str, ...] = ("n",)) -> Expr:
+    """The expression a block gives `field`, or its default. `init.var` is
+    answered from `init.std` (squared) when the block gives the std; the
+    attention logit defaults to 1/sqrt(first width symbol)."""
+    if field == "init.var":
+        std = block.rule("init.std")
+        if std is not None:
+            return BinOp(op="^", left=std.value, right=Num(numerator=2))
+    rule = block.rule(field)
+    if rule is not None:
+        return rule.value
+    if field == "logit":
+        return BinOp(op="/", left=_ONE, right=Call(func="sqrt", arg=Sym(name=widths[0])))
+    return DEFAULT_RULES[field]
+
+
+def optimizers(spec: Spec) -> tuple[str, ...]:
+    """The optimizer families a spec covers: those named by an `lr.` rule in
+    any block; a spec with no LR rule at all covers every family (LR 1)."""
+    named = {r.field.split(".", 1)[1] for b in spec.blocks for r in b.rules if r.field.startswith("lr.")}
+    return tuple(o for o in OPTIMIZERS if o in named) or OPTIMIZERS

@@ -1,0 +1,28 @@
+"""`mupspec experiment NAME ...`: the bundled experiments.
+
+Each experiment module under `mupspec.empirical` defines `configure(parser)`
+and `run(args) -> int`; only the chosen one is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "grad-ratio": ("mupspec.empirical.gradratio", "the seed's ||grad W||/||W|| heatmaps, then done right"),
+    "spiral": ("mupspec.empirical.spiral", "training on a 2-D spiral across widths, depths and LRs"),
+}
+
+
+def configure(parser) -> None:
+    sub = parser.add_subparsers(dest="experiment", metavar="NAME", required=True)
+    for name, (module, help) in EXPERIMENTS.items():
+        if importlib.util.find_spec(module) is None:
+            continue
+        cmd = sub.add_parser(name, help=help, description=help)
+        importlib.import_module(module).configure(cmd)
+
+
+def run(args) -> int:
+    return importlib.import_module(EXPERIMENTS[args.experiment][0]).run(args)

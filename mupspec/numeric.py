@@ -1,0 +1,78 @@
+"""Numeric evaluation of IR expressions at concrete sizes (no sympy, no torch).
+
+Used by codegen (to precompute nothing -- it emits code -- but to validate),
+and by the empirical stage to turn a spec into per-layer numbers at a given
+width and depth. Spec text is never evaluated: this walks the IR tree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+from mupspec import ir
+from mupspec.errors import Diagnostic, MupError
+
+
+def evaluate(expr, env: Mapping[str, float]) -> float:
+    """Value of `expr` with symbols bound by `env` (fan_in, fan_out, widths,
+    depth, hyperparameters). Raises MupError on an unbound symbol or a
+    division by zero at these sizes."""
+    if isinstance(expr, ir.Num):
+        return expr.numerator / expr.denominator
+    if isinstance(expr, ir.Sym):
+        if expr.name not in env:
+            raise MupError(Diagnostic(f"no value for `{expr.name}`", expr.span))
+        return float(env[expr.name])
+    if isinstance(expr, ir.Neg):
+        return -evaluate(expr.operand, env)
+    if isinstance(expr, ir.Call):
+        value = evaluate(expr.arg, env)
+        if value < 0:
+            raise MupError(Diagnostic("square root of a negative number at these sizes", expr.span))
+        return math.sqrt(value)
+    left, right = evaluate(expr.left, env), evaluate(expr.right, env)
+    try:
+        if expr.op == "+":
+            return left + right
+        if expr.op == "-":
+            return left - right
+        if expr.op == "*":
+            return left * right
+        if expr.op == "/":
+            return left / right
+        return left ** right
+    except ZeroDivisionError:
+        raise MupError(Diagnostic("division by zero at these sizes", expr.span)) from None
+
+
+def hyper_values(spec: ir.Spec, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    values = {h.name: evaluate(h.value, {}) for h in spec.hypers}
+    return values | dict(overrides or {})
+
+
+# fan_in / fan_out of each class as functions of the width, for a network
+# whose input and output dimensions are `d_in` and `d_out` (TP5 App. B; a
+# bias or norm gain has fan_in 1 and fan_out = its length).
+def class_fans(kind: str, width: float, d_in: float, d_out: float) -> tuple[float, float]:
+    return {
+        "input": (d_in, width),
+        "hidden": (width, width),
+        "output": (width, d_out),
+        "bias": (1.0, width),
+        "norm": (1.0, width),
+    }[kind]
+
+
+def layer_value(spec: ir.Spec, kind: str, field: str, *, fan_in: float, fan_out: float,
+                width: float, depth: float | None = None, hypers: Mapping[str, float] | None = None) -> float:
+    """A rule's value for one parameter: every width symbol is bound to `width`."""
+    block = spec.block(kind)
+    if block is None:
+        raise MupError(Diagnostic(f"spec `{spec.name}` has no `{kind}` block", spec.span,
+                                  f"add a `{kind} {{ ... }}` block to the spec"))
+    env = {w: width for w in spec.widths} | {"fan_in": fan_in, "fan_out": fan_out}
+    if spec.depth:
+        env[spec.depth] = depth if depth is not None else 1.0
+    env |= hyper_values(spec, hypers)
+    return evaluate(ir.rule_value(block, field, spec.widths), env)
