@@ -1,0 +1,165 @@
+"""Stage 4a: real networks built from a spec.
+
+Takes a resolved `ir.Spec` and sizes (width, depth, input/output dims) and
+returns a small torch module whose every parameter is initialized, multiplied
+and given a learning rate by its layer class, as the spec says at that width:
+- `mlp`: input -> (depth - 1) hidden layers -> output, ReLU between
+  (depth = number of hidden layers of `width` units, so depth + 1 weights);
+- `residual` / `residual-prenorm`: input -> depth residual blocks
+  x + branch * mult * W relu(norm(x)) -> output, `norm` the identity (no-norm)
+  or an RMS norm with a gain of the spec's `norm` class (pre-norm); the branch
+  multiplier and branch LR factor come from the spec's `residual` block.
+
+The per-class numbers come from `mupspec.numeric.layer_value`, i.e. absolute
+values at this width (not anchored at a base width): a scaling experiment
+compares widths, so only the ratio between widths matters. The network keeps
+a list of `Layer` records (class, weight, bias, multipliers) so that the
+measurement stage can read every layer's input and output without hooks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from mupspec import ir
+from mupspec.numeric import class_fans, layer_value
+
+ARCHS = ("mlp", "residual", "residual-prenorm")
+
+
+@dataclass(frozen=True)
+class ClassScale:
+    """One parameter's rules evaluated at concrete sizes."""
+
+    std: float
+    mult: float
+    lr: dict[str, float]
+    eps: float
+
+
+def class_scale(spec: ir.Spec, kind: str, fan_in: float, fan_out: float, width: float,
+                depth: float | None) -> ClassScale:
+    def value(field_name: str) -> float:
+        return layer_value(spec, kind, field_name, fan_in=fan_in, fan_out=fan_out, width=width, depth=depth)
+
+    var = 1.0 if kind == "norm" else value("init.var")
+    return ClassScale(std=math.sqrt(max(var, 0.0)), mult=value("mult"),
+                      lr={opt: value(f"lr.{opt}") for opt in ir.OPTIMIZERS}, eps=value("eps.adam"))
+
+
+def residual_scale(spec: ir.Spec, width: float, depth: float) -> ClassScale:
+    """Branch multiplier and branch LR factor; 1 when the spec has no residual block."""
+    if spec.block("residual") is None:
+        return ClassScale(std=0.0, mult=1.0, lr={opt: 1.0 for opt in ir.OPTIMIZERS}, eps=1.0)
+    return class_scale(spec, "residual", 1.0, width, width, depth)
+
+
+@dataclass
+class Layer:
+    """A linear map `mult * W x + bias_mult * b` of one class."""
+
+    name: str
+    kind: str  # input | hidden | output
+    weight: torch.nn.Parameter
+    scale: ClassScale
+    bias: torch.nn.Parameter | None = None
+    bias_scale: ClassScale | None = None
+    branch: float = 1.0  # residual branch multiplier (hidden layers of residual nets)
+    branch_lr: dict[str, float] = field(default_factory=dict)
+    norm_gain: torch.nn.Parameter | None = None
+    norm_scale: ClassScale | None = None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        out = (x @ self.weight.T) * self.scale.mult
+        if self.bias is not None:
+            out = out + self.bias * self.bias_scale.mult
+        return out
+
+
+@dataclass(frozen=True)
+class Arch:
+    kind: str = "mlp"
+    d_in: int = 16
+    d_out: int = 4
+    bias: bool = True
+
+
+class SpecNet(torch.nn.Module):
+    """A network whose parameters follow `spec` at `width` and `depth`."""
+
+    def __init__(self, spec: ir.Spec, arch: Arch, width: int, depth: int, generator: torch.Generator,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if arch.kind not in ARCHS:
+            raise ValueError(f"unknown architecture {arch.kind!r}; expected one of {ARCHS}")
+        self.arch, self.width, self.depth = arch, width, depth
+        self.layers: list[Layer] = []
+        sym_depth = float(depth) if spec.depth else None
+        residual = arch.kind != "mlp"
+        n_hidden = depth if residual else depth - 1
+        branch = residual_scale(spec, width, depth) if residual else None
+        shapes = [("input", arch.d_in, width)] + [("hidden", width, width)] * n_hidden + [("output", width, arch.d_out)]
+        for index, (kind, fan_in, fan_out) in enumerate(shapes):
+            scale = class_scale(spec, kind, fan_in, fan_out, width, sym_depth)
+            weight = self._param(f"w{index}", scale.std * torch.randn(fan_out, fan_in, generator=generator, dtype=dtype))
+            layer = Layer(f"{kind}{index}" if kind == "hidden" else kind, kind, weight, scale)
+            if arch.bias and kind != "output":
+                bscale = class_scale(spec, "bias", *class_fans("bias", fan_out, 1, 1), width, sym_depth)
+                layer.bias = self._param(f"b{index}", bscale.std * torch.randn(fan_out, generator=generator, dtype=dtype))
+                layer.bias_scale = bscale
+            if kind == "hidden" and residual:
+                layer.branch, layer.branch_lr = branch.mult, branch.lr
+                if arch.kind == "residual-prenorm":
+                    layer.norm_scale = class_scale(spec, "norm", 1.0, width, width, sym_depth) \
+                        if spec.block("norm") else ClassScale(1.0, 1.0, {o: 1.0 for o in ir.OPTIMIZERS}, 1.0)
+                    layer.norm_gain = self._param(f"g{index}", torch.ones(width, dtype=dtype))
+            self.layers.append(layer)
+
+    def _param(self, name: str, value: torch.Tensor) -> torch.nn.Parameter:
+        param = torch.nn.Parameter(value)
+        self.register_parameter(name, param)
+        return param
+
+    def forward(self, x: torch.Tensor, record: list | None = None) -> torch.Tensor:
+        """`record`, when given, receives (layer, layer input, layer output)
+        for every layer; for residual blocks the input is the branch's
+        post-norm, post-ReLU vector and the output the new residual stream."""
+        residual = self.arch.kind != "mlp"
+        h = x
+        for layer in self.layers:
+            if layer.kind == "hidden" and residual:
+                z = h
+                if layer.norm_gain is not None:
+                    z = z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + 1e-12) * (layer.norm_gain * layer.norm_scale.mult)
+                inp = torch.relu(z)
+                out = h + layer.branch * layer.apply(inp)
+            else:
+                inp = h if layer.kind == "input" or residual else torch.relu(h)
+                out = layer.apply(inp)
+            if record is not None:
+                record.append((layer, inp, out))
+            h = out
+        return h
+
+    def param_groups(self, optimizer: str, base_lr: float, base_eps: float = 1e-12) -> list[dict]:
+        """One group per parameter: LR = base_lr x the spec's LR for its class
+        (x the residual branch's LR factor inside a branch); Adam eps scaled by
+        the class's `eps.adam`."""
+        groups = []
+        for layer in self.layers:
+            factor = layer.branch_lr.get(optimizer, 1.0)
+            members = [(layer.weight, layer.scale), (layer.bias, layer.bias_scale), (layer.norm_gain, layer.norm_scale)]
+            for param, scale in members:
+                if param is not None:
+                    groups.append({"params": [param], "lr": base_lr * scale.lr[optimizer] * factor,
+                                   "eps": base_eps * scale.eps})
+        return groups
+
+
+def build(spec: ir.Spec, width: int, depth: int, *, arch: Arch = Arch(), seed: int = 0,
+          dtype: torch.dtype = torch.float32) -> SpecNet:
+    generator = torch.Generator().manual_seed(seed)
+    return SpecNet(spec, arch, width, depth, generator, dtype)
