@@ -86,7 +86,10 @@ def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool 
     if line is not None:
         width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
         out.append(f"    {line}")
-        out.append(f"    {' ' * (span.column - 1)}{red}{'^' * max(1, width)}{reset}")
+        # keep tabs so that the caret lines up under tab-indented source
+        pad = "".join("\t" if ch == "\t" else " " for ch in line[:span.column - 1])
+        pad += " " * max(0, span.column - 1 - len(line))
+        out.append(f"    {pad}{red}{'^' * max(1, width)}{reset}")
     if diag.hint:
         out.append(f"  {cyan}hint:{reset} {diag.hint}")
     return "\n".join(out)

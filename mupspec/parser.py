@@ -5,6 +5,7 @@ translated into `MupError` here, so no lark type escapes.
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +14,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from mupspec import ir
-from mupspec.errors import Diagnostic, MupError
+from mupspec.errors import Diagnostic, MupError, did_you_mean
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -31,7 +32,47 @@ _TERMINAL_WORDS = {
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
     return Lark(GRAMMAR.read_text(encoding="utf-8"), parser="lalr", propagate_positions=True,
-                maybe_placeholders=True, lexer_callbacks={"COMMENT": lambda tok: _COMMENT_SINK[0].append(tok)})
+                maybe_placeholders=True, lexer_callbacks={"COMMENT": _on_comment, "NUMBER": _on_number})
+
+
+class _LexState:
+    """What the lexer callbacks of the parse in progress need: lark fixes
+    callbacks when the (cached) parser is built, so they read this slot."""
+
+    def __init__(self, text: str = "", file: str | None = None):
+        self.text, self.file = text, file
+        self.comments: list[Token] = []
+
+
+_LEX = [_LexState()]
+
+
+def _on_comment(tok: Token) -> Token:
+    _LEX[0].comments.append(tok)
+    return tok
+
+
+_NUMBER_TAIL = re.compile(r"[eE][+-]?[0-9]+|[A-Za-z0-9_.]+")
+
+
+def _on_number(tok: Token) -> Token:
+    """`1e3`, `2n`, `1.` and `1.5.2` would otherwise lex as a number followed
+    by something else and fail later with a puzzling message."""
+    state = _LEX[0]
+    tail = _NUMBER_TAIL.match(state.text, tok.end_pos)
+    if tail is not None:
+        bad = tok + tail.group()
+        span = ir.Span(file=state.file, line=tok.line, column=tok.column,
+                       end_line=tok.line, end_column=tok.column + len(bad))
+        if re.fullmatch(r"[0-9.]+[eE][+-]?[0-9]+", bad):
+            mantissa, _, power = bad.lower().partition("e")
+            scale = "" if mantissa in ("1", "1.0") else f"{mantissa}*"
+            hint = f"there is no scientific notation: write `{scale}10^({power.lstrip('+')})`"
+        else:
+            hint = ("write a product with `*` (e.g. `2*n`); numbers are digits with an optional "
+                    "decimal part, like 2 or 0.5")
+        raise MupError(Diagnostic(f"malformed number `{bad}`", span, hint))
+    return tok
 
 
 def _span(file: str | None, obj) -> ir.Span:
@@ -77,6 +118,7 @@ class _Builder(Transformer):
 
     def rule(self, meta, children):
         (name, _), value = children
+        _check_depth(value)
         return ir.Rule(field=name, value=value, span=self._s(meta))
 
     def block(self, meta, children):
@@ -92,20 +134,37 @@ class _Builder(Transformer):
         return ir.Dim(role="depth", names=(str(children[0]),), span=self._s(meta))
 
     def hyper_decl(self, meta, children):
+        _check_depth(children[1])
         return ir.Hyper(name=str(children[0]), value=children[1], span=self._s(meta))
 
     def extends(self, meta, children):
         tok = children[0]
         is_path = tok.type == "STRING"
-        target = _unquote(tok) if is_path else str(tok)
+        target = _unquote(tok, self.file) if is_path else str(tok)
         return ir.Ref(target=target, is_path=is_path, span=_span(self.file, tok))
 
     def header(self, meta, children):
         name, title, extends = children
-        return ("header", str(name), _unquote(title) if title is not None else None, extends, self._s(meta))
+        return ("header", str(name), _unquote(title, self.file) if title is not None else None, extends, self._s(meta))
 
     def start(self, meta, children):
         return children
+
+
+MAX_DEPTH = 100
+
+
+def _check_depth(expr) -> None:
+    """Refuse absurdly nested expressions here, so that no later stage (all of
+    them recursive) can overflow the stack or pydantic's serializer."""
+    stack = [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise MupError(Diagnostic(f"expression nested more than {MAX_DEPTH} levels deep", expr.span,
+                                      "split the expression, or use a `hyper` constant"))
+        children = {ir.Neg: ("operand",), ir.Call: ("arg",), ir.BinOp: ("left", "right")}.get(type(node), ())
+        stack.extend((getattr(node, c), depth + 1) for c in children)
 
 
 class _RawBlock:
@@ -118,44 +177,108 @@ class _RawBlock:
         self.end_comments: tuple[str, ...] = ()
 
 
-def _unquote(token: Token) -> str:
-    return bytes(str(token)[1:-1], "utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8") \
-        if "\\" in str(token) else str(token)[1:-1]
+_ESCAPE = re.compile(r"\\(.)")
 
 
-def _syntax_error(err: UnexpectedInput, text: str, file: str | None) -> MupError:
-    line, col = getattr(err, "line", 1) or 1, getattr(err, "column", 1) or 1
-    width = 1
-    if isinstance(err, UnexpectedToken) and err.token.type == "$END" or isinstance(err, UnexpectedEOF):
-        lines = text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
-        found = "end of input"
-    elif isinstance(err, UnexpectedToken):
-        found = f"'{err.token}'"
-        width = max(1, len(str(err.token)))
-    elif isinstance(err, UnexpectedCharacters):
-        found = f"character {text[err.pos_in_stream]!r}" if err.pos_in_stream < len(text) else "end of input"
-    else:
-        found = "input"
-    expected = sorted({_TERMINAL_WORDS.get(t, t) for t in (getattr(err, "expected", None) or ())
-                       if not t.startswith("__")})
-    message = f"unexpected {found}"
-    hint = None
-    if expected:
-        message += f"; expected {_or_list(expected)}"
-    if isinstance(err, UnexpectedToken) and err.token.type == "$END":
-        hint = "the file ends in the middle of a declaration: is a '}' or a value missing?"
-    elif found == "'='" or (isinstance(err, UnexpectedToken) and err.token.type == "NAME"
-                             and "a name" not in expected and "'='" not in expected):
-        hint = "each rule reads `field = expression`, e.g. `lr.adam = 1/fan_in`"
-    span = ir.Span(file=file, line=line, column=col, end_line=line, end_column=col + width)
-    return MupError(Diagnostic(message, span, hint))
+def _unquote(token: Token, file: str | None = None) -> str:
+    """The text between the quotes. The only escapes are \\" and \\\\, so a
+    title or path reads as written (no \\n, no \\u: the printer must be able
+    to write back every string it reads)."""
+    def unescape(match: re.Match) -> str:
+        if match.group(1) in '"\\':
+            return match.group(1)
+        col = token.column + 1 + match.start()  # +1: the opening quote
+        raise MupError(Diagnostic(f"unknown escape `\\{match.group(1)}` in a string", _point(file, token.line, col, 2),
+                                  'inside quotes only \\" (a quote) and \\\\ (a backslash) are escapes'))
+    return _ESCAPE.sub(unescape, str(token)[1:-1])
+
+
+_VALUE_START = {"'('", "'-'", "'sqrt'", "a name", "a number"}
+_OPERATORS = {"'+'", "'-'", "'*'", "'/'", "'^'"}
+
+
+def _expected_words(err: UnexpectedInput) -> set[str]:
+    names = getattr(err, "expected", None) or getattr(err, "allowed", None) or ()
+    return {_TERMINAL_WORDS.get(t, t.lower()) for t in names}
+
+
+def _describe_expected(expected: set[str]) -> str:
+    """Group what the parser would accept into words: `a value`, `an operator`."""
+    words = set(expected)
+    groups = []
+    if {"'('", "a name", "a number"} <= words:
+        words -= _VALUE_START
+        groups.append("a value")
+    if {"'+'", "'*'", "'/'", "'^'"} <= words:
+        words -= _OPERATORS
+        groups.append("an operator")
+    if "'}'" in words and "a name" in words:  # inside a block, a name starts the next rule
+        words = (words - {"a name"}) | {"another rule"}
+    rest = sorted(words, key=lambda w: (not w.startswith("'"), w))
+    return _or_list(groups + rest)
 
 
 def _or_list(words: list[str]) -> str:
-    if len(words) > 6:
-        words = words[:6] + ["..."]
+    if not words:
+        return "something else"
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _syntax_error(err: UnexpectedInput, text: str, file: str | None) -> MupError:
+    """A lark error as `unexpected X; expected Y` at X, with a hint for the
+    common slips. The end of input is shown just after the last character."""
+    expected = _expected_words(err)
+    at_end = isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END")
+    if at_end:
+        lines = text.rstrip().splitlines() or [""]
+        line, col, width = len(lines), len(lines[-1]) + 1, 1
+        found = "end of input"
+    elif isinstance(err, UnexpectedToken):
+        tok = err.token
+        line, col, width = tok.line, tok.column, max(1, len(str(tok).splitlines()[0] if str(tok) else ""))
+        found = f"'{tok}'"
+    else:  # UnexpectedCharacters
+        line, col, width = err.line, err.column, 1
+        found = f"character {text[err.pos_in_stream]!r}" if err.pos_in_stream < len(text) else "end of input"
+    message = f"unexpected {found}"
+    if found == "character '\"'":
+        message = "unclosed quote"
+    elif expected:
+        message += f"; expected {_describe_expected(expected)}"
+    token = err.token if isinstance(err, UnexpectedToken) else None
+    hint = _hint(found, token, expected, text, at_end)
+    return MupError(Diagnostic(message, _point(file, line, col, width), hint))
+
+
+def _hint(found: str, token: Token | None, expected: set[str], text: str, at_end: bool) -> str | None:
+    if expected == {"'parametrization'"}:
+        start = "a spec starts with `parametrization NAME`, e.g. `parametrization my_mup \"my muP\"`"
+        if token is not None and token.type == "NAME" and did_you_mean(str(token), ["parametrization"]):
+            return "did you mean `parametrization`? " + start
+        return start
+    if at_end:
+        if "'}'" in expected:
+            return "a block is not closed: is a '}' missing?"
+        if "a value" in _describe_expected(expected) or "')'" in expected:
+            return "the file ends in the middle of an expression"
+        return "the file ends in the middle of a declaration"
+    if found == "')'" and "')'" not in expected:
+        return "this ')' has no matching '('"
+    if found == "'='" and "'='" not in expected:
+        return "`=` starts a rule's value: `field = expression`, inside a block"
+    if "'='" in expected and "'.'" in expected:
+        return "each rule reads `field = expression`, e.g. `lr.adam = 1/fan_in`"
+    if expected == {"'{'"}:
+        return "a block reads `NAME { field = expression ... }`, e.g. `hidden { lr.adam = 1/fan_in }`"
+    if token is not None and token.type in ("WIDTH", "DEPTH", "HYPER", "PARAMETRIZATION", "EXTENDS", "SQRT"):
+        return f"`{token}` is a keyword and cannot be used as a name here"
+    if "a value" in _describe_expected(expected):
+        return "an expression is missing or incomplete here"
+    if found == "character '\"'":
+        return 'a quoted title or path must end with `"` on the same line'
+    if found.startswith("character"):
+        return "expressions use numbers, names, + - * / ^, sqrt(...) and parentheses; comments start with #"
+    return None
 
 
 def parse_spec(text: str, file: str | None = None) -> tuple[ir.Spec, list["_RawBlock"]]:
@@ -164,24 +287,27 @@ def parse_spec(text: str, file: str | None = None) -> tuple[ir.Spec, list["_RawB
     Normal code calls `resolve.parse_and_resolve` / `resolve.load_spec`, which
     validate the raw blocks into `ir.Block`s and merge any base spec.
     """
-    comments: list[Token] = []
-    _COMMENT_SINK[0] = comments
+    state = _LexState(text, file)
+    _LEX[0] = state
     try:
         items = _Builder(file).transform(_lark().parse(text))
     except UnexpectedInput as err:
         raise _syntax_error(err, text, file) from None
-    except VisitError as err:  # e.g. a literal the IR rejects
-        raise MupError(Diagnostic(f"malformed input: {err.orig_exc}",
-                                  ir.Span(file=file, line=1, column=1, end_line=1, end_column=2))) from None
+    except VisitError as err:
+        if isinstance(err.orig_exc, MupError):  # a bad string escape
+            raise err.orig_exc from None
+        raise MupError(Diagnostic(f"malformed input: {err.orig_exc}", _point(file, 1, 1))) from None
+    except RecursionError:
+        raise MupError(Diagnostic(f"expression nested more than {MAX_DEPTH} levels deep", _point(file, 1, 1),
+                                  "split the expression, or use a `hyper` constant")) from None
     finally:
-        _COMMENT_SINK[0] = []
+        _LEX[0] = _LexState()
     (_, name, title, extends, header_span), *rest = items
-    return attach_comments(file, name, title, extends, header_span, rest, comments)
+    return attach_comments(file, name, title, extends, header_span, rest, state.comments)
 
 
-# lark fixes lexer callbacks when the parser is built; the cached parser
-# appends comments to whatever list this slot holds during a parse.
-_COMMENT_SINK: list[list[Token]] = [[]]
+def _point(file: str | None, line: int, column: int, width: int = 1) -> ir.Span:
+    return ir.Span(file=file, line=line, column=column, end_line=line, end_column=column + width)
 
 
 # ---------------------------------------------------------------- comments

@@ -32,9 +32,11 @@ def _expr(expr, parent_prec: int, right_of: str | None = None) -> str:
         return f"({text})" if parent_prec > _PREC["neg"] else text
     prec = _PREC[expr.op]
     if expr.op == "^":
-        # right-associative; the exponent is parsed as a unary expression
+        # An exponent that is not a number, name or call gets parentheses:
+        # `n^(-1)/2`, `n^(1/2)`, so that the trap `n^-1/2` == (n^-1)/2 is
+        # always visible in canonical form.
         left = _expr(expr.left, prec + 1)
-        right = _expr(expr.right, _PREC["neg"])
+        right = _expr(expr.right, prec + 1)
         text = f"{left}^{right}"
     else:
         left = _expr(expr.left, prec)

@@ -9,6 +9,7 @@ the chain of `extends` bases, rule by rule, into one resolved spec.
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mupspec.parser import _RawBlock, parse_spec
 
 FAN_SYMBOLS = ("fan_in", "fan_out")
 RESERVED = FAN_SYMBOLS + ("sqrt",)
+KEYWORDS = ("parametrization", "extends", "width", "depth", "hyper")
 DEFAULT_WIDTH = "n"
 
 
@@ -34,7 +36,7 @@ def parse_and_validate(text: str, file: str | None = None, base_symbols: "Symbol
     bag = DiagnosticBag()
     blocks = _validate_blocks(raw_blocks, bag)
     spec = spec.model_copy(update={"blocks": blocks})
-    _validate_declarations(spec, bag)
+    _validate_declarations(spec, text, bag)
     symbols = Symbols.of(spec, base_symbols)
     _validate_hypers(spec, symbols, bag)
     for block in spec.blocks:
@@ -174,8 +176,7 @@ def _validate_rules(kind: str, rules: tuple[ir.Rule, ...], bag: DiagnosticBag) -
     kept = []
     for rule in rules:
         if rule.field not in allowed:
-            bag.error(f"`{rule.field}` is not a rule of `{kind}` blocks", _field_span(rule),
-                      _field_hint(kind, rule.field))
+            bag.error(_field_message(kind, rule.field), _field_span(rule), _field_hint(kind, rule.field))
             continue
         key = "init" if rule.field in ("init.var", "init.std") else rule.field
         if key in seen:
@@ -194,36 +195,82 @@ def _field_span(rule: ir.Rule) -> ir.Span:
     return s.model_copy(update={"end_line": s.line, "end_column": s.column + len(rule.field)})
 
 
+def _unknown_optimizer(field: str) -> str | None:
+    group, _, opt = field.partition(".")
+    return opt if group in ("lr", "wd", "eps") and opt and opt not in ir.OPTIMIZERS else None
+
+
+def _field_message(kind: str, field: str) -> str:
+    opt = _unknown_optimizer(field)
+    if opt is not None:
+        return f"unknown optimizer `{opt}` in `{field}`"
+    return f"`{field}` is not a rule of `{kind}` blocks"
+
+
 def _field_hint(kind: str, field: str) -> str:
     if kind == "norm" and field.startswith("init"):
         return "norm gains are initialized to 1; only mult, lr, wd and eps rules apply to `norm`"
+    if kind == "attention":
+        return "`attention` has one rule, `logit` (the scale of q.k, e.g. `logit = 1/n`)"
     suggestion = did_you_mean(field, ir.BLOCK_FIELDS[kind])
-    if field.split(".")[0] in ("lr", "wd", "eps") and "." in field:
-        opt = field.split(".", 1)[1]
-        if opt not in ir.OPTIMIZERS:
-            return suggestion or f"unknown optimizer `{opt}`; optimizer families are {', '.join(ir.OPTIMIZERS)}"
+    opt = _unknown_optimizer(field)
+    if opt is not None:
+        group = field.split(".")[0]
+        known = [f"{group}.{o}" for o in ir.OPTIMIZERS if f"{group}.{o}" in ir.BLOCK_FIELDS[kind]]
+        return (f"the optimizer families are {', '.join(ir.OPTIMIZERS)} (adam covers AdamW); "
+                f"`{kind}` accepts {' and '.join(f'`{k}`' for k in known) or f'no `{group}.` rule'}")
+    if field == "eps.sgd":
+        return "eps is Adam's epsilon; only `eps.adam` exists"
     return suggestion or f"`{kind}` accepts: {', '.join(ir.BLOCK_FIELDS[kind])}"
 
 
-def _validate_declarations(spec: ir.Spec, bag: DiagnosticBag) -> None:
+def _validate_declarations(spec: ir.Spec, text: str, bag: DiagnosticBag) -> None:
     seen: dict[str, ir.Span] = {}
     roles: dict[str, ir.Dim] = {}
     for dim in spec.dims:
         if dim.role in roles:
-            bag.error(f"`{dim.role}` is declared twice", dim.span,
+            keyword = dim.span.model_copy(update={"end_line": dim.span.line,
+                                                  "end_column": dim.span.column + len(dim.role)})
+            bag.error(f"`{dim.role}` is declared twice", keyword,
                       f"first declared at line {roles[dim.role].span.line}; list every "
                       f"{dim.role} symbol in one declaration" + (", separated by commas" if dim.role == "width" else ""))
         roles[dim.role] = dim
-        for name in dim.names:
-            _declare(name, dim.span, seen, bag)
+        for name, span in zip(dim.names, _name_spans(text, dim.span)):
+            _declare(name, span, seen, bag)
     for hyper in spec.hypers:
-        _declare(hyper.name, hyper.span, seen, bag)
+        _declare(hyper.name, _name_spans(text, hyper.span)[0], seen, bag)
+
+
+_WORD_OR_SKIP = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|[A-Za-z_][A-Za-z0-9_]*')
+
+
+def _name_spans(text: str, decl: ir.Span) -> list[ir.Span]:
+    """The spans of the names a `width`/`depth`/`hyper` declaration declares
+    (the IR keeps only the declaration's span; errors point at the name).
+    Falls back to the whole declaration for text the span does not match."""
+    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    if not 0 < decl.line <= len(starts) or not 0 < decl.end_line <= len(starts):
+        return [decl] * 64
+    begin = starts[decl.line - 1] + decl.column - 1
+    end = starts[decl.end_line - 1] + decl.end_column - 1
+    words = [m for m in _WORD_OR_SKIP.finditer(text, begin, end) if m.group()[0] not in '#"']
+    spans = []
+    for m in words[1:]:  # words[0] is the keyword
+        if m.group() == "hyper" or spans and words[0].group() == "hyper":
+            break  # a hyper declares one name; the rest is its value
+        line = text.count("\n", 0, m.start()) + 1
+        column = m.start() - starts[line - 1] + 1
+        spans.append(ir.Span(file=decl.file, line=line, column=column, end_line=line,
+                             end_column=column + len(m.group())))
+    return spans + [decl] * 64
 
 
 def _declare(name: str, span: ir.Span, seen: dict[str, ir.Span], bag: DiagnosticBag) -> None:
     if name in RESERVED:
         bag.error(f"`{name}` is a built-in name and cannot be declared", span,
                   "fan_in, fan_out and sqrt are provided by the language")
+    elif name in KEYWORDS:
+        bag.error(f"`{name}` is a keyword and cannot be declared", span, "pick another name")
     elif name in seen:
         bag.error(f"`{name}` is declared twice", span, f"first declared at line {seen[name].line}")
     seen[name] = span
@@ -287,14 +334,22 @@ def _check_constants(expr, bag: DiagnosticBag) -> None:
             bag.error("square root of a negative number", expr.span, "a scale must be positive")
     elif isinstance(expr, ir.BinOp):
         _check_constants(expr.left, bag)
+        reported = len(bag.items)
         _check_constants(expr.right, bag)
+        exponent_reported = len(bag.items) > reported  # do not blame the outer power too
         if expr.op == "/" and constant_value(expr.right) == 0:
             bag.error("division by zero", expr.right.span, "the divisor is 0 at every width")
         if expr.op == "^":
             exponent = constant_value(expr.right)
-            if exponent is None:
-                bag.error("an exponent must be a number", expr.right.span,
-                          "write powers of symbols with rational exponents, e.g. `n^(-1/2)` or `sqrt(n)`")
+            symbols = [s.name for s in _symbols_in(expr.right)]
+            if symbols:
+                bag.error(f"an exponent must be a constant, but `{symbols[0]}` is a symbol", expr.right.span,
+                          "write powers with rational exponents, e.g. `n^(-1/2)` or `sqrt(n)`")
+            elif exponent is None and not exponent_reported:
+                bag.error("an exponent must be a rational number", expr.right.span,
+                          "write exponents as fractions, e.g. `n^(1/2)`; sqrt(2) or a huge power is not one")
+            elif exponent is None:
+                pass
             elif exponent.denominator > 1000 or abs(exponent) > 64:
                 bag.error(f"exponent {exponent} is out of range", expr.right.span,
                           "exponents are rationals with denominator <= 1000 and magnitude <= 64")
@@ -334,6 +389,9 @@ def _power(base: Fraction, exponent: Fraction) -> Fraction | None:
         return None
     root = _exact_root(base, exponent.denominator) if base >= 0 else None
     if root is None:
+        return None
+    # refuse numbers of more than ~10^4 digits: nested powers grow doubly exponentially
+    if max(root.numerator.bit_length(), root.denominator.bit_length()) * abs(exponent.numerator) > 40_000:
         return None
     return root ** exponent.numerator
 
