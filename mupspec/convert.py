@@ -1,0 +1,314 @@
+"""Stage 4: resolved `ir.Spec` -> an equivalent `ir.Spec` (TP5 Lemma J.1).
+
+For θ > 0 (any expression in the spec's symbols, one per layer class) the
+map   mult ← mult·θ,  init.var ← init.var/θ²  (init.std ← init.std/θ),
+      lr.sgd ← lr.sgd/θ²,  wd.sgd ← wd.sgd·θ²,
+      lr.adam ← lr.adam/θ,  wd.adam ← wd.adam·θ,  eps.adam ← eps.adam·θ
+leaves the function computed at every step of training unchanged
+(docs/converting.md derives the wd and eps rows). `convert` picks θ per class
+from a named form (`FORMS`) or from user pins (`Setting`: "this field of this
+class must equal that"), applies it, and writes the new values back as IR
+built from sympy (`to_ir`): monomials come out as `1/fan_in`, `sqrt(fan_out)`,
+`fan_in^(3/2)`. Attention and residual blocks are not parameter classes and
+are never moved; norm gains start at 1 (no init rule can absorb θ), so norm
+is never moved either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import sympy
+
+from mupspec import ir
+from mupspec.errors import Diagnostic, MupError, did_you_mean
+from mupspec.printer import format_expr
+from mupspec.symbolic import to_sympy
+
+MOVABLE = ("input", "hidden", "output", "bias")
+# value ← value · θ^power
+POWER: dict[str, int] = {"mult": 1, "init.var": -2, "init.std": -1, "lr.sgd": -2, "wd.sgd": 2,
+                         "lr.adam": -1, "wd.adam": 1, "eps.adam": 1}
+THETA = "theta"  # pseudo-field of --set: give θ itself
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A pin: after conversion, `field` of class `kind` equals `value`."""
+
+    kind: str
+    field: str
+    value: object  # ir.Expr
+    source: str = ""
+
+
+@dataclass
+class Conversion:
+    spec: ir.Spec
+    thetas: dict[str, object]  # kind -> θ as an ir.Expr (only classes that moved)
+    exact: bool
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- named forms
+
+FORMS: dict[str, str] = {
+    "table3": "no multipliers: mult = 1 in every class (TP5 Table 3)",
+    "table8": "output init.var = 1 (its scale in the multiplier), mult = 1 elsewhere (TP5 Table 8, microsoft/mup)",
+    "table9": "SGD LR = 1 in every class (TP4 style, TP5 Table 9); for Adam-only specs "
+              "init.var = 1/fan_out (input, bias) and 1/fan_in (hidden, output)",
+    "unit": "init.var = 1 in every class: all scale in multipliers and LRs (u-μP style)",
+}
+
+_ONE = ir.Num(numerator=1)
+
+
+def _inv(name: str):
+    return ir.BinOp(op="/", left=_ONE, right=ir.Sym(name=name))
+
+
+def form_settings(form: str, spec: ir.Spec) -> list[Setting]:
+    if form not in FORMS:
+        raise MupError(Diagnostic(f"unknown form `{form}`", hint=did_you_mean(form, FORMS)
+                                  or f"forms are: {', '.join(FORMS)}; or pin fields with --set"))
+    kinds = [k for k in MOVABLE if spec.block(k) is not None]
+    if form == "table3":
+        return [Setting(k, "mult", _ONE, form) for k in kinds]
+    if form == "table8":
+        return [Setting(k, "init.var" if k == "output" else "mult", _ONE, form) for k in kinds]
+    if form == "unit":
+        return [Setting(k, "init.var", _ONE, form) for k in kinds if not _zero_init(spec, k)]
+    if "sgd" in ir.optimizers(spec):
+        return [Setting(k, "lr.sgd", _ONE, form) for k in kinds]
+    return [Setting(k, "init.var", _inv("fan_out" if k in ("input", "bias") else "fan_in"), form)
+            for k in kinds if not _zero_init(spec, k)]
+
+
+def _zero_init(spec: ir.Spec, kind: str) -> bool:
+    value = ir.rule_value(spec.block(kind), "init.var", spec.widths)
+    return to_sympy(value, raw_env(spec)) == 0
+
+
+# ---------------------------------------------------------------- sympy <-> IR
+
+
+def raw_env(spec: ir.Spec) -> dict[str, sympy.Symbol]:
+    """Every name as its own positive symbol: fan_in and fan_out stay
+    symbolic (the rewrite is exact, not a width limit)."""
+    names = ("fan_in", "fan_out", *spec.widths, *((spec.depth,) if spec.depth else ()),
+             *(h.name for h in spec.hypers))
+    return {name: sympy.Symbol(name, positive=True) for name in names}
+
+
+def _name_rank(name: str) -> tuple:
+    return ({"fan_in": 0, "fan_out": 1}.get(name, 2), name)
+
+
+def to_ir(f: sympy.Expr):
+    """An IR expression for a sympy tree built from IR (Add, Mul, rational
+    powers, rationals, positive symbols), in a canonical spelling:
+    coefficient first, symbols in a fixed order, negative powers below the
+    fraction bar, x^(1/2) as sqrt(x)."""
+    if f.is_Add:
+        return _sum_ir(f)
+    coeff, factors = f.as_coeff_mul()
+    if not coeff.is_Rational:
+        raise ValueError(f"not an expression mupspec can write: {f}")
+    if coeff < 0:
+        return ir.Neg(operand=to_ir(-f))
+    top, bottom = _int_factors(coeff.p), _int_factors(coeff.q)
+    for factor in sorted(factors, key=_factor_rank):
+        base, exp = factor.as_base_exp()
+        if not exp.is_Rational:
+            raise ValueError(f"not an expression mupspec can write: {f}")
+        (top if exp > 0 else bottom).append(_power_ir(base, abs(exp)))
+    numerator = _product(top) if top else _ONE
+    return ir.BinOp(op="/", left=numerator, right=_product(bottom)) if bottom else numerator
+
+
+def _sum_ir(f: sympy.Expr):
+    out = None
+    for term in f.as_ordered_terms():
+        negative = term.could_extract_minus_sign()
+        part = to_ir(-term if negative else term)
+        if out is None:
+            out = ir.Neg(operand=part) if negative else part
+        else:
+            out = ir.BinOp(op="-" if negative else "+", left=out, right=part)
+    return out
+
+
+def _int_factors(value: int) -> list:
+    return [] if value == 1 else [ir.Num.of(value)]
+
+
+def _factor_rank(factor: sympy.Expr) -> tuple:
+    base = factor.as_base_exp()[0]
+    if base.is_Number:
+        return (0, str(base))
+    if base.is_Symbol:
+        return (1, *_name_rank(base.name))
+    return (2, sympy.srepr(factor))
+
+
+def _power_ir(base: sympy.Expr, exp: sympy.Rational):
+    inner = ir.Num.of(int(base)) if base.is_Integer else (
+        ir.Sym(name=base.name) if base.is_Symbol else to_ir(base))
+    if exp == 1:
+        return inner
+    if exp == sympy.Rational(1, 2):
+        return ir.Call(func="sqrt", arg=inner)
+    power = ir.Num.of(int(exp)) if exp.q == 1 else ir.BinOp(op="/", left=ir.Num.of(exp.p), right=ir.Num.of(exp.q))
+    return ir.BinOp(op="^", left=inner, right=power)
+
+
+def _product(items: list):
+    out = items[0]
+    for item in items[1:]:
+        out = ir.BinOp(op="*", left=out, right=item)
+    return out
+
+
+def simplify_ir(expr, spec: ir.Spec | None = None):
+    """`expr` rewritten through sympy into the canonical spelling of `to_ir`."""
+    names = {s.name for s in _symbols(expr)}
+    env = {name: sympy.Symbol(name, positive=True) for name in names}
+    return to_ir(to_sympy(expr, env))
+
+
+def _symbols(expr):
+    if isinstance(expr, ir.Sym):
+        yield expr
+    for child in ("operand", "arg", "left", "right"):
+        if hasattr(expr, child):
+            yield from _symbols(getattr(expr, child))
+
+
+# ---------------------------------------------------------------- settings
+
+
+def parse_setting(text: str, spec: ir.Spec) -> Setting:
+    """`CLASS.FIELD=EXPR` (e.g. `output.mult=1/fan_in`, `hidden.theta=sqrt(n)`),
+    the expression parsed and validated by the spec language's own parser."""
+    from mupspec.resolve import Symbols, parse_and_validate
+
+    target, eq, value_text = text.partition("=")
+    kind, dot, fld = target.strip().partition(".")
+    if not eq or not dot or not value_text.strip():
+        raise MupError(Diagnostic(f"cannot read --set `{text}`",
+                                  hint="write CLASS.FIELD=EXPR, e.g. --set output.mult=1/fan_in"))
+    if kind not in MOVABLE:
+        why = "norm gains start at 1, so no init rule can absorb θ" if kind == "norm" else \
+            "attention and residual blocks are not parameter classes" if kind in ir.BLOCK_KINDS else \
+            (did_you_mean(kind, MOVABLE) or f"classes are: {', '.join(MOVABLE)}")
+        raise MupError(Diagnostic(f"--set `{text}`: class `{kind}` cannot be converted", hint=why))
+    if fld not in POWER and fld != THETA:
+        raise MupError(Diagnostic(f"--set `{text}`: `{fld}` is not a field convert can pin",
+                                  hint=did_you_mean(fld, (*POWER, THETA)) or f"fields: {', '.join((*POWER, THETA))}"))
+    if spec.block(kind) is None:
+        raise MupError(Diagnostic(f"--set `{text}`: spec `{spec.name}` has no `{kind}` block"))
+    prefix = f"parametrization set {kind} {{ mult = "
+    value_col = len(target) + len(eq) + 1 + (len(value_text) - len(value_text.lstrip()))
+    try:
+        parsed = parse_and_validate(f"{prefix}{value_text.strip()} }}", "--set", Symbols.of(spec))
+    except MupError as err:
+        shift = value_col - (len(prefix) + 1)
+        raise MupError([_shifted(d, shift, text) for d in err.diagnostics]) from None
+    return Setting(kind, fld, parsed.block(kind).rules[0].value, text)
+
+
+def _shifted(diag: Diagnostic, shift: int, text: str) -> Diagnostic:
+    if diag.span is None:
+        return diag
+    span = diag.span.model_copy(update={"column": diag.span.column + shift,
+                                        "end_column": diag.span.end_column + shift})
+    return Diagnostic(diag.message + f" (in --set `{text}`)", span, diag.hint, diag.severity)
+
+
+# ---------------------------------------------------------------- convert
+
+
+def convert(spec: ir.Spec, form: str | None = None, settings: tuple[Setting, ...] = (),
+            fixed_eps: bool = False) -> Conversion:
+    """The spec moved by θ per class: `settings` override the form's pins."""
+    env = raw_env(spec)
+    pins = {s.kind: s for s in (form_settings(form, spec) if form else [])}
+    seen: dict[str, Setting] = {}
+    for s in settings:
+        if s.kind in seen:
+            raise MupError(Diagnostic(f"--set `{s.source}` and `{seen[s.kind].source}` both pin `{s.kind}`",
+                                      hint="θ has one degree of freedom per class: pin one field per class"))
+        seen[s.kind] = pins[s.kind] = s
+    thetas: dict[str, sympy.Expr] = {}
+    for kind, pin in pins.items():
+        theta = _solve_theta(spec, pin, env)
+        if theta != 1:
+            thetas[kind] = theta
+    covered = ir.optimizers(spec)
+    blocks = tuple(_moved_block(spec, b, thetas[b.kind], covered, fixed_eps, env) if b.kind in thetas else b
+                   for b in spec.blocks)
+    new = spec.model_copy(update={"blocks": blocks, "extends": None})
+    moved_adam = [k for k in thetas if "adam" in covered]
+    exact = not (fixed_eps and moved_adam)
+    notes = []
+    if fixed_eps and moved_adam:
+        notes.append(f"Adam eps kept fixed in {', '.join(moved_adam)}: equivalent only up to eps "
+                     "(exactly so when eps is negligible next to sqrt(v))")
+    return Conversion(new, {k: to_ir(t) for k, t in thetas.items()}, exact, notes)
+
+
+def _solve_theta(spec: ir.Spec, pin: Setting, env) -> sympy.Expr:
+    target = to_sympy(pin.value, env)
+    if pin.field == THETA:
+        theta = target
+    else:
+        if pin.field.startswith(("lr.", "wd.", "eps.")) and pin.field.split(".", 1)[1] not in ir.optimizers(spec):
+            raise MupError(Diagnostic(f"{_who(pin)}: spec `{spec.name}` covers no `{pin.field.split('.')[1]}` "
+                                      "optimizer", hint=f"it covers {', '.join(ir.optimizers(spec))}"))
+        old = to_sympy(_field_value(spec.block(pin.kind), pin.field, spec), env)
+        if old == 0 or target == 0:
+            raise MupError(Diagnostic(f"{_who(pin)}: cannot solve for θ from a zero `{pin.field}`",
+                                      hint="pin another field of this class (e.g. mult)"))
+        theta = sympy.powsimp((target / old) ** sympy.Rational(1, POWER[pin.field]), force=True)
+    if theta.is_positive is False or theta.has(sympy.zoo, sympy.nan, sympy.oo) or theta == 0:
+        raise MupError(Diagnostic(f"{_who(pin)}: θ = {theta} is not a positive scale",
+                                  hint="pins must be positive expressions"))
+    return theta
+
+
+def _who(pin: Setting) -> str:
+    return f"--set `{pin.source}`" if "=" in pin.source else f"form {pin.source}, class {pin.kind}"
+
+
+def _field_value(block: ir.Block, fld: str, spec: ir.Spec):
+    if fld == "init.std":
+        std = block.rule("init.std")
+        return std.value if std is not None else ir.Call(func="sqrt", arg=ir.rule_value(block, "init.var"))
+    return ir.rule_value(block, fld, spec.widths)
+
+
+def _moved_fields(block: ir.Block, covered: tuple[str, ...], fixed_eps: bool) -> list[str]:
+    fields = ["init.std" if block.rule("init.std") is not None else "init.var", "mult"]
+    for opt in covered:
+        fields += [f"lr.{opt}", f"wd.{opt}"]
+    if "adam" in covered and not fixed_eps:
+        fields.append("eps.adam")
+    return fields
+
+
+def _moved_block(spec, block: ir.Block, theta, covered, fixed_eps: bool, env) -> ir.Block:
+    """Init and LR rules are always written out (LR rules decide which
+    optimizers a spec covers); mult, wd and eps only when not at their default."""
+    rules = {r.field: r for r in block.rules}
+    for fld in _moved_fields(block, covered, fixed_eps):
+        old = _field_value(block, fld, spec)
+        new_value = sympy.powsimp(to_sympy(old, env) * theta ** POWER[fld], force=True)
+        is_default = fld in ir.DEFAULT_RULES and new_value == to_sympy(ir.DEFAULT_RULES[fld], env)
+        if is_default and not fld.startswith(("init.", "lr.")):
+            rules.pop(fld, None)
+            continue
+        new_ir = to_ir(new_value)
+        if fld in rules and format_expr(rules[fld].value) == format_expr(new_ir):
+            continue
+        rules[fld] = ir.Rule(field=fld, value=new_ir)  # comments described the old value: dropped
+    order = ir.BLOCK_FIELDS[block.kind]
+    return block.model_copy(update={"rules": tuple(sorted(rules.values(), key=lambda r: order.index(r.field)))})
