@@ -1,0 +1,113 @@
+"""`mupspec equiv A B [--strict]`: are two specs equivalent (TP5 Lemma J.1)?
+
+Two specs are equivalent when, for every layer class and optimizer both
+declare, the width exponents of the Lemma J.1 invariants agree (THEORY.md
+§1.4): e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam; attention logit
+and residual-branch (depth) exponents must agree too. The invariants that
+the symmetry also preserves once eps and weight decay move with it --
+Adam eps/multiplier, SGD lr·wd, AdamW lr·wd -- are reported as notes, and
+count only with --strict. Exit 0 if equivalent, 1 if not.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import sympy
+
+from mupspec import ir
+from mupspec.commands._io import read_text
+from mupspec.resolve import parse_and_resolve
+from mupspec.symbolic import OO, class_exponents, depth_exponents, fmt_exponent, logit_exponent
+
+
+@dataclass(frozen=True)
+class Difference:
+    where: str       # a class, "attention" or "residual"
+    optimizer: str   # "sgd", "adam" or "-" (not optimizer-specific)
+    invariant: str
+    a: sympy.Expr
+    b: sympy.Expr
+    strict_only: bool = False  # an eps / weight-decay invariant
+
+
+def _class_invariants(spec: ir.Spec, kind: str, optimizers: tuple[str, ...]):
+    """(optimizer, name, exponent, strict_only) of one class."""
+    e = class_exponents(spec, kind)
+    yield "-", "e_init", e.e_init, False
+    if "sgd" in optimizers:
+        yield "sgd", "e_sgd", e.e_sgd, False
+        yield "sgd", "e_wd_sgd (lr.sgd*wd.sgd)", e.c_sgd + e.wd_sgd, True
+    if "adam" in optimizers:
+        yield "adam", "e_adam", e.e_adam, False
+        yield "adam", "e_eps (eps.adam/mult)", e.eps_adam - e.a, True
+        yield "adam", "e_wd_adam (lr.adam*wd.adam)", e.c_adam + e.wd_adam, True
+
+
+def _block_invariants(spec: ir.Spec, kind: str, optimizers: tuple[str, ...]):
+    if kind == "attention":
+        yield "-", "logit exponent", logit_exponent(spec), False
+    elif kind == "residual":
+        d = depth_exponents(spec)
+        yield "-", "alpha (depth exponent of mult)", d.alpha, False
+        yield "-", "width exponent of mult", d.alpha_width, False
+        for opt in optimizers:
+            yield opt, f"gamma_{opt} (depth exponent of updates)", d.gamma(opt), False
+    else:
+        yield from _class_invariants(spec, kind, optimizers)
+
+
+def compare(a: ir.Spec, b: ir.Spec) -> tuple[list[Difference], list[str], list[str]]:
+    """(differences, kinds compared, optimizers compared)."""
+    optimizers = tuple(o for o in ir.optimizers(a) if o in ir.optimizers(b))
+    kinds = [k for k in ir.BLOCK_KINDS if a.block(k) is not None and b.block(k) is not None]
+    diffs = []
+    for kind in kinds:
+        for (opt, name, va, strict), (_, _, vb, _) in zip(_block_invariants(a, kind, optimizers),
+                                                           _block_invariants(b, kind, optimizers)):
+            if va != vb:
+                diffs.append(Difference(kind, opt, name, va, vb, strict))
+    return diffs, kinds, list(optimizers)
+
+
+def configure(parser) -> None:
+    parser.add_argument("a", metavar="A", help="a .mup spec")
+    parser.add_argument("b", metavar="B", help="another .mup spec")
+    parser.add_argument("--strict", action="store_true",
+                        help="also require the Adam eps and weight-decay invariants to agree (exact equivalence)")
+
+
+def run(args) -> int:
+    a = parse_and_resolve(read_text(args.a), args.a)
+    b = parse_and_resolve(read_text(args.b), args.b)
+    diffs, kinds, optimizers = compare(a, b)
+    failing = [d for d in diffs if args.strict or not d.strict_only]
+    notes = [d for d in diffs if d not in failing]
+    scope = f"classes {', '.join(kinds) or '(none in common)'}; optimizers {', '.join(optimizers) or '(none)'}"
+    verdict = "not equivalent" if failing else "equivalent"
+    print(f"{a.name} and {b.name}: {verdict} ({scope})")
+    if failing:
+        print(_table(failing, a.name, b.name))
+    if notes:
+        print(("they also differ" if failing else "equivalent only up to Adam eps / weight decay:")
+              + " in these eps / weight-decay invariants (convert moves eps and wd with theta, which keeps "
+              "them; --strict makes them count):")
+        print(_table(notes, a.name, b.name))
+    only = [k for k in ir.BLOCK_KINDS if (a.block(k) is None) != (b.block(k) is None)]
+    if only:
+        print(f"not compared (declared by one spec only): {', '.join(only)}", file=sys.stderr)
+    return 1 if failing else 0
+
+
+def _delta(d: Difference) -> str:
+    if OO in (d.a, d.b, -d.a, -d.b):
+        return "-"
+    return fmt_exponent(d.b - d.a)
+
+
+def _table(diffs: list[Difference], name_a: str, name_b: str) -> str:
+    head = ["class", "optimizer", "invariant", name_a, name_b, "B - A"]
+    rows = [[d.where, d.optimizer, d.invariant, fmt_exponent(d.a), fmt_exponent(d.b), _delta(d)] for d in diffs]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows])
