@@ -1,0 +1,283 @@
+"""Stage 3b: the μP checker -- exponents -> size terms -> verdicts -> classification.
+
+Takes a resolved `ir.Spec`; returns a `CheckResult` (plain data, rendered by
+`report`). The calculus is THEORY.md §8 (full alignment, the Tensor Programs
+assumption), validated against TP4 Table 1 and TP5 Tables 3/8/9 by
+tests/test_check*.py. All sizes are growth exponents: a quantity is Θ(n^k);
+k > 0 grows with width, k = 0 is Θ(1), k < 0 vanishes.
+
+Per optimizer family, with the invariants e_init, e_opt of symbolic.py and the
+backward signal g (SGD: min(e_init,out, e_sgd,out), TP4; Adam: 0, its step is
+normalized), one step changes
+  - a vector-like layer's output (input, bias, norm):  k = -(e_opt + g)
+  - a hidden layer's output, ΔW·x summing n aligned terms: k = 1 - e_opt - g
+  - the features (TP4's r): r = -max of the above (the change propagates)
+  - the output by its own update: k = 1 - e_opt,out
+  - the output through W_out·Δx (coherent):  k = 1 - min(e_init,out, e_opt,out) - r
+Attention logits q·k/d^s: k = logit + max(1/2, 1 - r) (CLT at init, law of
+large numbers once q and k move together; TP5 §6.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from mupspec import ir
+from mupspec import symbolic as sym
+from mupspec.symbolic import OO
+
+HALF = sympy.Rational(1, 2)
+ZERO, ONE = sympy.Integer(0), sympy.Integer(1)
+VECTOR_LIKE = ("input", "bias", "norm")
+CORE = ("input", "hidden", "output")
+
+# μP in invariant form (THEORY.md §1.4; identical for TP5 Tables 3, 8, 9).
+MUP_INIT = {"input": ZERO, "hidden": HALF, "output": ONE, "bias": ZERO, "norm": ZERO}
+MUP_OPT = {
+    "sgd": {"input": -ONE, "hidden": ZERO, "output": ONE, "bias": -ONE, "norm": -ONE},
+    "adam": {"input": ZERO, "hidden": ONE, "output": ONE, "bias": ZERO, "norm": ZERO},
+}
+
+
+def _flat(init: tuple, opt: sympy.Expr) -> dict:
+    inp, hid, out = init
+    return {"init": {"input": inp, "hidden": hid, "output": out, "bias": ZERO, "norm": ZERO},
+            "opt": {k: opt for k in ir.LAYER_KINDS}}
+
+
+# Named parametrizations in invariant form, per optimizer (None: not defined).
+# Sources: THEORY.md §1.4 (μP, SP), §2 (TP4 Table 1: NTP, MFP, SP with LR 1/n), §5 (u-μP).
+NAMED: dict[str, tuple[str, dict[str, dict | None]]] = {
+    "mup": ("μP", {o: {"init": MUP_INIT, "opt": MUP_OPT[o]} for o in ir.OPTIMIZERS}),
+    "mean_field": ("mean-field (MFP)", {"sgd": {"init": MUP_INIT, "opt": MUP_OPT["sgd"]}, "adam": None}),
+    "sp": ("SP (global Θ(1) LR)", {o: _flat((ZERO, HALF, HALF), ZERO) for o in ir.OPTIMIZERS}),
+    "sp_lr_inv_width": ("SP with LR 1/width", {o: _flat((ZERO, HALF, HALF), ONE) for o in ir.OPTIMIZERS}),
+    "ntk": ("NTK (NTP)", {"sgd": {"init": _flat((ZERO, HALF, HALF), ZERO)["init"],
+                                  "opt": {"input": ZERO, "hidden": ONE, "output": ONE, "bias": ZERO, "norm": ZERO}},
+                          "adam": None}),
+    "umup": ("u-μP", {"sgd": None, "adam": {"init": MUP_INIT, "opt": MUP_OPT["adam"] | {"input": HALF}}}),
+}
+REGIMES = ("unstable", "trivial", "kernel", "feature_learning", "mup")
+DEPTH_NAMES = ("depth_mup", "completep")
+EXPECTABLE = REGIMES + tuple(NAMED) + DEPTH_NAMES
+
+
+@dataclass(frozen=True)
+class Term:
+    """One size in the calculus: `name` of class `kind` is Θ(n^k); it must be
+    `need` ('=0', '<=0') and is `ok` or not; `role` groups terms by desideratum."""
+
+    role: str  # init | output_init | own_update | features | output_change | attention
+    kind: str
+    name: str
+    k: sympy.Expr
+    need: str
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.k == 0) if self.need == "=0" else bool(self.k <= 0)
+
+    @property
+    def grows(self) -> bool:
+        return bool(self.k > 0)
+
+
+@dataclass
+class OptimizerResult:
+    optimizer: str
+    backward: sympy.Expr          # g: exponent of the backward signal (SGD), 0 for Adam
+    r: sympy.Expr                 # TP4's r: features change by Θ(n^-r)
+    terms: list[Term]
+    desiderata: dict[str, bool]
+    regime: str
+    names: list[str]
+    depth_class: str | None = None
+
+
+@dataclass
+class CheckResult:
+    spec: ir.Spec
+    exponents: dict[str, sym.ClassExponents]
+    absent: list[str]
+    logit: sympy.Expr | None
+    depth: sym.DepthExponents | None
+    results: dict[str, OptimizerResult]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """The μP desiderata hold for every optimizer checked (and in depth)."""
+        return all(r.regime == "mup" and r.depth_class in (None, "Depth-μP", "CompleteP", "ODE-like")
+                   for r in self.results.values())
+
+    def matches(self, expected: str) -> bool:
+        return all(_matches(r, expected) for r in self.results.values())
+
+
+def _matches(result: OptimizerResult, expected: str) -> bool:
+    if expected == "feature_learning":
+        return result.regime in ("feature_learning", "mup")
+    if expected in REGIMES:
+        return result.regime == expected
+    if expected == "depth_mup":
+        return result.depth_class == "Depth-μP" and result.regime == "mup"
+    if expected == "completep":
+        return result.depth_class == "CompleteP" and result.regime == "mup"
+    return expected in result.names
+
+
+# ---------------------------------------------------------------- terms
+
+
+def init_terms(ex: dict[str, sym.ClassExponents]) -> list[Term]:
+    """Sizes at init (optimizer independent): pre-activations Θ(1), output O(1)."""
+    terms = []
+    if "input" in ex:
+        terms.append(Term("init", "input", "pre-activations at init", -ex["input"].e_init, "=0"))
+    if "hidden" in ex:
+        terms.append(Term("init", "hidden", "pre-activations at init (W·x, CLT)", HALF - ex["hidden"].e_init, "=0"))
+    if "bias" in ex:  # zero init is allowed: O(1) suffices
+        terms.append(Term("init", "bias", "bias at init", -ex["bias"].e_init, "<=0"))
+    if "norm" in ex:
+        terms.append(Term("init", "norm", "normalized activations × gain at init", -ex["norm"].e_init, "=0"))
+    if "output" in ex:
+        terms.append(Term("output_init", "output", "output at init (W_out·x, CLT)", HALF - ex["output"].e_init, "<=0"))
+    return terms
+
+
+def backward_exponent(ex: dict[str, sym.ClassExponents], optimizer: str) -> sympy.Expr:
+    """SGD: the gradient reaching the features is Θ(n^-g) per coordinate,
+    g = min(e_init,out, e_sgd,out) (W_out at init or after its own steps);
+    without an output block μP's g = 1 is assumed. Adam normalizes: 0."""
+    if optimizer != "sgd":
+        return ZERO
+    if "output" not in ex:
+        return ONE
+    return min(ex["output"].e_init, ex["output"].e_sgd)
+
+
+def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit) -> tuple[sympy.Expr, sympy.Expr, list[Term]]:
+    g = backward_exponent(ex, optimizer)
+    terms = []
+    for kind in VECTOR_LIKE:
+        if kind in ex:
+            terms.append(Term("own_update", kind, "own update Δw (fan_in finite)", -(ex[kind].e_opt(optimizer) + g), "=0"))
+    if "hidden" in ex:
+        terms.append(Term("own_update", "hidden", "own update ΔW·x (n aligned terms)",
+                          ONE - ex["hidden"].e_opt(optimizer) - g, "=0"))
+    own_changes = [t.k for t in terms]
+    r = -max(own_changes) if own_changes else ZERO
+    terms.append(Term("features", "hidden", "feature change Δx (TP4's n^-r)", -r, "=0"))
+    if "output" in ex:
+        out = ex["output"]
+        terms.append(Term("own_update", "output", "output change by its own update ΔW_out·x", ONE - out.e_opt(optimizer), "=0"))
+        w_out = min(out.e_init, out.e_opt(optimizer))
+        terms.append(Term("output_change", "output", "output change through W_out·Δx", ONE - w_out - r, "<=0"))
+    if logit is not None:
+        terms.append(Term("attention", "attention", "attention logits after a step", logit + max(HALF, ONE - r), "<=0"))
+    return g, r, terms
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def desiderata(terms: list[Term], logit) -> dict[str, bool]:
+    """The five desiderata of TP5 App. J.1 / TP4 §3, each True or False."""
+    by_role = lambda *roles: [t for t in terms if t.role in roles]  # noqa: E731
+    stable = all(t.k <= 0 for t in by_role("init", "output_init", "own_update", "features",
+                                          "output_change", "attention"))
+    features = [t for t in terms if t.role == "features"]
+    maximal = all(t.k == 0 for t in by_role("own_update"))
+    if logit is not None:
+        maximal = maximal and bool(logit == -1)
+    return {
+        "init_activations": all(t.ok for t in by_role("init")),
+        "output_bounded": all(t.ok for t in by_role("output_init", "output_change")),
+        "stable_after_step": stable,
+        "maximal_updates": maximal and stable,
+        "feature_learning": stable and bool(features and features[0].k == 0),
+    }
+
+
+def regime(terms: list[Term], verdicts: dict[str, bool]) -> str:
+    """unstable / trivial / kernel / feature_learning / mup (TP4 Dynamical
+    Dichotomy). Activations that vanish at init make the limit trivial."""
+    if any(t.grows for t in terms):
+        return "unstable"
+    if not verdicts["init_activations"]:
+        return "trivial"
+    moves = [t for t in terms if t.kind == "output" and t.role in ("own_update", "output_change")]
+    if moves and all(t.k < 0 for t in moves):
+        return "trivial"
+    if not verdicts["feature_learning"]:
+        return "kernel"
+    return "mup" if verdicts["maximal_updates"] else "feature_learning"
+
+
+def named_matches(ex: dict[str, sym.ClassExponents], optimizer: str) -> list[str]:
+    """Named parametrizations whose invariants equal the spec's, class by class."""
+    names = []
+    for key, (_, per_opt) in NAMED.items():
+        template = per_opt.get(optimizer)
+        if template is None or not all(k in ex for k in CORE):
+            continue
+        if all(_init_matches(e.e_init, template["init"][k], k) and e.e_opt(optimizer) == template["opt"][k]
+               for k, e in ex.items()):
+            names.append(key)
+    return names
+
+
+def _init_matches(found, wanted, kind: str) -> bool:
+    return found == wanted or (kind in ("bias", "output") and found == OO and wanted != HALF)
+
+
+def depth_class(depth: sym.DepthExponents, optimizer: str) -> str:
+    """TP6: branch multiplier L^-α, per-block update L^-γ."""
+    alpha, s = depth.alpha, depth.alpha + depth.gamma(optimizer)
+    if alpha < HALF:
+        return "unstable at init"
+    if s < 1:
+        return "unstable"
+    if s > 1:
+        return "trivial"
+    if alpha == HALF:
+        return "Depth-μP"
+    if alpha == 1:
+        return "CompleteP"
+    return "ODE-like" if alpha < 1 else "outside TP6"
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None) -> CheckResult:
+    """Analyze one resolved spec for the optimizers it covers (∩ `only`)."""
+    ex = sym.spec_exponents(spec)
+    logit = sym.logit_exponent(spec)
+    depth = sym.depth_exponents(spec)
+    optimizers = tuple(o for o in ir.optimizers(spec) if only is None or o in only)
+    results = {}
+    for opt in optimizers:
+        g, r, terms = step_terms(ex, opt, logit)
+        terms = init_terms(ex) + terms
+        verdicts = desiderata(terms, logit)
+        dclass = depth_class(depth, opt) if depth is not None else None
+        results[opt] = OptimizerResult(opt, g, r, terms, verdicts, regime(terms, verdicts),
+                                       named_matches(ex, opt), dclass)
+    absent = [k for k in ir.LAYER_KINDS if k not in ex]
+    result = CheckResult(spec, ex, absent, logit, depth, results)
+    result.notes = _notes(result)
+    return result
+
+
+def _notes(result: CheckResult) -> list[str]:
+    notes = []
+    if result.absent:
+        notes.append(f"not checked (no block in the spec): {', '.join(result.absent)}")
+    if "output" not in result.exponents and "sgd" in result.results:
+        notes.append("no output block: the SGD backward signal assumes μP's readout (g = 1)")
+    if result.logit is None:
+        notes.append("no attention block: attention logits not checked")
+    return notes

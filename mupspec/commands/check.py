@@ -1,0 +1,51 @@
+"""`mupspec check FILE... [--format text|json|markdown] [--expect CLASS] [--optimizer OPT]`.
+
+Exit 0 when every spec satisfies the μP desiderata for every optimizer it
+declares (or, with --expect, when every spec's classification matches CLASS),
+1 when not, 2 on bad input (raised as MupError, rendered by the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+
+from mupspec.commands._io import read_text
+
+
+def configure(parser) -> None:
+    from mupspec.check import EXPECTABLE
+
+    parser.add_argument("files", nargs="+", metavar="FILE", help=".mup specs")
+    parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                        help="report format (json: schema mupspec.check/1, see docs/checking.md)")
+    parser.add_argument("--expect", choices=EXPECTABLE, metavar="CLASS",
+                        help="exit 0 iff the classification is CLASS for every optimizer checked: "
+                             + ", ".join(EXPECTABLE))
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), action="append",
+                        help="check only this optimizer family (repeatable; default: those the spec declares)")
+
+
+def run(args) -> int:
+    from mupspec.check import check_spec
+    from mupspec.report import SCHEMA, diagnose, render_text, to_json
+    from mupspec.resolve import parse_and_resolve
+
+    reports, ok, texts = [], True, []
+    for file in args.files:
+        spec = parse_and_resolve(read_text(file), file)
+        result = check_spec(spec, tuple(args.optimizer) if args.optimizer else None)
+        findings = diagnose(result)
+        passed = result.matches(args.expect) if args.expect else result.ok
+        ok = ok and passed and bool(result.results)
+        if args.format == "json":
+            reports.append(to_json(result, findings, file) | {"expect": args.expect, "passed": passed})
+        else:
+            text = render_text(result, findings, file, markdown=args.format == "markdown")
+            if args.expect:
+                text += f"expect {args.expect}: {'matches' if passed else 'does NOT match'}\n"
+            texts.append(text)
+    if args.format == "json":
+        print(json.dumps({"schema": SCHEMA, "ok": ok, "reports": reports}, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(texts), end="")
+    return 0 if ok else 1

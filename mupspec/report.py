@@ -1,0 +1,303 @@
+"""Stage 3c: a `check.CheckResult` -> findings with fixes -> text, markdown or JSON.
+
+`diagnose` compares every class's invariants with μP's (THEORY.md §1.4), the
+attention logit with 1/d (TP5 §6.1) and the residual block with TP6, and
+returns one `Finding` per rule that breaks them: the rule's span, the exponent
+found and needed, one sentence of why, and the spec edit that fixes it.
+`render_text`, `render_markdown` and `to_json` only format; the JSON schema is
+documented in docs/checking.md ("mupspec.check/1").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from mupspec import ir
+from mupspec.check import HALF, MUP_INIT, MUP_OPT, NAMED, CheckResult
+from mupspec.errors import Diagnostic, render
+from mupspec.printer import format_expr
+from mupspec.symbolic import OO, fmt_exponent
+
+SCHEMA = "mupspec.check/1"
+# The growing dimension of each class, as the fix is written (TP5: fan_in for
+# output and hidden weights, fan_out for input weights and vectors).
+FAN = {"input": "fan_out", "hidden": "fan_in", "output": "fan_in", "bias": "fan_out", "norm": "fan_out"}
+REGIME_TEXT = {"unstable": "unstable", "trivial": "trivial", "kernel": "kernel regime",
+               "feature_learning": "feature learning (not maximal)", "mup": "μP (feature learning, every layer maximal)"}
+DESIDERATA = {
+    "init_activations": "Θ(1) activations at init",
+    "output_bounded": "O(1) output (init and after a step)",
+    "stable_after_step": "stable after a step",
+    "maximal_updates": "every layer updated maximally",
+    "feature_learning": "feature learning (r = 0)",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str                 # class or block
+    field: str
+    optimizer: str | None     # None: optimizer independent
+    span: ir.Span | None
+    found: str
+    needed: str
+    message: str
+    why: str
+    fix: str
+    severity: str = "error"
+
+
+# ---------------------------------------------------------------- findings
+
+
+def power_text(p, name: str) -> str:
+    """`name`^p as spec text: 1, fan_in, 1/fan_in^2, sqrt(L), 1/fan_in^(3/2)."""
+    p = sympy.Rational(p)
+    if p == 0:
+        return "1"
+    mag = abs(p)
+    body = name if mag == 1 else f"sqrt({name})" if mag == HALF else \
+        f"{name}^{mag}" if mag.q == 1 else f"{name}^({mag})"
+    return body if p > 0 else f"1/{body}"
+
+
+def _span(spec: ir.Spec, kind: str, *fields: str) -> ir.Span | None:
+    block = spec.block(kind)
+    if block is None:
+        return None
+    rule = next((block.rule(f) for f in fields if block.rule(f) is not None), None)
+    return rule.span if rule is not None else block.span
+
+
+def _as_written(spec: ir.Spec, kind: str, field: str) -> str:
+    block = spec.block(kind) or ir.Block(kind=kind)
+    given = block.rule(field) or (block.rule("init.std") if field == "init.var" else None)
+    text = f"{given.field} = {format_expr(given.value)}" if given else \
+        f"{field} = {format_expr(ir.rule_value(block, field, spec.widths))} (default)"
+    return text
+
+
+def _grows(k) -> str:
+    return f"Θ(n^{fmt_exponent(k)})"
+
+
+def diagnose(result: CheckResult) -> list[Finding]:
+    findings = [f for kind, ex in result.exponents.items() for f in _init_findings(result, kind, ex)]
+    for opt in result.results:
+        findings += [f for kind, ex in result.exponents.items() for f in _lr_findings(result, kind, ex, opt)]
+    findings += _attention_findings(result)
+    findings += _depth_findings(result)
+    return findings
+
+
+def _init_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
+    spec, found, target = result.spec, ex.e_init, MUP_INIT[kind]
+    if found == target or (kind in ("output", "bias") and found == OO) or (kind == "output" and found > target):
+        return []
+    fan = FAN[kind]
+    if kind == "norm":  # a gain starts at 1: only its multiplier sets the scale
+        return [Finding(kind, "mult", None, _span(spec, kind, "mult"), fmt_exponent(found), "0",
+                        f"norm: {_as_written(spec, kind, 'mult')} scales the normalized activations by {_grows(-found)}",
+                        "a norm gain starts at 1, so its multiplier alone sets the activations' size; they must stay Θ(1)",
+                        f"mult = 1")]
+    var_power = -2 * (target - ex.a)
+    fix = f"init.var = {power_text(var_power, fan)}"
+    written = _as_written(spec, kind, 'init.var')
+    here = f"init.var = {power_text(-2 * ex.b, fan)}" if ex.b != OO else "init.var = 0"
+    if here not in written:
+        written += f" [here {here}]"
+    message = f"{kind}: {written} gives e_init = a+b = {fmt_exponent(found)}; μP needs {fmt_exponent(target)}"
+    if kind == "output" and found == HALF and all(r.regime != "mup" for r in result.results.values()):
+        message += " -- with the LR it has, the readout is SP's"
+    if kind == "output" and found >= HALF:
+        why = (f"W_out entries are Θ(n^-{fmt_exponent(found)}); once the features move by Θ(1), W_out·Δx adds n aligned "
+               f"terms and grows like {_grows(1 - found)}, so the LR must shrink and the features freeze "
+               f"(TP4 Dynamical Dichotomy): with an unscaled LR this is SP's readout, not μP's")
+        fix += "  (TP5 Table 3; or Table 8: `init.var = 1` with `mult = 1/fan_in`, `lr.sgd = fan_in`, `lr.adam = 1`)"
+    elif kind in ("output", "hidden"):
+        why = (f"W·x sums n independent terms (CLT): entries Θ(n^-{fmt_exponent(found)}) make it "
+               f"{_grows(HALF - found)}, and it must be {'Θ(1)' if kind == 'hidden' else 'O(n^-1/2) for μP'}")
+    else:
+        why = (f"a finite fan_in sums O(1) terms of size {_grows(-found)}: the activations are {_grows(-found)} "
+               "and must be Θ(1)")
+    return [Finding(kind, "init.var", None, _span(spec, kind, "init.var", "init.std"), fmt_exponent(found),
+                    fmt_exponent(target), message, why, fix)]
+
+
+def _lr_findings(result: CheckResult, kind: str, ex, opt: str) -> list[Finding]:
+    found, target = ex.e_opt(opt), MUP_OPT[opt][kind]
+    if found == target:
+        return []
+    spec, field = result.spec, f"lr.{opt}"
+    factor = 2 * ex.a if opt == "sgd" else ex.a
+    fix = f"{field} = {power_text(-(target - factor), FAN[kind])}  (keep any constant factor)"
+    inv = f"e_{opt} = {'2a' if opt == 'sgd' else 'a'}+c"
+    message = f"{kind}: {_as_written(spec, kind, field)} gives {inv} = {fmt_exponent(found)}; μP needs {fmt_exponent(target)}"
+    term = "ΔW·x" if kind == "hidden" else "ΔW_out·x" if kind == "output" else "Δw"
+    if found < target:
+        why = f"with every other layer at μP, this layer's own update {term} is {_grows(target - found)} per step: it grows with width"
+    else:
+        why = (f"with every other layer at μP, this layer's own update {term} is {_grows(target - found)} per step: "
+               "it vanishes, so the layer is not updated maximally and stops learning at large width")
+    actual = [t for t in result.results[opt].terms if t.kind == kind and not t.ok]
+    if actual:
+        why += "; in this spec: " + ", ".join(f"{t.name} = {_grows(t.k)}" for t in actual)
+    return [Finding(kind, field, opt, _span(spec, kind, field), fmt_exponent(found), fmt_exponent(target), message, why, fix)]
+
+
+def _attention_findings(result: CheckResult) -> list[Finding]:
+    if result.logit is None or result.logit == -1:
+        return []
+    width = result.spec.widths[0]
+    found = result.logit
+    if found > -1:
+        why = (f"q·k sums d terms; once training correlates q and k it is Θ(d) (law of large numbers, not CLT), "
+               f"so a scale {_grows(found)} leaves logits {_grows(found + 1)} after training (TP5 §6.1)")
+    else:
+        why = f"q·k is at most Θ(d): a scale {_grows(found)} makes the logits vanish, so attention becomes uniform"
+    return [Finding("attention", "logit", None, _span(result.spec, "attention", "logit"), fmt_exponent(found), "-1",
+                    f"attention: {_as_written(result.spec, 'attention', 'logit')} scales logits by {_grows(found)}; μP needs n^-1",
+                    why, f"logit = 1/{width}")]
+
+
+def _depth_findings(result: CheckResult) -> list[Finding]:
+    depth, spec = result.depth, result.spec
+    if depth is None:
+        return []
+    L = spec.depth or "L"
+    findings = []
+    if depth.alpha < HALF:
+        findings.append(Finding("residual", "mult", None, _span(spec, "residual", "mult"), fmt_exponent(depth.alpha), ">= 1/2",
+                                f"residual: {_as_written(spec, 'residual', 'mult')} gives α = {fmt_exponent(depth.alpha)}",
+                                f"L branches of size L^-α add up to L^(1/2-α) at init (TP6): α must be at least 1/2",
+                                f"mult = 1/sqrt({L})"))
+    if depth.alpha_width != 0:
+        findings.append(Finding("residual", "mult", None, _span(spec, "residual", "mult"), fmt_exponent(depth.alpha_width), "0",
+                                "residual: the branch multiplier depends on width",
+                                "width scaling belongs to the layer classes; a width-dependent branch multiplier changes every hidden layer's e_init",
+                                f"mult = 1/sqrt({L})"))
+    for opt, res in result.results.items():
+        if depth.alpha < HALF or res.depth_class in ("Depth-μP", "CompleteP", "ODE-like"):
+            continue
+        s = depth.alpha + depth.gamma(opt)
+        c_needed = 1 - 2 * depth.alpha if opt == "sgd" else 1 - depth.alpha
+        grows = "grows" if s < 1 else "vanishes"
+        findings.append(Finding(
+            "residual", f"lr.{opt}", opt, _span(spec, "residual", f"lr.{opt}"), fmt_exponent(s), "1",
+            f"residual ({opt}): α+γ = {fmt_exponent(s)} (α = {fmt_exponent(depth.alpha)}, γ = {fmt_exponent(depth.gamma(opt))}); TP6 needs α+γ = 1",
+            f"each block moves the residual stream by L^-(α+γ) per step, L blocks by L^(1-α-γ): it {grows} with depth",
+            f"lr.{opt} = {power_text(-c_needed, L)}"))
+    return findings
+
+
+def to_diagnostic(f: Finding) -> Diagnostic:
+    return Diagnostic(f.message, f.span, None, f.severity)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"] + \
+               ["| " + " | ".join(r) + " |" for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def exponent_rows(result: CheckResult) -> list[list[str]]:
+    rows = []
+    for kind, e in result.exponents.items():
+        mup = [fmt_exponent(MUP_INIT[kind])] + [fmt_exponent(MUP_OPT[o][kind]) for o in result.results]
+        rows.append([kind] + [fmt_exponent(v) for v in (e.a, e.b, e.c_sgd, e.c_adam, e.e_init, e.e_sgd, e.e_adam)]
+                    + ["/".join(mup)])
+    return rows
+
+
+def term_rows(result: CheckResult) -> list[list[str]]:
+    opts = list(result.results)
+    first = result.results[opts[0]].terms if opts else []
+    rows = []
+    for i, term in enumerate(first):
+        cells = []
+        for o in opts:
+            t = result.results[o].terms[i]
+            cells.append(fmt_exponent(t.k) + ("" if t.ok else " !"))
+        rows.append([term.kind, term.name, "Θ(1)" if term.need == "=0" else "O(1)"] + cells)
+    return rows
+
+
+def _names(result: CheckResult, opt: str) -> str:
+    res = result.results[opt]
+    names = [NAMED[n][0] for n in res.names]
+    return ("equivalent to " + " = ".join(names)) if names else "no named parametrization"
+
+
+def render_text(result: CheckResult, findings: list[Finding], file: str, markdown: bool = False) -> str:
+    spec, out = result.spec, []
+    h = (lambda t: f"### {t}") if markdown else (lambda t: t)
+    out.append(("## " if markdown else "") + f"{file}: {spec.name}" + (f" -- {spec.title}" if spec.title else ""))
+    out.append(f"optimizers checked: {', '.join(result.results) or 'none'}")
+    out += ["", h("exponents (A ∝ n^-a, B ∝ n^-b, C ∝ n^-c; e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam)")]
+    header = ["class", "a", "b", "c_sgd", "c_adam", "e_init", "e_sgd", "e_adam", "μP e_init/" + "/".join(f"e_{o}" for o in result.results)]
+    out += _table(header, exponent_rows(result), markdown)
+    out += ["", h("sizes after one step: Θ(n^k), k per optimizer (! = fails)")]
+    out += _table(["class", "quantity", "needs"] + list(result.results), term_rows(result), markdown)
+    out += ["", h("verdicts")]
+    for opt, res in result.results.items():
+        depth = f"; depth (TP6): {res.depth_class}" if res.depth_class else ""
+        out.append(f"{opt}: {REGIME_TEXT[res.regime]}; r = {fmt_exponent(res.r)}; {_names(result, opt)}{depth}")
+        for key, label in DESIDERATA.items():
+            out.append(f"{'  - ' if markdown else '  '}[{'x' if res.desiderata[key] else ' '}] {label}")
+    if result.depth is not None:
+        d = result.depth
+        out.append(f"depth: α = {fmt_exponent(d.alpha)}, " + ", ".join(
+            f"γ_{o} = {fmt_exponent(d.gamma(o))}" for o in result.results) + f", eps L-exponent {fmt_exponent(d.eps_adam)}")
+    if result.logit is not None:
+        out.append(f"attention: logit scale n^{fmt_exponent(result.logit)} (μP: n^-1)")
+    for note in result.notes:
+        out.append(f"note: {note}")
+    out.append(f"verdict: {'μP' if result.ok else 'NOT μP'}")
+    if findings:
+        out += ["", h(f"diagnostics ({len(findings)})")]
+        body = [render_finding(f) for f in findings]
+        out += (["```"] + body + ["```"]) if markdown else body
+    return "\n".join(out) + "\n"
+
+
+def render_finding(f: Finding, color: bool = False) -> str:
+    head = render(to_diagnostic(f), color=color)
+    opt = f" [{f.optimizer}]" if f.optimizer else ""
+    return f"{head}\n  found {f.found}, needed {f.needed}{opt}\n  why: {f.why}\n  fix: {f.fix}"
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def to_json(result: CheckResult, findings: list[Finding], file: str) -> dict:
+    s = fmt_exponent
+    return {
+        "file": file, "spec": result.spec.name, "title": result.spec.title,
+        "optimizers": list(result.results), "ok": result.ok,
+        "classes_absent": result.absent, "notes": result.notes,
+        "exponents": {k: {"a": s(e.a), "b": s(e.b), "c_sgd": s(e.c_sgd), "c_adam": s(e.c_adam),
+                          "e_init": s(e.e_init), "e_sgd": s(e.e_sgd), "e_adam": s(e.e_adam),
+                          "wd_sgd": s(e.wd_sgd), "wd_adam": s(e.wd_adam), "eps_adam": s(e.eps_adam)}
+                      for k, e in result.exponents.items()},
+        "attention": None if result.logit is None else {"logit_exponent": s(result.logit)},
+        "depth": None if result.depth is None else {
+            "alpha": s(result.depth.alpha), "c_sgd": s(result.depth.c_sgd), "c_adam": s(result.depth.c_adam),
+            "eps_adam": s(result.depth.eps_adam), "gamma": {o: s(result.depth.gamma(o)) for o in result.results}},
+        "results": {o: {"regime": r.regime, "names": r.names, "r": s(r.r), "backward_exponent": s(r.backward),
+                        "depth_class": r.depth_class, "desiderata": r.desiderata,
+                        "terms": [{"role": t.role, "class": t.kind, "quantity": t.name, "k": s(t.k),
+                                   "need": t.need, "ok": t.ok} for t in r.terms]}
+                    for o, r in result.results.items()},
+        "diagnostics": [{"severity": f.severity, "class": f.kind, "field": f.field, "optimizer": f.optimizer,
+                         "file": f.span.file if f.span else None, "line": f.span.line if f.span else None,
+                         "column": f.span.column if f.span else None, "found": f.found, "needed": f.needed,
+                         "message": f.message, "why": f.why, "fix": f.fix} for f in findings],
+    }
