@@ -11,7 +11,10 @@ spec text outside comments and validated identifiers.
 
 from __future__ import annotations
 
+import importlib.util
+import tempfile
 from pathlib import Path
+from types import ModuleType
 
 from mupspec import __version__, ir
 from mupspec.codegen.emit import Symbols, check_name, comment, python_expr, used_symbols
@@ -29,6 +32,19 @@ def generate(spec: ir.Spec, source: str) -> str:
     check_name(spec.name, "parametrization name", spec.span)
     parts = [_header(spec, source), _constants(spec), _rules(spec, symbols, source), _runtime()]
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
+
+
+def load_module(spec: ir.Spec, source: str, directory: str | None = None) -> ModuleType:
+    """Generate the module for `spec`, write it to `directory` (a fresh
+    temporary one by default) and import it: how tests and the empirical
+    stage use a spec without a separate `mupspec codegen` step."""
+    directory = directory or tempfile.mkdtemp(prefix="mupspec_codegen_")
+    path = Path(directory) / f"mupspec_generated_{spec.name}.py"
+    path.write_text(generate(spec, source), encoding="utf-8")
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def _header(spec: ir.Spec, source: str) -> str:
