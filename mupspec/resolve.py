@@ -74,7 +74,7 @@ def _load(path: Path, chain: tuple[Path, ...]) -> ir.Spec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise MupError(Diagnostic(f"no such file: {path}", hint="check the path")) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise MupError(Diagnostic(f"cannot read {path}: {err}")) from None
     return _resolve_text(text, str(path), chain)
 
@@ -83,13 +83,18 @@ def _resolve_text(text: str, file: str | None, chain: tuple[Path, ...]) -> ir.Sp
     spec, _ = parse_spec(text, file)  # syntax first: the base's name is in the header
     base = None
     if spec.extends is not None:
-        base_path = _base_path(spec.extends, file)
-        here = Path(file).resolve() if file else None
-        if base_path.resolve() in chain or (here is not None and base_path.resolve() == here):
-            cycle = " -> ".join(p.name for p in chain + (here or base_path, base_path))
-            raise MupError(Diagnostic(f"cyclic base spec: {cycle}", spec.extends.span,
-                                      "a spec cannot extend itself, directly or through its bases"))
-        if not base_path.is_file():
+        try:
+            base_path = _base_path(spec.extends, file)
+            here = Path(file).resolve() if file else None
+            found = base_path.is_file()
+            if found and (base_path.resolve() in chain or base_path.resolve() == here):
+                cycle = " -> ".join(p.name for p in chain + (here or base_path, base_path))
+                raise MupError(Diagnostic(f"cyclic base spec: {cycle}", spec.extends.span,
+                                          "a spec cannot extend itself, directly or through its bases"))
+        except (OSError, ValueError, RuntimeError) as err:  # a path the OS refuses (NUL, too long, loop)
+            raise MupError(Diagnostic(f"cannot use base spec `{spec.extends.target}`: {err}",
+                                      spec.extends.span, "give a relative path to a .mup file")) from None
+        if not found:
             raise MupError(Diagnostic(f"base spec `{spec.extends.target}` not found (looked for {base_path})",
                                       spec.extends.span,
                                       "name a spec in the same folder (`extends sp`) or give a quoted path"))

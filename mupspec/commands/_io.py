@@ -14,5 +14,5 @@ def read_text(path: str) -> str:
         raise MupError(Diagnostic(f"no such file: {path}", hint="check the path")) from None
     except IsADirectoryError:
         raise MupError(Diagnostic(f"{path} is a directory", hint="pass .mup files, e.g. specs/*.mup")) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: a NUL in the path
         raise MupError(Diagnostic(f"cannot read {path}: {err}")) from None
