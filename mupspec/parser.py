@@ -365,14 +365,18 @@ def attach_comments(file, name, title, extends, header_span, items, comments) ->
 
 
 def _trailing_owner(line: int, header_span: ir.Span, items):
-    """The innermost node whose last line is `line` (a comment after it)."""
+    """The node a comment at the end of `line` follows: of the nodes ending
+    on that line, the one ending last (`input { a = 1 }  # c` is the block's
+    note, `a = 1  # c` the rule's); else a block whose `{` is on that line."""
+    ending = [(header_span.end_column, 0, header_span)] if header_span.end_line == line else []
+    opening = None
     for it in items:
         if isinstance(it, _RawBlock):
-            for r in it.rules:
-                if r.span.end_line == line:
-                    return r
-            if it.span.line == line or it.span.end_line == line:
-                return it
-        elif it.span.end_line == line:
-            return it
-    return header_span if header_span.end_line == line else None
+            ending += [(r.span.end_column, 1, r) for r in it.rules if r.span.end_line == line]
+            if it.span.line == line and opening is None:
+                opening = it
+        if it.span.end_line == line:
+            ending.append((it.span.end_column, 0, it))
+    if ending:
+        return max(ending, key=lambda e: (e[0], e[1]))[2]
+    return opening

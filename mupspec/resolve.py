@@ -57,6 +57,14 @@ def parse_and_resolve(text: str, file: str | None = None) -> ir.Spec:
     return _resolve_text(text, file, chain=())
 
 
+def parse_as_written(text: str, file: str | None = None) -> ir.Spec:
+    """The spec as written, base not merged (what `fmt` prints), validated
+    with the symbols its base declares; the base chain must resolve."""
+    spec, _ = parse_spec(text, file)
+    base = _load_base(spec, file, ())
+    return parse_and_validate(text, file, Symbols.of(base) if base else None)
+
+
 def canonical(spec: ir.Spec) -> ir.Spec:
     """Blocks and rules in canonical order (the order the printer uses)."""
     blocks = sorted(spec.blocks, key=lambda b: ir.BLOCK_KINDS.index(b.kind))
@@ -81,26 +89,31 @@ def _load(path: Path, chain: tuple[Path, ...]) -> ir.Spec:
 
 def _resolve_text(text: str, file: str | None, chain: tuple[Path, ...]) -> ir.Spec:
     spec, _ = parse_spec(text, file)  # syntax first: the base's name is in the header
-    base = None
-    if spec.extends is not None:
-        try:
-            base_path = _base_path(spec.extends, file)
-            here = Path(file).resolve() if file else None
-            found = base_path.is_file()
-            if found and (base_path.resolve() in chain or base_path.resolve() == here):
-                cycle = " -> ".join(p.name for p in chain + (here or base_path, base_path))
-                raise MupError(Diagnostic(f"cyclic base spec: {cycle}", spec.extends.span,
-                                          "a spec cannot extend itself, directly or through its bases"))
-        except (OSError, ValueError, RuntimeError) as err:  # a path the OS refuses (NUL, too long, loop)
-            raise MupError(Diagnostic(f"cannot use base spec `{spec.extends.target}`: {err}",
-                                      spec.extends.span, "give a relative path to a .mup file")) from None
-        if not found:
-            raise MupError(Diagnostic(f"base spec `{spec.extends.target}` not found (looked for {base_path})",
-                                      spec.extends.span,
-                                      "name a spec in the same folder (`extends sp`) or give a quoted path"))
-        base = _load(base_path, chain + ((here,) if here else ()))
+    base = _load_base(spec, file, chain)
     spec = parse_and_validate(text, file, Symbols.of(base) if base else None)
     return canonical(_merge(base, spec) if base else _with_defaults(spec)).model_copy(update={"resolved": True})
+
+
+def _load_base(spec: ir.Spec, file: str | None, chain: tuple[Path, ...]) -> ir.Spec | None:
+    """The resolved base spec `spec` extends, or None; errors point at `extends`."""
+    if spec.extends is None:
+        return None
+    try:
+        base_path = _base_path(spec.extends, file)
+        here = Path(file).resolve() if file else None
+        found = base_path.is_file()
+        if found and (base_path.resolve() in chain or base_path.resolve() == here):
+            cycle = " -> ".join(p.name for p in chain + (here or base_path, base_path))
+            raise MupError(Diagnostic(f"cyclic base spec: {cycle}", spec.extends.span,
+                                      "a spec cannot extend itself, directly or through its bases"))
+    except (OSError, ValueError, RuntimeError) as err:  # a path the OS refuses (NUL, too long, loop)
+        raise MupError(Diagnostic(f"cannot use base spec `{spec.extends.target}`: {err}",
+                                  spec.extends.span, "give a relative path to a .mup file")) from None
+    if not found:
+        raise MupError(Diagnostic(f"base spec `{spec.extends.target}` not found (looked for {base_path})",
+                                  spec.extends.span,
+                                  "name a spec in the same folder (`extends sp`) or give a quoted path"))
+    return _load(base_path, chain + ((here,) if here else ()))
 
 
 def _base_path(ref: ir.Ref, file: str | None) -> Path:

@@ -7,7 +7,7 @@ import sys
 from mupspec.commands._io import read_text
 from mupspec.errors import MupError
 from mupspec.printer import format_spec
-from mupspec.resolve import parse_and_resolve, parse_and_validate
+from mupspec.resolve import parse_as_written
 
 
 def configure(parser) -> None:
@@ -17,8 +17,9 @@ def configure(parser) -> None:
 
 
 def canonical_text(text: str, file: str) -> str:
-    parse_and_resolve(text, file)  # refuse to format a spec that does not resolve
-    return format_spec(parse_and_validate(text, file))
+    """The file in canonical form; refuses (MupError) a spec that does not
+    resolve, so `fmt` never rewrites a broken file."""
+    return format_spec(parse_as_written(text, file))
 
 
 def run(args) -> int:

@@ -6,7 +6,7 @@ import json
 
 from mupspec.commands._io import read_text
 from mupspec.printer import format_spec
-from mupspec.resolve import parse_and_resolve, parse_and_validate
+from mupspec.resolve import parse_and_resolve, parse_as_written
 
 
 def configure(parser) -> None:
@@ -18,7 +18,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     text = read_text(args.file)
-    spec = parse_and_validate(text, args.file) if args.unresolved else parse_and_resolve(text, args.file)
+    spec = parse_as_written(text, args.file) if args.unresolved else parse_and_resolve(text, args.file)
     if args.json:
         print(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False))
     else:
