@@ -21,15 +21,17 @@ large numbers once q and k move together; TP5 §6.1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import sympy
+from fractions import Fraction
 
 from mupspec import ir
 from mupspec import symbolic as sym
-from mupspec.symbolic import OO
+from mupspec.symbolic import INF as OO
 
-HALF = sympy.Rational(1, 2)
-ZERO, ONE = sympy.Integer(0), sympy.Integer(1)
+# Exponents are exact: Fractions, and float infinities for a zero init (the
+# exact path of symbolic.py); sympy numbers from `symbolic.spec_exponents`
+# work here too (verify passes them).
+HALF = Fraction(1, 2)
+ZERO, ONE = Fraction(0), Fraction(1)
 VECTOR_LIKE = ("input", "bias", "norm")
 CORE = ("input", "hidden", "output")
 
@@ -41,7 +43,7 @@ MUP_OPT = {
 }
 
 
-def _flat(init: tuple, opt: sympy.Expr) -> dict:
+def _flat(init: tuple, opt: object) -> dict:
     inp, hid, out = init
     return {"init": {"input": inp, "hidden": hid, "output": out, "bias": ZERO, "norm": ZERO},
             "opt": {k: opt for k in ir.LAYER_KINDS}}
@@ -72,7 +74,7 @@ class Term:
     role: str  # init | output_init | own_update | features | output_change | attention
     kind: str
     name: str
-    k: sympy.Expr
+    k: object
     need: str
 
     @property
@@ -87,8 +89,8 @@ class Term:
 @dataclass
 class OptimizerResult:
     optimizer: str
-    backward: sympy.Expr          # g: exponent of the backward signal (SGD), 0 for Adam
-    r: sympy.Expr                 # TP4's r: features change by Θ(n^-r)
+    backward: object          # g: exponent of the backward signal (SGD), 0 for Adam
+    r: object                 # TP4's r: features change by Θ(n^-r)
     terms: list[Term]
     desiderata: dict[str, bool]
     regime: str
@@ -101,7 +103,7 @@ class CheckResult:
     spec: ir.Spec
     exponents: dict[str, sym.ClassExponents]
     absent: list[str]
-    logit: sympy.Expr | None
+    logit: object | None
     depth: sym.DepthExponents | None
     results: dict[str, OptimizerResult]
     notes: list[str] = field(default_factory=list)
@@ -147,7 +149,7 @@ def init_terms(ex: dict[str, sym.ClassExponents]) -> list[Term]:
     return terms
 
 
-def backward_exponent(ex: dict[str, sym.ClassExponents], optimizer: str) -> sympy.Expr:
+def backward_exponent(ex: dict[str, sym.ClassExponents], optimizer: str) -> object:
     """SGD: the gradient reaching the features is Θ(n^-g) per coordinate,
     g = min(e_init,out, e_sgd,out) (W_out at init or after its own steps);
     without an output block μP's g = 1 is assumed. Adam normalizes: 0."""
@@ -158,7 +160,7 @@ def backward_exponent(ex: dict[str, sym.ClassExponents], optimizer: str) -> symp
     return min(ex["output"].e_init, ex["output"].e_sgd)
 
 
-def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit) -> tuple[sympy.Expr, sympy.Expr, list[Term]]:
+def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit) -> tuple[object, object, list[Term]]:
     g = backward_exponent(ex, optimizer)
     terms = []
     for kind in VECTOR_LIKE:
@@ -254,9 +256,9 @@ def depth_class(depth: sym.DepthExponents, optimizer: str) -> str:
 
 def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None) -> CheckResult:
     """Analyze one resolved spec for the optimizers it covers (∩ `only`)."""
-    ex = sym.spec_exponents(spec)
-    logit = sym.logit_exponent(spec)
-    depth = sym.depth_exponents(spec)
+    ex = sym.spec_exponents(spec, exact=True)
+    logit = sym.logit_exponent(spec, exact=True)
+    depth = sym.depth_exponents(spec, exact=True)
     optimizers = tuple(o for o in ir.optimizers(spec) if only is None or o in only)
     results = {}
     for opt in optimizers:

@@ -11,14 +11,13 @@ documented in docs/checking.md ("mupspec.check/1").
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import sympy
+from fractions import Fraction
 
 from mupspec import ir
 from mupspec.check import HALF, MUP_INIT, MUP_OPT, NAMED, CheckResult
 from mupspec.errors import Diagnostic, render
 from mupspec.printer import format_expr
-from mupspec.symbolic import OO, fmt_exponent
+from mupspec.symbolic import INF as OO, fmt_exponent
 
 SCHEMA = "mupspec.check/1"
 # The growing dimension of each class, as the fix is written (TP5: fan_in for
@@ -54,12 +53,12 @@ class Finding:
 
 def power_text(p, name: str) -> str:
     """`name`^p as spec text: 1, fan_in, 1/fan_in^2, sqrt(L), 1/fan_in^(3/2)."""
-    p = sympy.Rational(p)
+    p = Fraction(p)
     if p == 0:
         return "1"
     mag = abs(p)
     body = name if mag == 1 else f"sqrt({name})" if mag == HALF else \
-        f"{name}^{mag}" if mag.q == 1 else f"{name}^({mag})"
+        f"{name}^{mag}" if mag.denominator == 1 else f"{name}^({mag})"
     return body if p > 0 else f"1/{body}"
 
 

@@ -11,12 +11,18 @@ C ∝ n^-c learning rate) and the Lemma J.1 invariants
 plus the depth exponents of the residual block (TP6: branch multiplier L^-α).
 Used by `check` (verdicts), `convert`, `equiv` and `table`.
 
-Expressions are turned into sympy trees by walking the IR (`to_sympy`); spec
-text is never sympified. Every width symbol maps to one positive symbol `N`,
-the depth symbol to `Ldepth`, hyperparameters to positive symbols (Θ(1)
-constants). Leading exponents are read off the tree directly (products add
-exponents, powers scale them, a sum keeps its largest term); sympy's `limit`
-is only the fallback for a sum whose leading terms cancel.
+Two paths give the same exponents. `to_sympy` + `leading_term` build sympy
+trees by walking the IR (spec text is never sympified): every width symbol
+maps to one positive symbol `N`, the depth symbol to `Ldepth`,
+hyperparameters to positive symbols (Θ(1) constants); leading exponents are
+read off the tree (products add exponents, powers scale them, a sum keeps its
+largest term), sympy's `limit` only when leading terms cancel. The exact path
+(`exact_exponent`, used by `check`) does the same walk on the IR with
+Fractions and a sign per term; it hands the expression to the sympy path only
+where a sum's leading terms have opposite signs (they may cancel), so that
+checking an ordinary spec never pays for importing sympy. The public
+`*_exponents` functions return sympy numbers (pass `exact=True` for Fractions
+and float infinities).
 
 Convention for zero: `leading_exponent(0) == -oo` ("vanishes faster than any
 power"); so a zero init (B = 0) has b = +oo and e_init = +oo.
@@ -24,38 +30,49 @@ power"); so a zero init (B = 0) has b = +oo and e_init = +oo.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from functools import lru_cache
-
-import sympy
 
 from mupspec import ir
 from mupspec.errors import Diagnostic, MupError
+from mupspec.resolve import constant_value
 
-N = sympy.Symbol("n", positive=True)
-Ldepth = sympy.Symbol("L", positive=True)
-D_IN = sympy.Symbol("d_in", positive=True)    # the input dimension: finite, Θ(1) in width
-D_OUT = sympy.Symbol("d_out", positive=True)  # the output dimension: finite
-OO = sympy.oo
+INF = math.inf
 _RESERVED = {"n", "L", "d_in", "d_out"}
 
-# fan_in / fan_out of each parameter class (TP5 App. B; THEORY.md §8):
-# input maps finite -> n, hidden n -> n, output n -> finite, and a bias or a
-# norm gain is a vector of length n (fan_in 1).
-CLASS_FANS: dict[str, tuple[sympy.Expr, sympy.Expr]] = {
-    "input": (D_IN, N),
-    "hidden": (N, N),
-    "output": (N, D_OUT),
-    "bias": (sympy.Integer(1), N),
-    "norm": (sympy.Integer(1), N),
-}
+
+@lru_cache(maxsize=1)
+def _constants() -> dict:
+    import sympy
+
+    n, one = sympy.Symbol("n", positive=True), sympy.Integer(1)
+    d_in, d_out = sympy.Symbol("d_in", positive=True), sympy.Symbol("d_out", positive=True)
+    return {
+        "N": n, "Ldepth": sympy.Symbol("L", positive=True), "D_IN": d_in, "D_OUT": d_out, "OO": sympy.oo,
+        # fan_in / fan_out of each parameter class (TP5 App. B; THEORY.md §8):
+        # input maps finite -> n, hidden n -> n, output n -> finite, and a bias
+        # or a norm gain is a vector of length n (fan_in 1).
+        "CLASS_FANS": {"input": (d_in, n), "hidden": (n, n), "output": (n, d_out), "bias": (one, n), "norm": (one, n)},
+    }
+
+
+def __getattr__(name: str):
+    """N, Ldepth, D_IN, D_OUT, OO, CLASS_FANS: sympy objects, built on first use
+    so that importing this module does not import sympy (PEP 562)."""
+    if name in ("N", "Ldepth", "D_IN", "D_OUT", "OO", "CLASS_FANS"):
+        return _constants()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------- IR -> sympy
 
 
-def to_sympy(expr, env: dict[str, sympy.Expr]) -> sympy.Expr:
+def to_sympy(expr, env: dict):
     """The sympy tree of an IR expression, symbols bound by `env`."""
+    import sympy
+
     if isinstance(expr, ir.Num):
         return sympy.Rational(expr.numerator, expr.denominator)
     if isinstance(expr, ir.Sym):
@@ -81,56 +98,68 @@ def to_sympy(expr, env: dict[str, sympy.Expr]) -> sympy.Expr:
     return left ** right
 
 
-def hyper_symbol(name: str) -> sympy.Symbol:
+def hyper_symbol(name: str):
     """A hyperparameter: a positive Θ(1) constant (renamed if it would clash
     with one of the symbols this module reserves)."""
+    import sympy
+
     return sympy.Symbol(name + "_" if name in _RESERVED else name, positive=True)
 
 
-def base_env(spec: ir.Spec) -> dict[str, sympy.Expr]:
+def base_env(spec: ir.Spec) -> dict:
     """Widths -> N, depth -> Ldepth, hyperparameters -> positive constants."""
-    env: dict[str, sympy.Expr] = {h.name: hyper_symbol(h.name) for h in spec.hypers}
-    env |= {w: N for w in spec.widths}
+    c = _constants()
+    env = {h.name: hyper_symbol(h.name) for h in spec.hypers}
+    env |= {w: c["N"] for w in spec.widths}
     if spec.depth:
-        env[spec.depth] = Ldepth
+        env[spec.depth] = c["Ldepth"]
     return env
 
 
-def class_env(spec: ir.Spec, kind: str) -> dict[str, sympy.Expr]:
+def class_env(spec: ir.Spec, kind: str) -> dict:
     """`base_env` plus fan_in/fan_out of the class (none for attention/residual)."""
     env = base_env(spec)
-    if kind in CLASS_FANS:
-        env["fan_in"], env["fan_out"] = CLASS_FANS[kind]
+    fans = _constants()["CLASS_FANS"]
+    if kind in fans:
+        env["fan_in"], env["fan_out"] = fans[kind]
     return env
 
 
-def rule_sympy(spec: ir.Spec, kind: str, field: str) -> sympy.Expr:
-    """The (possibly default) rule `field` of block `kind` as a sympy tree."""
+def _rule(spec: ir.Spec, kind: str, field: str):
     block = spec.block(kind) or ir.Block(kind=kind)
-    return to_sympy(ir.rule_value(block, field, spec.widths), class_env(spec, kind))
+    return ir.rule_value(block, field, spec.widths)
 
 
-# ---------------------------------------------------------------- leading terms
+def rule_sympy(spec: ir.Spec, kind: str, field: str):
+    """The (possibly default) rule `field` of block `kind` as a sympy tree."""
+    return to_sympy(_rule(spec, kind, field), class_env(spec, kind))
 
 
-def leading_term(f: sympy.Expr, var: sympy.Symbol = N) -> tuple[sympy.Expr, sympy.Expr]:
-    """(coef, k) with f = coef·var^k·(1 + o(1)) as var -> oo; every other
-    symbol (widths when var is Ldepth, depth when var is N, hyperparameters)
-    counts as a positive constant. f == 0 gives (0, -oo)."""
+# ---------------------------------------------------------------- leading terms (sympy)
+
+
+def leading_term(f, var=None) -> tuple:
+    """(coef, k) with f = coef·var^k·(1 + o(1)) as var -> oo (var defaults to
+    N); every other symbol (widths when var is Ldepth, depth when var is N,
+    hyperparameters) counts as a positive constant. f == 0 gives (0, -oo)."""
+    import sympy
+
     if isinstance(f, int):  # never a string: spec text is not sympified
         f = sympy.Integer(f)
-    return _lead(f, var)
+    return _lead(f, var if var is not None else _constants()["N"])
 
 
-def leading_exponent(f: sympy.Expr, var: sympy.Symbol = N) -> sympy.Expr:
+def leading_exponent(f, var=None):
     """k with f = Θ(var^k): a sympy Rational, or -oo when f == 0."""
     return leading_term(f, var)[1]
 
 
 @lru_cache(maxsize=4096)
-def _lead(f: sympy.Expr, var: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr]:
+def _lead(f, var) -> tuple:
+    import sympy
+
     if f == 0:
-        return sympy.Integer(0), -OO
+        return sympy.Integer(0), -sympy.oo
     if not f.has(var):
         return f, sympy.Integer(0)
     if f == var:
@@ -144,7 +173,7 @@ def _lead(f: sympy.Expr, var: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr]:
     if f.is_Pow and not f.exp.has(var) and f.exp.is_Rational:
         c, e = _lead(f.base, var)
         if c == 0:
-            return (sympy.Integer(0), -OO) if f.exp > 0 else _limit_lead(f, var)
+            return (sympy.Integer(0), -sympy.oo) if f.exp > 0 else _limit_lead(f, var)
         return c ** f.exp, e * f.exp
     if f.is_Add:
         terms = [_lead(t, var) for t in f.args]
@@ -155,23 +184,99 @@ def _lead(f: sympy.Expr, var: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr]:
     return _limit_lead(f, var)  # leading terms cancel, or a form the fast path does not know
 
 
-def _limit_lead(f: sympy.Expr, var: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr]:
+def _limit_lead(f, var) -> tuple:
     """Slow, general path: k = lim log|f|/log(var), coef = lim f/var^k."""
+    import sympy
+
     if sympy.simplify(f) == 0:
-        return sympy.Integer(0), -OO
-    k = sympy.limit(sympy.log(sympy.Abs(f)) / sympy.log(var), var, OO)
-    if not (k.is_Rational or k in (OO, -OO)):
+        return sympy.Integer(0), -sympy.oo
+    k = sympy.limit(sympy.log(sympy.Abs(f)) / sympy.log(var), var, sympy.oo)
+    if not (k.is_Rational or k in (sympy.oo, -sympy.oo)):
         raise MupError(Diagnostic(f"cannot find the width/depth exponent of {f}",
                                   hint="write scales as products and powers of the symbols"))
-    if k in (OO, -OO):
+    if k in (sympy.oo, -sympy.oo):
         return sympy.Integer(1), k
-    return sympy.limit(f / var ** k, var, OO), k
+    return sympy.limit(f / var ** k, var, sympy.oo), k
 
 
-def positive_at_scale(f: sympy.Expr, var: sympy.Symbol = N) -> bool:
+def positive_at_scale(f, var=None) -> bool:
     """False when f's leading coefficient is provably negative (a scale that
     turns negative at large width)."""
     return leading_term(f, var)[0].is_negative is not True
+
+
+# ---------------------------------------------------------------- leading terms (exact, no sympy)
+
+# Exponents of each symbol in (width, depth); fan_in/fan_out per class as in
+# CLASS_FANS; anything else (hyperparameters, d_in, d_out) is a constant.
+_FAN_EXPONENTS = {"input": (0, 1), "hidden": (1, 1), "output": (1, 0), "bias": (0, 1), "norm": (0, 1)}
+
+
+def _symbol_exponents(spec: ir.Spec, kind: str, axis: int) -> dict[str, Fraction]:
+    env = {w: Fraction(axis == 0) for w in spec.widths}
+    if spec.depth:
+        env[spec.depth] = Fraction(axis == 1)
+    if kind in _FAN_EXPONENTS and axis == 0:
+        env["fan_in"], env["fan_out"] = (Fraction(x) for x in _FAN_EXPONENTS[kind])
+    return env
+
+
+class _MayCancel(Exception):
+    """A sum whose leading terms have opposite signs: ask sympy."""
+
+
+def _exact(expr, env: dict[str, Fraction]) -> tuple[int, Fraction | float]:
+    """(sign, k) of expr = sign·Θ(var^k); (0, -inf) for zero. Every symbol is
+    positive, so only `-` and negation can make a leading term cancel."""
+    if isinstance(expr, ir.Num):
+        return (1, Fraction(0)) if expr.numerator else (0, -INF)
+    if isinstance(expr, ir.Sym):
+        return 1, env.get(expr.name, Fraction(0))
+    if isinstance(expr, ir.Neg):
+        sign, k = _exact(expr.operand, env)
+        return -sign, k
+    if isinstance(expr, ir.Call):
+        sign, k = _exact(expr.arg, env)
+        if sign < 0:
+            raise _MayCancel
+        return sign, k / 2
+    if expr.op in "+-":
+        (s1, k1), (s2, k2) = _exact(expr.left, env), _exact(expr.right, env)
+        s2 = -s2 if expr.op == "-" else s2
+        if s1 == 0 or k2 > k1:
+            return s2, k2
+        if s2 == 0 or k1 > k2:
+            return s1, k1
+        if s1 != s2:
+            raise _MayCancel
+        return s1, k1
+    if expr.op == "^":
+        p = constant_value(expr.right)
+        sign, k = _exact(expr.left, env)
+        if p is None or sign < 0 or (sign == 0 and p <= 0):
+            raise _MayCancel
+        return sign, (k * p if sign else -INF)
+    (s1, k1), (s2, k2) = _exact(expr.left, env), _exact(expr.right, env)
+    if expr.op == "/":
+        if s2 == 0:
+            raise _MayCancel
+        k2 = -k2
+    return (s1 * s2, k1 + k2) if s1 and s2 else (0, -INF)
+
+
+def exact_exponent(spec: ir.Spec, kind: str, expr, axis: int = 0) -> Fraction | float:
+    """Leading exponent of `expr` (as it stands in block `kind`) in width
+    (axis 0) or depth (axis 1): a Fraction, or -inf for zero. Falls back to
+    the sympy path where leading terms may cancel."""
+    try:
+        sign, k = _exact(expr, _symbol_exponents(spec, kind, axis))
+        if sign >= 0:
+            return k
+    except _MayCancel:
+        pass
+    c = _constants()
+    k = leading_exponent(to_sympy(expr, class_env(spec, kind)), c["N"] if axis == 0 else c["Ldepth"])
+    return -INF if k == -c["OO"] else INF if k == c["OO"] else Fraction(int(k.p), int(k.q))
 
 
 # ---------------------------------------------------------------- exponents
@@ -182,59 +287,75 @@ class ClassExponents:
     """Width exponents of one parameter class (abc convention: A ∝ n^-a).
 
     b is +oo for a zero init. wd_* and eps_adam follow the same sign
-    convention (value ∝ n^-exponent)."""
+    convention (value ∝ n^-exponent). Values are sympy numbers, or Fractions
+    and float infinities from the exact path."""
 
     kind: str
-    a: sympy.Expr
-    b: sympy.Expr
-    c_sgd: sympy.Expr
-    c_adam: sympy.Expr
-    wd_sgd: sympy.Expr
-    wd_adam: sympy.Expr
-    eps_adam: sympy.Expr
+    a: object
+    b: object
+    c_sgd: object
+    c_adam: object
+    wd_sgd: object
+    wd_adam: object
+    eps_adam: object
 
     @property
-    def e_init(self) -> sympy.Expr:
+    def e_init(self):
         return self.a + self.b
 
     @property
-    def e_sgd(self) -> sympy.Expr:
+    def e_sgd(self):
         return 2 * self.a + self.c_sgd
 
     @property
-    def e_adam(self) -> sympy.Expr:
+    def e_adam(self):
         return self.a + self.c_adam
 
-    def c(self, optimizer: str) -> sympy.Expr:
+    def c(self, optimizer: str):
         return self.c_sgd if optimizer == "sgd" else self.c_adam
 
-    def e_opt(self, optimizer: str) -> sympy.Expr:
+    def e_opt(self, optimizer: str):
         return self.e_sgd if optimizer == "sgd" else self.e_adam
 
 
-def _neg_exponent(f: sympy.Expr, var: sympy.Symbol = N) -> sympy.Expr:
-    return -leading_exponent(f, var)
+def to_sympy_number(value):
+    """A Fraction / float infinity as a sympy number."""
+    import sympy
+
+    if value in (INF, -INF):
+        return sympy.oo if value > 0 else -sympy.oo
+    return sympy.Rational(value.numerator, value.denominator)
 
 
-def init_std(spec: ir.Spec, kind: str) -> sympy.Expr:
-    """B: the init standard deviation; a norm gain starts at 1 (not random)."""
+def _as_sympy(obj):
+    fields = {f: to_sympy_number(getattr(obj, f)) for f in obj.__dataclass_fields__ if f != "kind"}
+    return replace(obj, **fields)
+
+
+def _neg(spec: ir.Spec, kind: str, expr, axis: int = 0):
+    return -exact_exponent(spec, kind, expr, axis)
+
+
+def init_std_exponent(spec: ir.Spec, kind: str):
+    """b: minus the width exponent of the init std; a norm gain starts at 1."""
     if kind == "norm":
-        return sympy.Integer(1)
-    return sympy.sqrt(rule_sympy(spec, kind, "init.var"))
+        return Fraction(0)
+    return _neg(spec, kind, _rule(spec, kind, "init.var")) / 2
 
 
-def class_exponents(spec: ir.Spec, kind: str) -> ClassExponents:
+def class_exponents(spec: ir.Spec, kind: str, exact: bool = False) -> ClassExponents:
     """Width exponents of class `kind` (its block, or the defaults if absent)."""
-    def neg(field: str) -> sympy.Expr:
-        return _neg_exponent(rule_sympy(spec, kind, field))
-    return ClassExponents(kind=kind, a=neg("mult"), b=_neg_exponent(init_std(spec, kind)),
-                          c_sgd=neg("lr.sgd"), c_adam=neg("lr.adam"), wd_sgd=neg("wd.sgd"),
-                          wd_adam=neg("wd.adam"), eps_adam=neg("eps.adam"))
+    def neg(field: str):
+        return _neg(spec, kind, _rule(spec, kind, field))
+    ex = ClassExponents(kind=kind, a=neg("mult"), b=init_std_exponent(spec, kind), c_sgd=neg("lr.sgd"),
+                        c_adam=neg("lr.adam"), wd_sgd=neg("wd.sgd"), wd_adam=neg("wd.adam"),
+                        eps_adam=neg("eps.adam"))
+    return ex if exact else _as_sympy(ex)
 
 
-def spec_exponents(spec: ir.Spec) -> dict[str, ClassExponents]:
+def spec_exponents(spec: ir.Spec, exact: bool = False) -> dict[str, ClassExponents]:
     """ClassExponents of every layer class the spec has a block for."""
-    return {k: class_exponents(spec, k) for k in ir.LAYER_KINDS if spec.block(k) is not None}
+    return {k: class_exponents(spec, k, exact) for k in ir.LAYER_KINDS if spec.block(k) is not None}
 
 
 # ---------------------------------------------------------------- depth (TP6)
@@ -249,47 +370,48 @@ class DepthExponents:
     Adam normalizes it away, gamma = c_adam. Hidden-class rules that mention
     the depth symbol contribute to c as well."""
 
-    alpha: sympy.Expr
-    c_sgd: sympy.Expr
-    c_adam: sympy.Expr
-    eps_adam: sympy.Expr
-    alpha_width: sympy.Expr  # width exponent of the residual multiplier (should be 0)
+    alpha: object
+    c_sgd: object
+    c_adam: object
+    eps_adam: object
+    alpha_width: object  # width exponent of the residual multiplier (should be 0)
 
-    def gamma(self, optimizer: str) -> sympy.Expr:
+    def gamma(self, optimizer: str):
         return self.alpha + self.c_sgd if optimizer == "sgd" else self.c_adam
 
 
-def depth_exponents(spec: ir.Spec) -> DepthExponents | None:
+def depth_exponents(spec: ir.Spec, exact: bool = False) -> DepthExponents | None:
     """None when the spec declares no depth symbol and no residual block."""
     if spec.depth is None and spec.block("residual") is None:
         return None
 
-    def neg_l(kind: str, field: str) -> sympy.Expr:
-        return _neg_exponent(rule_sympy(spec, kind, field), Ldepth)
+    def neg_l(kind: str, field: str):
+        return _neg(spec, kind, _rule(spec, kind, field), axis=1)
 
-    mult = rule_sympy(spec, "residual", "mult")
-    return DepthExponents(
-        alpha=_neg_exponent(mult, Ldepth),
+    mult = _rule(spec, "residual", "mult")
+    d = DepthExponents(
+        alpha=neg_l("residual", "mult"),
         c_sgd=neg_l("residual", "lr.sgd") + neg_l("hidden", "lr.sgd"),
         c_adam=neg_l("residual", "lr.adam") + neg_l("hidden", "lr.adam"),
         eps_adam=neg_l("residual", "eps.adam") + neg_l("hidden", "eps.adam"),
-        alpha_width=_neg_exponent(mult, N),
+        alpha_width=_neg(spec, "residual", mult),
     )
+    return d if exact else _as_sympy(d)
 
 
-def logit_exponent(spec: ir.Spec) -> sympy.Expr | None:
+def logit_exponent(spec: ir.Spec, exact: bool = False):
     """Width exponent k of the attention logit scale (∝ n^k), None without an
     attention block: μP's 1/d is k = -1, SP's 1/sqrt(d) is k = -1/2."""
-    block = spec.block("attention")
-    if block is None:
+    if spec.block("attention") is None:
         return None
-    return leading_exponent(to_sympy(ir.rule_value(block, "logit", spec.widths), base_env(spec)))
+    k = exact_exponent(spec, "attention", _rule(spec, "attention", "logit"))
+    return k if exact else to_sympy_number(k)
 
 
-def fmt_exponent(value: sympy.Expr) -> str:
-    """Exact rational text: '1/2', '-1', 'oo', '-oo'."""
-    if value == OO:
+def fmt_exponent(value) -> str:
+    """Exact rational text: '1/2', '-1', 'oo', '-oo' (sympy, Fraction or inf)."""
+    if value == INF:
         return "oo"
-    if value == -OO:
+    if value == -INF:
         return "-oo"
-    return str(sympy.Rational(value))
+    return str(Fraction(value))

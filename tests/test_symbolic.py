@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mupspec import ir, numeric
+from mupspec.errors import MupError
 from mupspec import symbolic as S
 from mupspec.resolve import load_spec, parse_and_resolve
 
@@ -160,3 +161,42 @@ def test_leading_exponent_matches_float_slope(expr):
     lo, hi = 2.0 ** 40, 2.0 ** 44
     slope = (math.log(numeric.evaluate(expr, {"n": hi})) - math.log(numeric.evaluate(expr, {"n": lo}))) / math.log(hi / lo)
     assert abs(slope - float(k)) < 0.02, (expr, k, slope)
+
+
+@st.composite
+def signed_exprs(draw, depth: int = 0) -> ir.Expr:
+    """Like scale_exprs, with subtraction and fan_in/fan_out, so that leading
+    terms may cancel (n - n + n^(-1/2)) and the sympy fallback is exercised."""
+    sym = ir.Sym(name=draw(st.sampled_from(["n", "fan_in", "fan_out", "eta"])))
+    k = Fraction(draw(st.integers(-4, 4)), draw(st.sampled_from([1, 2, 4])))
+    leaf = ir.BinOp(op="^", left=sym, right=ir.Num.of(abs(k)) if k >= 0 else ir.Neg(operand=ir.Num.of(abs(k))))
+    if depth >= 2 or draw(st.booleans()):
+        return leaf
+    op = draw(st.sampled_from(["+", "-", "*", "/"]))
+    right = draw(signed_exprs(depth + 1))
+    if op == "-" and draw(st.booleans()):  # x - x + rest: exact cancellation of the leading term
+        return ir.BinOp(op="+", left=ir.BinOp(op="-", left=leaf, right=leaf), right=right)
+    return ir.BinOp(op=op, left=leaf, right=right)
+
+
+@settings(max_examples=80)
+@given(signed_exprs(), st.sampled_from(["input", "hidden", "output", "bias"]))
+def test_exact_path_equals_sympy_path(expr, kind):
+    s = parse_and_resolve("parametrization t\nwidth n\nhyper eta = 3\n")
+    try:
+        via_sympy = S.leading_exponent(S.to_sympy(expr, S.class_env(s, kind)))
+    except MupError:  # divides by an expression that is identically 0
+        with pytest.raises(MupError):
+            S.exact_exponent(s, kind, expr)
+        return
+    exact = S.exact_exponent(s, kind, expr)
+    assert S.to_sympy_number(exact) == via_sympy, (expr, exact, via_sympy)
+
+
+def test_check_imports_no_sympy_for_specs_without_subtraction():
+    import subprocess
+    import sys
+    code = ("import sys; from mupspec.cli import main; main(['check', 'specs/mup_table9.mup', 'specs/umup.mup']); "
+            "assert 'sympy' not in sys.modules, 'sympy imported'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=SPECS.parent, capture_output=True, text=True)
+    assert proc.returncode in (0, 1) and "sympy imported" not in proc.stderr, proc.stderr
