@@ -49,6 +49,7 @@ class Grid:
     # base LR per optimizer: small, so that growing terms of unstable specs
     # are still measured as clean power laws at the largest width
     lr: tuple[tuple[str, float], ...] = (("sgd", 1e-4), ("adam", 1e-5))
+    ratios: bool = True  # the grad_*/upd_* weight-norm ratios (power iterations: the costly part)
 
     def base_lr(self, optimizer: str) -> float:
         return dict(self.lr)[optimizer]
@@ -67,7 +68,7 @@ class Sample:
 
 
 def rms(t: torch.Tensor) -> float:
-    return float(t.pow(2).mean().sqrt())
+    return float(t.detach().pow(2).mean().sqrt())
 
 
 def spectral_norm(m: torch.Tensor, iters: int = 30) -> float:
@@ -108,13 +109,22 @@ def _class_means(values: list[tuple[str, float]]) -> dict[str, float]:
     return {cls: sum(vs) / len(vs) for cls, vs in sums.items()}
 
 
-def _ratios(pairs: list[tuple[str, torch.Tensor, torch.Tensor]], kind: str) -> dict[str, float]:
-    """||top|| / ||bottom|| per class (skipping zero-init parameters)."""
+def _ratios(pairs: list[tuple[str, torch.Tensor, torch.Tensor]], kind: str,
+            cache: dict[int, float]) -> dict[str, float]:
+    """||top|| / ||bottom|| per class (skipping zero-init parameters); the
+    spectral norms of the initial weights are computed once, in `cache`."""
     vals = []
     for cls, top, bottom in pairs:
-        denom = float(bottom.norm()) if kind == "fro" else spectral_norm(bottom)
+        if kind == "fro":
+            denom, num = float(bottom.norm()), float(top.norm())
+        else:
+            if id(bottom) not in cache:
+                cache[id(bottom)] = spectral_norm(bottom)
+            # tops are gradients and updates: rank <= batch x steps, so the
+            # power iteration converges in a few steps
+            denom, num = cache[id(bottom)], spectral_norm(top, iters=12)
         if denom > 0:
-            vals.append((cls, (float(top.norm()) if kind == "fro" else spectral_norm(top)) / denom))
+            vals.append((cls, num / denom))
     return _class_means(vals)
 
 
@@ -145,19 +155,23 @@ def run_one(spec: ir.Spec, grid: Grid, optimizer: str, width: int, depth: int, s
     params = _params_by_class(net)
     initial = [(cls, p.detach().clone()) for cls, p in params]
     grads = [(cls, p.grad.detach().clone(), w0) for (cls, p), (_, w0) in zip(params, initial)]
-    add(0, _ratios(grads, "fro"), "grad_fro")
-    add(0, _ratios(grads, "spec"), "grad_spec")
+    spec_cache: dict[int, float] = {}
+    if grid.ratios:
+        add(0, _ratios(grads, "fro", spec_cache), "grad_fro")
+        add(0, _ratios(grads, "spec", spec_cache), "grad_spec")
     opt = _make_optimizer(net, optimizer, grid.base_lr(optimizer))
     w0_by_layer = {id(layer): layer.weight.detach().clone() for layer in net.layers}
+    w0_by_layer |= {id(layer.bias): layer.bias.detach().clone() for layer in net.layers if layer.bias is not None}
     for step in range(1, grid.steps + 1):
         opt.step()
         opt.zero_grad()
         record: list = []
         out = net(x, record)
         _measure_step(step, record, record0, w0_by_layer, add)
-        moved = [(cls, p.detach() - w0, w0) for (cls, p), (_, w0) in zip(params, initial)]
-        add(step, _ratios(moved, "fro"), "upd_fro")
-        add(step, _ratios(moved, "spec"), "upd_spec")
+        if grid.ratios:
+            moved = [(cls, p.detach() - w0, w0) for (cls, p), (_, w0) in zip(params, initial)]
+            add(step, _ratios(moved, "fro", spec_cache), "upd_fro")
+            add(step, _ratios(moved, "spec", spec_cache), "upd_spec")
         if step < grid.steps:
             (out * cotangent).sum().backward()
     return rows
@@ -165,17 +179,22 @@ def run_one(spec: ir.Spec, grid: Grid, optimizer: str, width: int, depth: int, s
 
 @torch.no_grad()
 def _measure_step(step, record, record0, w0_by_layer, add) -> None:
-    act, own, prop, delta = [], [], [], []
+    act, own, prop, delta, bias_own = [], [], [], [], []
     for (layer, inp, out), (_, inp0, out0) in zip(record, record0):
         w0 = w0_by_layer[id(layer)]
         branch = layer.branch if layer.kind == "hidden" else 1.0
         act.append((layer.kind, rms(out)))
         own.append((layer.kind, rms(branch * layer.scale.mult * (inp @ (layer.weight - w0).T))))
+        if layer.bias is not None:  # a bias's own update: mult * Δb (fan_in 1)
+            b0 = w0_by_layer[id(layer.bias)]
+            bias_own.append(("bias", rms(branch * layer.bias_scale.mult * (layer.bias - b0))))
         if layer.kind != "input":
             prop.append((layer.kind, rms(branch * layer.scale.mult * ((inp - inp0) @ w0.T))))
         delta.append((layer.kind, rms(out - out0)))
     for name, values in (("act", act), ("own", own), ("prop", prop), ("delta", delta)):
         add(step, _last_per_class(values), name)
+    if bias_own:
+        add(step, _class_means(bias_own), "own")
 
 
 def measure(spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:

@@ -83,3 +83,136 @@ def panel_grid(path, panels: Sequence[dict], ncols: int, suptitle: str, xlabel: 
     fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------- verify
+
+
+_TERM_STYLE = {"act": "o-", "own": "s-", "delta": "^--", "prop": "d:"}
+
+
+def coordinate_check(out_dir, spec_name: str, samples, fits, preds, steps: int) -> list[Path]:
+    """One figure per optimizer, one log-log panel per step: every compared
+    term's size against width (geometric mean over seeds, at the middle depth),
+    labelled with the fitted exponent (all depths and seeds) and check's."""
+    paths = []
+    depths = sorted({s.depth for s in samples})
+    depth = depths[len(depths) // 2]
+    for opt in sorted({s.optimizer for s in samples}):
+        fig, axes = plt.subplots(1, steps + 1, figsize=(4.4 * (steps + 1), 4.0), squeeze=False)
+        for step, ax in enumerate(axes[0]):
+            for (quantity, cls), pred in sorted(preds.get(opt, {}).items()):
+                if (quantity == "act") != (step == 0):
+                    continue
+                widths, values = _series(samples, opt, depth, step, cls, quantity)
+                fit = fits.get((opt, step, cls, quantity))
+                if not widths or fit is None:
+                    continue
+                ax.loglog(widths, values, _TERM_STYLE[quantity], color=CLASS_COLORS[cls], markersize=4,
+                          label=f"{quantity} {cls}: fit {fit.exponent:+.2f}±{fit.ci:.2f}, pred {pred:+.2f}")
+            ax.set_title(f"step {step}" + (" (init)" if step == 0 else ""), fontsize=10)
+            ax.set_xlabel("width")
+            ax.set_ylabel("RMS per coordinate")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6.5, loc="best")
+        fig.suptitle(f"coordinate check: {spec_name}, {opt}, depth {depth} "
+                     f"(slopes fitted over depths {depths} and seeds)", fontsize=10.5)
+        fig.tight_layout()
+        paths.append(_save(fig, Path(out_dir) / f"coord_{spec_name}_{opt}.png"))
+    return paths
+
+
+def _series(samples, opt, depth, step, cls, quantity) -> tuple[list[int], list[float]]:
+    by_width: dict[int, list[float]] = {}
+    for s in samples:
+        if (s.optimizer, s.depth, s.step, s.cls, s.quantity) == (opt, depth, step, cls, quantity) and s.value > 0:
+            by_width.setdefault(s.width, []).append(s.value)
+    widths = sorted(by_width)
+    return widths, [math.exp(sum(map(math.log, by_width[w])) / len(by_width[w])) for w in widths]
+
+
+# ---------------------------------------------------------------- spiral experiment
+
+def _size_colors(sizes) -> dict:
+    cmap = plt.get_cmap("viridis")
+    return {s: cmap(0.9 * i / max(1, len(sizes) - 1)) for i, s in enumerate(sizes)}
+
+
+def spiral_dataset(path, data) -> Path:
+    """The spiral: training points filled, validation points hollow."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.4))
+    for k in range(data.d_out):
+        tr, va = data.x_train[data.y_train == k], data.x_val[data.y_val == k]
+        dot = ax.scatter(tr[:, 0], tr[:, 1], s=6, label=f"class {k}")
+        ax.scatter(va[:, 0], va[:, 1], s=14, facecolors="none", edgecolors=dot.get_facecolor())
+    c = data.config
+    ax.set_title(f"spiral: {c.classes} classes x {c.points_per_class} points, noise {c.noise}, "
+                 f"{c.turns} turns\n(filled: train {len(data.y_train)}, hollow: validation {len(data.y_val)})",
+                 fontsize=8.5)
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
+_FIXED_COLUMNS = (("train_loss", "train loss"),
+                  ("act_hidden", "RMS of last hidden layer"),
+                  ("dact_hidden", "RMS change of last hidden layer since init"),
+                  ("dact_output", "RMS change of the logits since init"))
+
+
+def spiral_fixed_lr(path, fixed: Mapping, axis: str, lr: float) -> Path:
+    """One row per variant, one curve per size (seed mean): loss and per-layer scales over training."""
+    variants = list(fixed)
+    fig, axes = plt.subplots(len(variants), len(_FIXED_COLUMNS), figsize=(16, 2.9 * len(variants)),
+                             squeeze=False)
+    for row, label in enumerate(variants):
+        sizes = list(fixed[label])
+        colors = _size_colors(sizes)
+        for col, (key, title) in enumerate(_FIXED_COLUMNS):
+            ax = axes[row][col]
+            for s in sizes:
+                curve = fixed[label][s][key]
+                if curve is not None:
+                    ax.plot(curve[0], curve[1], color=colors[s], label=f"{axis} {s}", lw=1.3)
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_title(f"{label}: {title}", fontsize=9)
+            if row == len(variants) - 1:
+                ax.set_xlabel("step")
+        axes[row][0].legend(fontsize=6.5, loc="best")
+    fig.suptitle(f"Adam at one fixed LR ({lr:.3g}) for every {axis}: seed-mean curves "
+                 "(a size whose seeds all diverged has no curve)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def spiral_transfer(path, transfer: Mapping, lrs: Sequence[float], axis: str) -> Path:
+    """Final loss against LR per size (seed mean, band = min..max over seeds),
+    the best LR of each size marked with a star; rows train / validation."""
+    variants = list(transfer)
+    fig, axes = plt.subplots(2, len(variants), figsize=(4.3 * len(variants), 7.2), squeeze=False)
+    for col, label in enumerate(variants):
+        e = transfer[label]
+        for row, which in enumerate(("train_loss", "val_loss")):
+            ax = axes[row][col]
+            sizes = list(e["curves"][which])
+            colors = _size_colors(sizes)
+            for size, optimum in zip(sizes, e["optima"][which]):
+                table = [[v for v in seeds] for seeds in e["curves"][which][size]]
+                mean = [sum(t) / len(t) if all(math.isfinite(v) for v in t) else math.nan for t in table]
+                lo = [min(t) if all(math.isfinite(v) for v in t) else math.nan for t in table]
+                hi = [max(t) if all(math.isfinite(v) for v in t) else math.nan for t in table]
+                ax.plot(lrs, mean, "o-", ms=3, color=colors[size], label=f"{axis} {size}")
+                ax.fill_between(lrs, lo, hi, color=colors[size], alpha=0.15)
+                ax.plot([optimum["lr"]], [optimum["loss"]], "*", ms=13, color=colors[size], mec="black")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            sh = e["shift"][which]
+            ax.set_title(f"{label}: final {which.replace('_', ' ')}\nbest LR x{sh['factor_per_doubling']:.2f} "
+                         f"per {axis} doubling", fontsize=9)
+            ax.set_xlabel("learning rate (Adam)")
+        axes[0][col].legend(fontsize=6.5, loc="best")
+    fig.suptitle(f"LR transfer across {axis}: gaps = diverged; star = best LR (parabola-refined)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,248 @@
+"""`mupspec verify FILE`: measure scaling exponents on real networks and
+compare them with the checker's predictions.
+
+Takes a spec file; builds networks from it at a grid of widths, depths and
+seeds (mupspec.empirical.measure), fits log-log width exponents with 95%
+intervals over seeds x depths (mupspec.empirical.fit), and compares every
+fitted exponent with the exponent `mupspec.check` predicts for that term.
+Prints one table (predicted, measured ± CI, verdict); exit 0 only if every
+row agrees within --tol, 1 if one does not, 2 on bad input.
+
+What is compared (check's terms, THEORY.md §8, per optimizer):
+  act   step 0   input/hidden pre-activations and the output at init
+  own   step t   each class's own-update term (ΔW·x, Δb; output: ΔW_out·x)
+  delta step t   the last hidden layer's change (TP4's feature change n^-r)
+  prop  step t   the output's change through W_out·Δx
+The run stays at small LR, where a step is a small perturbation and the
+output weights are still at their init scale. check's step terms describe
+W_out after its own steps (min(e_init,out, e_opt,out)); for the first steps
+we ask check the same question with the output weights held at init (its
+step terms evaluated with the output's optimizer exponent set to +oo). The
+two agree for every spec whose output updates no faster than its init
+(μP, NTK, MF); for SP they differ, and `--show-asymptotic` prints both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from mupspec.commands._io import read_text
+from mupspec.errors import Diagnostic, MupError
+from mupspec.resolve import load_spec, parse_and_resolve
+
+SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
+EXPECT_ALIASES = {"mup": "mup_table8"}
+# (quantity, class) measured  <->  (role, kind) of check's Term
+TERM_OF = {
+    ("act", "input"): ("init", "input"),
+    ("act", "hidden"): ("init", "hidden"),
+    ("act", "output"): ("output_init", "output"),
+    ("own", "input"): ("own_update", "input"),
+    ("own", "hidden"): ("own_update", "hidden"),
+    ("own", "output"): ("own_update", "output"),
+    ("own", "bias"): ("own_update", "bias"),
+    ("delta", "hidden"): ("features", "hidden"),
+    ("prop", "output"): ("output_change", "output"),
+}
+
+
+def configure(parser) -> None:
+    parser.add_argument("file", help="a .mup spec")
+    parser.add_argument("--expect", metavar="SPEC",
+                        help="compare with another spec's predictions instead (a file, or a bundled "
+                             "name: mup, sp, ntk, mup_table3, ...); the networks are still FILE's")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), action="append",
+                        help="only this optimizer (repeatable; default: those the spec covers)")
+    parser.add_argument("--widths", type=_ints, default=(64, 128, 256, 512, 1024))
+    parser.add_argument("--depths", type=_ints, default=(3, 4, 8))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--arch", choices=("auto", "mlp", "residual", "residual-prenorm"), default="auto",
+                        help="auto: mlp, or residual when the spec declares a depth symbol")
+    parser.add_argument("--tol", type=float, default=0.15,
+                        help="a row passes when |measured - predicted| <= tol (default 0.15)")
+    parser.add_argument("--plot", metavar="DIR", help="write coordinate-check figures into DIR")
+    parser.add_argument("--csv", metavar="FILE", help="write every measured sample to FILE, including "
+                        "||grad W||/||W|| and the relative update in Frobenius and spectral norm")
+    parser.add_argument("--show-asymptotic", action="store_true",
+                        help="also print check's prediction once W_out has moved (no verdict)")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise SystemExit(f"mupspec verify: error: expected comma-separated integers, got {text!r}") from None
+    return values
+
+
+# ---------------------------------------------------------------- predictions
+
+
+def predictions(spec, optimizer: str, first_steps: bool = True) -> dict[tuple[str, str], float]:
+    """check's exponent for every compared (quantity, class), as floats.
+    `first_steps`: output weights still at their init scale (see module doc)."""
+    from mupspec import check, symbolic
+    from mupspec.symbolic import OO
+
+    ex = symbolic.spec_exponents(spec)
+    terms = check.init_terms(ex) + check.step_terms(ex, optimizer, None)[2]
+    if first_steps and "output" in ex:
+        frozen = dict(ex, output=dataclasses.replace(ex["output"], c_sgd=OO, c_adam=OO))
+        early = [t for t in check.step_terms(frozen, optimizer, None)[2]
+                 if not (t.role == "own_update" and t.kind == "output")]
+        own_out = [t for t in terms if t.role == "own_update" and t.kind == "output"]
+        terms = check.init_terms(ex) + early + own_out
+    by_term = {(t.role, t.kind): t.k for t in terms}
+    return {q: float(by_term[term]) for q, term in TERM_OF.items() if term in by_term}
+
+
+def expected_spec(name_or_path: str):
+    """--expect: a file path, or a bundled spec name (`mup` = Table 8)."""
+    path = Path(name_or_path)
+    if path.suffix == ".mup" or path.exists():
+        return parse_and_resolve(read_text(name_or_path), name_or_path)
+    bundled = SPECS_DIR / f"{EXPECT_ALIASES.get(name_or_path, name_or_path)}.mup"
+    if not bundled.exists():
+        names = sorted(p.stem for p in SPECS_DIR.glob("*.mup")) + sorted(EXPECT_ALIASES)
+        raise MupError(Diagnostic(f"--expect: no spec file or bundled spec named `{name_or_path}`",
+                                  hint="give a .mup file or one of: " + ", ".join(names)))
+    return load_spec(bundled)
+
+
+# ---------------------------------------------------------------- comparison
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    optimizer: str
+    step: int
+    quantity: str
+    cls: str
+    predicted: float
+    measured: float
+    ci: float
+    agrees: bool
+    asymptotic: float | None = None
+
+
+def compare(fits: dict, preds: dict[str, dict], tol: float, asymptotic: dict | None = None) -> list[Row]:
+    """One Row per fitted exponent that check predicts; a row agrees when the
+    measured mean is within `tol` of the prediction."""
+    rows = []
+    for (opt, step, cls, quantity), fit in sorted(fits.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        pred = preds.get(opt, {}).get((quantity, cls))
+        if pred is None or (quantity == "act") != (step == 0):
+            continue
+        agrees = fit.ok and math.isfinite(pred) and abs(fit.exponent - pred) <= tol
+        asym = (asymptotic or {}).get(opt, {}).get((quantity, cls))
+        rows.append(Row(opt, step, quantity, cls, pred, fit.exponent, fit.ci, agrees, asym))
+    return rows
+
+
+DESCRIBE = {"act": "size at init", "own": "own-update term", "delta": "feature change (n^-r)",
+            "prop": "output change via W_out·Δx"}
+
+
+def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> str:
+    head = f"{'opt':5} {'step':>4}  {'class':7} {'term':27} {'predicted':>9}  {'measured ± 95% CI':>18}  verdict"
+    if show_asymptotic:
+        head += "   (W_out moved)"
+    lines = [title, head, "-" * len(head)]
+    for r in rows:
+        pred = f"{r.predicted:+.2f}" if math.isfinite(r.predicted) else str(r.predicted)
+        meas = f"{r.measured:+.3f} ± {r.ci:.3f}" if math.isfinite(r.measured) else "n/a"
+        line = (f"{r.optimizer:5} {r.step:>4}  {r.cls:7} {DESCRIBE[r.quantity]:27} {pred:>9}  {meas:>18}  "
+                f"{'PASS' if r.agrees else 'FAIL'}")
+        if show_asymptotic and r.asymptotic is not None:
+            line += f"   {r.asymptotic:+.2f}"
+        lines.append(line)
+    failed = [r for r in rows if not r.agrees]
+    lines.append("")
+    if failed:
+        where = sorted({f"{r.cls} ({DESCRIBE[r.quantity]}, {r.optimizer})" for r in failed})
+        lines.append(f"FAIL: {len(failed)} of {len(rows)} exponents differ from the prediction by more "
+                     f"than {tol}: " + "; ".join(where))
+    else:
+        lines.append(f"PASS: all {len(rows)} exponents within {tol} of the prediction")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command
+
+
+def verify_spec(spec, expect=None, *, widths, depths, seeds: int, steps: int, arch: str = "auto",
+                optimizers=None, tol: float = 0.15, show_asymptotic: bool = False, ratios: bool = False):
+    """Measure `spec`, fit, compare with `expect`'s (default: its own)
+    predictions. Returns (rows, samples, fits, predictions)."""
+    from mupspec import ir
+    from mupspec.empirical.fit import fit_table
+    from mupspec.empirical.measure import Grid, measure
+    from mupspec.empirical.models import Arch
+
+    expect = expect or spec
+    covered = [o for o in ir.optimizers(spec) if o in ir.optimizers(expect)]
+    opts = tuple(o for o in covered if not optimizers or o in optimizers)
+    if not opts:
+        raise MupError(Diagnostic(f"no optimizer to verify: `{spec.name}` covers {', '.join(ir.optimizers(spec))}, "
+                                  f"`{expect.name}` covers {', '.join(ir.optimizers(expect))}",
+                                  hint="pick --optimizer among those both specs give an LR for"))
+    kind = ("residual" if spec.depth else "mlp") if arch == "auto" else arch
+    grid = Grid(widths=tuple(widths), depths=tuple(depths), seeds=tuple(range(seeds)), optimizers=opts,
+                steps=steps, arch=Arch(kind=kind), ratios=ratios)
+    samples = measure(spec, grid)
+    fits = fit_table(samples)
+    preds = {o: predictions(expect, o) for o in opts}
+    asym = {o: predictions(expect, o, first_steps=False) for o in opts} if show_asymptotic else None
+    return compare(fits, preds, tol, asym), samples, fits, preds
+
+
+def _validate(args) -> None:
+    problems = []
+    if len(set(args.widths)) < 2 or min(args.widths, default=0) < 2:
+        problems.append("--widths needs at least two distinct widths >= 2")
+    if not args.depths or min(args.depths) < 1:
+        problems.append("--depths needs depths >= 1")
+    if args.seeds < 1 or args.steps < 1:
+        problems.append("--seeds and --steps must be >= 1")
+    if args.arch == "mlp" and min(args.depths, default=3) < 3:
+        problems.append("a plain MLP needs depth >= 3 so that the last hidden layer reads a hidden layer")
+    if problems:
+        raise MupError([Diagnostic(p, hint="see `mupspec verify --help`") for p in problems])
+
+
+def run(args) -> int:
+    import time
+
+    _validate(args)
+    start = time.perf_counter()
+    spec = parse_and_resolve(read_text(args.file), args.file)
+    expect = expected_spec(args.expect) if args.expect else None
+    rows, samples, fits, preds = verify_spec(
+        spec, expect, widths=args.widths, depths=args.depths, seeds=args.seeds, steps=args.steps,
+        arch=args.arch, optimizers=args.optimizer, tol=args.tol, show_asymptotic=args.show_asymptotic,
+        ratios=bool(args.csv))
+    against = f"`{expect.name}`'s predictions" if expect else "its own predictions"
+    title = (f"verify {args.file}: `{spec.name}` networks vs {against}; widths {list(args.widths)}, "
+             f"depths {list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
+    print(render(rows, title, args.tol, args.show_asymptotic))
+    if args.csv:
+        _write_csv(args.csv, samples)
+    if args.plot:
+        from mupspec.empirical.plots import coordinate_check
+        for path in coordinate_check(args.plot, spec.name, samples, fits, preds, args.steps):
+            print(f"wrote {path}")
+    print(f"({time.perf_counter() - start:.1f} s)")
+    return 0 if all(r.agrees for r in rows) else 1
+
+
+def _write_csv(path: str, samples) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["optimizer", "width", "depth", "seed", "step", "cls", "quantity", "value"])
+        for s in samples:
+            writer.writerow(dataclasses.astuple(s))
