@@ -88,7 +88,27 @@ def diagnose(result: CheckResult) -> list[Finding]:
         findings += [f for kind, ex in result.exponents.items() for f in _lr_findings(result, kind, ex, opt)]
     findings += _attention_findings(result)
     findings += _depth_findings(result)
+    if "adam" in result.results:
+        findings += [f for kind, ex in result.exponents.items() for f in _eps_findings(result, kind, ex)]
     return findings
+
+
+def _eps_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
+    """Warning (no verdict changes): Adam's eps above the gradient scale turns
+    Adam into SGD for this class at large width (THEORY.md §1.6, §3). The
+    gradient of w is A·(backward ⊗ input): n^-(a + g), g = the backward signal's
+    exponent, min(e_init,out, e_adam,out); the output's own gradient has g = 0."""
+    out = result.exponents.get("output")
+    g = 0 if kind == "output" or out is None else min(out.e_init, out.e_adam)
+    needed = ex.a + g
+    if ex.eps_adam >= needed:
+        return []
+    return [Finding(kind, "eps.adam", "adam", _span(result.spec, kind, "eps.adam"), fmt_exponent(ex.eps_adam),
+                    f">= {fmt_exponent(needed)}",
+                    f"{kind}: {_as_written(result.spec, kind, 'eps.adam')} is above the gradient scale Θ(n^-{fmt_exponent(needed)})",
+                    "once eps dominates sqrt(v), Adam's step is LR·grad/eps: this class drifts toward SGD with a "
+                    "width-dependent LR at large width (Everett et al. 2024; the J.1 symmetry holds only if eps moves too)",
+                    f"eps.adam = {power_text(-needed, FAN[kind])}", severity="warning")]
 
 
 def _init_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
@@ -243,12 +263,12 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
     out += ["", h("exponents (A ∝ n^-a, B ∝ n^-b, C ∝ n^-c; e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam)")]
     header = ["class", "a", "b", "c_sgd", "c_adam", "e_init", "e_sgd", "e_adam", "μP e_init/" + "/".join(f"e_{o}" for o in result.results)]
     out += _table(header, exponent_rows(result), markdown)
-    out += ["", h("sizes after one step: Θ(n^k), k per optimizer (! = fails)")]
+    out += ["", h("sizes at init and after one step: Θ(n^k), k per optimizer (! = fails)")]
     out += _table(["class", "quantity", "needs"] + list(result.results), term_rows(result), markdown)
     out += ["", h("verdicts")]
     for opt, res in result.results.items():
         depth = f"; depth (TP6): {res.depth_class}" if res.depth_class else ""
-        out.append(f"{opt}: {REGIME_TEXT[res.regime]}; r = {fmt_exponent(res.r)}; {_names(result, opt)}{depth}")
+        out.append(f"{opt}: {REGIME_TEXT[res.regime]} in width; r = {fmt_exponent(res.r)}; {_names(result, opt)}{depth}")
         for key, label in DESIDERATA.items():
             out.append(f"{'  - ' if markdown else '  '}[{'x' if res.desiderata[key] else ' '}] {label}")
     if result.depth is not None:
@@ -259,12 +279,20 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
         out.append(f"attention: logit scale n^{fmt_exponent(result.logit)} (μP: n^-1)")
     for note in result.notes:
         out.append(f"note: {note}")
-    out.append(f"verdict: {'μP' if result.ok else 'NOT μP'}")
+    out.append("verdict: " + ("μP" if result.ok else "NOT μP -- " + "; ".join(_why_not(r) for r in result.results.values()
+                                                                        if _why_not(r))))
     if findings:
         out += ["", h(f"diagnostics ({len(findings)})")]
         body = [render_finding(f) for f in findings]
         out += (["```"] + body + ["```"]) if markdown else body
     return "\n".join(out) + "\n"
+
+
+def _why_not(res) -> str:
+    reasons = [] if res.regime == "mup" else [f"{REGIME_TEXT[res.regime]} in width"]
+    if res.depth_class not in (None, "Depth-μP", "CompleteP", "ODE-like"):
+        reasons.append(f"{res.depth_class} in depth (TP6)")
+    return f"{res.optimizer}: {', '.join(reasons)}" if reasons else ""
 
 
 def render_finding(f: Finding, color: bool = False) -> str:

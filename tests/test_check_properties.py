@@ -154,11 +154,12 @@ def _times_power(expr: ir.Expr, width: str, k: F) -> ir.Expr:
 
 def apply_symmetry(spec: ir.Spec, kind: str, t: F) -> ir.Spec:
     """(a, b, c) -> (a+t, b-t, c-2t) for SGD and (a+t, b-t, c-t) for Adam on one
-    class: mult × n^-t, init.var × n^2t, lr.sgd × n^2t, lr.adam × n^t."""
+    class: mult × n^-t, init.var × n^2t, lr.sgd × n^2t, lr.adam × n^t, eps.adam × n^-t."""
     width = spec.widths[0]
     block = spec.block(kind)
     factors = {"mult": -t, "init.var": 2 * t}
     factors |= {f"lr.{o}": (2 * t if o == "sgd" else t) for o in ir.optimizers(spec)}  # keep coverage
+    factors["eps.adam"] = -t  # THEORY.md §1.4: exact for Adam only if eps scales with θ like the gradient
     rules = [r for r in block.rules if r.field not in factors and r.field != "init.std"]
     for field, k in factors.items():
         rules.append(ir.Rule(field=field, value=_times_power(ir.rule_value(block, field, spec.widths), width, k)))
@@ -171,7 +172,9 @@ def summary(spec: ir.Spec):
     per_opt = {o: (r.regime, tuple(r.names), r.r, tuple(sorted(r.desiderata.items())), r.depth_class)
                for o, r in result.results.items()}
     invariants = {k: (e.e_init,) + tuple(e.e_opt(o) for o in result.results) for k, e in result.exponents.items()}
-    findings = sorted((f.kind, f.field, f.optimizer or "", f.found, f.needed) for f in diagnose(result))
+    # eps exponents move with the symmetry (found and needed shift together): compare presence
+    findings = sorted((f.kind, f.field, f.optimizer or "") + ((f.found, f.needed) if f.field != "eps.adam" else ())
+                      for f in diagnose(result))
     return per_opt, invariants, findings
 
 
