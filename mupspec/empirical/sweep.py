@@ -107,14 +107,16 @@ class Progress:
 
     def draw(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last < 0.2:
+        # on a terminal redraw often; in a log file (CI) only at cell boundaries
+        interactive = getattr(self.stream, "isatty", lambda: False)()
+        if not force and (not interactive or now - self.last < 0.2):
             return
         self.last = now
         frac = self.done / self.total if self.total else 1.0
         bar = "#" * int(frac * self.width)
         inner = f" {self.label} step {self.step}/{self.steps}" if self.steps else ""
-        self.stream.write(f"\r[{bar:<{self.width}}] {self.done}/{self.total} runs"
-                          f"{inner} {now - self.start:6.0f}s \033[K")
+        line = f"[{bar:<{self.width}}] {self.done}/{self.total} runs{inner} {now - self.start:6.0f}s"
+        self.stream.write(f"\r{line}\033[K" if interactive else line + "\n")
         self.stream.flush()
 
     def close(self) -> None:
