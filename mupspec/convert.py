@@ -168,11 +168,29 @@ def _product(items: list):
     return out
 
 
+def normal_form(f: sympy.Expr) -> sympy.Expr:
+    """One spelling per value, so that converting back gives the text back:
+    a monomial as sympy writes it, anything else as cancel's p/q (expanded
+    numerator and denominator, common factors removed)."""
+    f = sympy.powsimp(f, force=True)
+    if not f.has(sympy.Add):
+        return f
+    # cancel() sees n and sqrt(n) as unrelated: write n = u^q first, so that
+    # every power of n is an integer power of u, cancel, then put n back.
+    there, back = {}, {}
+    for symbol in sorted(f.free_symbols, key=str):
+        q = sympy.ilcm(1, 1, *(p.exp.q for p in f.atoms(sympy.Pow) if p.base == symbol and p.exp.is_Rational))
+        if q > 1:
+            u = sympy.Symbol(f"_u_{symbol.name}", positive=True)
+            there[symbol], back[u] = u**q, symbol ** sympy.Rational(1, q)
+    return sympy.cancel(f.subs(there)).subs(back)
+
+
 def simplify_ir(expr, spec: ir.Spec | None = None):
     """`expr` rewritten through sympy into the canonical spelling of `to_ir`."""
     names = {s.name for s in _symbols(expr)}
     env = {name: sympy.Symbol(name, positive=True) for name in names}
-    return to_ir(to_sympy(expr, env))
+    return to_ir(normal_form(to_sympy(expr, env)))
 
 
 def _symbols(expr):
@@ -268,7 +286,7 @@ def _solve_theta(spec: ir.Spec, pin: Setting, env) -> sympy.Expr:
         if old == 0 or target == 0:
             raise MupError(Diagnostic(f"{_who(pin)}: cannot solve for θ from a zero `{pin.field}`",
                                       hint="pin another field of this class (e.g. mult)"))
-        theta = sympy.powsimp((target / old) ** sympy.Rational(1, POWER[pin.field]), force=True)
+        theta = normal_form((target / old) ** sympy.Rational(1, POWER[pin.field]))
     if theta.is_positive is False or theta.has(sympy.zoo, sympy.nan, sympy.oo) or theta == 0:
         raise MupError(Diagnostic(f"{_who(pin)}: θ = {theta} is not a positive scale",
                                   hint="pins must be positive expressions"))
@@ -301,7 +319,7 @@ def _moved_block(spec, block: ir.Block, theta, covered, fixed_eps: bool, env) ->
     rules = {r.field: r for r in block.rules}
     for fld in _moved_fields(block, covered, fixed_eps):
         old = _field_value(block, fld, spec)
-        new_value = sympy.powsimp(to_sympy(old, env) * theta ** POWER[fld], force=True)
+        new_value = normal_form(to_sympy(old, env) * theta ** POWER[fld])
         is_default = fld in ir.DEFAULT_RULES and new_value == to_sympy(ir.DEFAULT_RULES[fld], env)
         if is_default and not fld.startswith(("init.", "lr.")):
             rules.pop(fld, None)
