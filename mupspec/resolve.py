@@ -91,7 +91,34 @@ def _resolve_text(text: str, file: str | None, chain: tuple[Path, ...]) -> ir.Sp
     spec, _ = parse_spec(text, file)  # syntax first: the base's name is in the header
     base = _load_base(spec, file, chain)
     spec = parse_and_validate(text, file, Symbols.of(base) if base else None)
-    return canonical(_merge(base, spec) if base else _with_defaults(spec)).model_copy(update={"resolved": True})
+    merged = _merge(base, spec) if base else _with_defaults(spec)
+    if base is not None:
+        _check_merged(base, spec, merged, text)
+    return canonical(merged).model_copy(update={"resolved": True})
+
+
+def _check_merged(base: ir.Spec, spec: ir.Spec, merged: ir.Spec, text: str) -> None:
+    """What only shows once merged: a derived name that clashes with a base
+    name of another kind, and inherited rules using a symbol the derived
+    file's own `width`/`depth` declaration no longer declares."""
+    bag = DiagnosticBag()
+    kinds = {n: "width symbol" for n in merged.widths} | ({merged.depth: "depth symbol"} if merged.depth else {})
+    for hyper in spec.hypers:
+        if hyper.name in kinds:
+            bag.error(f"`{hyper.name}` is already the base spec's {kinds[hyper.name]}", _name_spans(text, hyper.span)[0],
+                      "pick another name for the hyperparameter")
+    for dim in spec.dims:
+        for name, span in zip(dim.names, _name_spans(text, dim.span)):
+            if base.hyper(name) is not None:
+                bag.error(f"`{name}` is already a hyperparameter of the base spec", span, "pick another name")
+    known = set(Symbols.of(merged).all())
+    used = {s.name for b in merged.blocks for r in b.rules for s in _symbols_in(r.value)}
+    for name in sorted(used - known):
+        where = next((d for d in spec.dims if name in base.widths + ((base.depth,) if base.depth else ())), None)
+        bag.error(f"the base spec's rules use `{name}`, which this spec no longer declares",
+                  where.span if where else spec.span,
+                  f"keep `{name}` in the declaration (e.g. `width {name}, ...`) or override every rule using it")
+    bag.raise_if_any()
 
 
 def _load_base(spec: ir.Spec, file: str | None, chain: tuple[Path, ...]) -> ir.Spec | None:
