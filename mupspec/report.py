@@ -232,7 +232,7 @@ def exponent_rows(result: CheckResult) -> list[list[str]]:
     for kind, e in result.exponents.items():
         mup = [fmt_exponent(MUP_INIT[kind])] + [fmt_exponent(MUP_OPT[o][kind]) for o in result.results]
         rows.append([kind] + [fmt_exponent(v) for v in (e.a, e.b, e.c_sgd, e.c_adam, e.e_init, e.e_sgd, e.e_adam)]
-                    + ["/".join(mup)])
+                    + [", ".join(mup)])
     return rows
 
 
@@ -261,7 +261,7 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
     out.append(("## " if markdown else "") + f"{file}: {spec.name}" + (f" -- {spec.title}" if spec.title else ""))
     out.append(f"optimizers checked: {', '.join(result.results) or 'none'}")
     out += ["", h("exponents (A ∝ n^-a, B ∝ n^-b, C ∝ n^-c; e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam)")]
-    header = ["class", "a", "b", "c_sgd", "c_adam", "e_init", "e_sgd", "e_adam", "μP e_init/" + "/".join(f"e_{o}" for o in result.results)]
+    header = ["class", "a", "b", "c_sgd", "c_adam", "e_init", "e_sgd", "e_adam", "μP: e_init, " + ", ".join(f"e_{o}" for o in result.results)]
     out += _table(header, exponent_rows(result), markdown)
     out += ["", h("sizes at init and after one step: Θ(n^k), k per optimizer (! = fails)")]
     out += _table(["class", "quantity", "needs"] + list(result.results), term_rows(result), markdown)
