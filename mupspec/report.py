@@ -64,8 +64,9 @@ def power_text(p, name: str) -> str:
 
 def _span(spec: ir.Spec, kind: str, *fields: str) -> ir.Span | None:
     block = spec.block(kind)
-    if block is None:
-        return None
+    if block is None:  # a depth rule left to its default: point at `depth L`
+        dim = next((d for d in spec.dims if d.role == "depth"), None) if kind == "residual" else None
+        return dim.span if dim is not None else None
     rule = next((block.rule(f) for f in fields if block.rule(f) is not None), None)
     return rule.span if rule is not None else block.span
 
@@ -279,7 +280,9 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
         out.append(f"attention: logit scale n^{fmt_exponent(result.logit)} (μP: n^-1)")
     for note in result.notes:
         out.append(f"note: {note}")
-    out.append("verdict: " + ("μP" if result.ok else "NOT μP -- " + "; ".join(_why_not(r) for r in result.results.values()
+    partial = [k for k in ("input", "hidden", "output") if k in result.absent]
+    out.append("verdict: " + (("μP" + (f" for the classes present ({', '.join(partial)} not checked)" if partial else ""))
+                              if result.ok else "NOT μP -- " + "; ".join(_why_not(r) for r in result.results.values()
                                                                         if _why_not(r))))
     if findings:
         out += ["", h(f"diagnostics ({len(findings)})")]

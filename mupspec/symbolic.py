@@ -275,7 +275,13 @@ def exact_exponent(spec: ir.Spec, kind: str, expr, axis: int = 0) -> Fraction | 
     except _MayCancel:
         pass
     c = _constants()
-    k = leading_exponent(to_sympy(expr, class_env(spec, kind)), c["N"] if axis == 0 else c["Ldepth"])
+    var = c["N"] if axis == 0 else c["Ldepth"]
+    coef, k = leading_term(to_sympy(expr, class_env(spec, kind)), var)
+    if coef.is_negative:
+        raise MupError(Diagnostic(f"this scale is negative at large {'width' if axis == 0 else 'depth'}: "
+                                  f"it behaves like {coef}*{var}^{k}", expr.span,
+                                  "init variances, multipliers, learning rates and eps must stay positive; "
+                                  "check the signs of the terms"))
     return -INF if k == -c["OO"] else INF if k == c["OO"] else Fraction(int(k.p), int(k.q))
 
 

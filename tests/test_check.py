@@ -256,3 +256,25 @@ def test_check_does_not_import_torch():
             "assert 'torch' not in sys.modules; sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
+
+
+def test_negative_scale_at_large_width_is_an_input_error(tmp_path, capsys):
+    spec = tmp_path / "neg.mup"
+    spec.write_text("parametrization neg\nwidth n\nhidden { lr.adam = 1 - n }\n")
+    assert main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "neg.mup:3:20" in err and "negative at large width" in err
+
+
+def test_cancelling_sum_goes_through_sympy(tmp_path):
+    # sqrt(n^2 + 1) - n = Θ(1/n): the leading terms cancel, the next one decides
+    text = "parametrization c\nwidth n\nhidden { lr.adam = sqrt(n^2 + 1) - n }\n"
+    result = check_spec(parse_and_resolve(text))
+    assert result.exponents["hidden"].c_adam == 1 and result.results["adam"].regime == "mup"
+
+
+def test_depth_without_residual_block_points_at_the_depth_declaration():
+    text = "parametrization d extends mup_table8\ndepth L\n"
+    result = check_spec(parse_and_resolve(text, str(SPECS / "d.mup")), only=("adam",))
+    (f,) = [f for f in diagnose(result) if f.kind == "residual"]
+    assert f.span.line == 2 and f.fix == "mult = 1/sqrt(L)"
