@@ -62,8 +62,10 @@ NAMED: dict[str, tuple[str, dict[str, dict | None]]] = {
     "umup": ("u-μP", {"sgd": None, "adam": {"init": MUP_INIT, "opt": MUP_OPT["adam"] | {"input": HALF}}}),
 }
 REGIMES = ("unstable", "trivial", "kernel", "feature_learning", "mup")
-DEPTH_NAMES = ("depth_mup", "completep")
-EXPECTABLE = REGIMES + tuple(NAMED) + DEPTH_NAMES
+# μP in width plus the TP6 depth class (THEORY.md §4): the depth-aware names.
+DEPTH_CLASS_NAMES = {"Depth-μP": "depth_mup", "CompleteP": "completep"}
+DEPTH_NAMES = {"depth_mup": "Depth-μP", "completep": "CompleteP"}
+EXPECTABLE = REGIMES + tuple(NAMED) + tuple(DEPTH_NAMES)
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,6 @@ def _matches(result: OptimizerResult, expected: str) -> bool:
         return result.regime in ("feature_learning", "mup")
     if expected in REGIMES:
         return result.regime == expected
-    if expected == "depth_mup":
-        return result.depth_class == "Depth-μP" and result.regime == "mup"
-    if expected == "completep":
-        return result.depth_class == "CompleteP" and result.regime == "mup"
     return expected in result.names
 
 
@@ -266,8 +264,10 @@ def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None) -> CheckResul
         terms = init_terms(ex) + terms
         verdicts = desiderata(terms, logit)
         dclass = depth_class(depth, opt) if depth is not None else None
-        results[opt] = OptimizerResult(opt, g, r, terms, verdicts, regime(terms, verdicts),
-                                       named_matches(ex, opt), dclass)
+        names = named_matches(ex, opt)
+        if "mup" in names and dclass in DEPTH_CLASS_NAMES:
+            names.append(DEPTH_CLASS_NAMES[dclass])
+        results[opt] = OptimizerResult(opt, g, r, terms, verdicts, regime(terms, verdicts), names, dclass)
     absent = [k for k in ir.LAYER_KINDS if k not in ex]
     result = CheckResult(spec, ex, absent, logit, depth, results)
     result.notes = _notes(result)

@@ -252,7 +252,7 @@ def term_rows(result: CheckResult) -> list[list[str]]:
 
 def _names(result: CheckResult, opt: str) -> str:
     res = result.results[opt]
-    names = [NAMED[n][0] for n in res.names]
+    names = [NAMED[n][0] for n in res.names if n in NAMED]  # depth names show in the depth column
     return ("equivalent to " + " = ".join(names)) if names else "no named parametrization"
 
 

@@ -278,3 +278,9 @@ def test_depth_without_residual_block_points_at_the_depth_declaration():
     result = check_spec(parse_and_resolve(text, str(SPECS / "d.mup")), only=("adam",))
     (f,) = [f for f in diagnose(result) if f.kind == "residual"]
     assert f.span.line == 2 and f.fix == "mult = 1/sqrt(L)"
+
+
+def test_depth_names_are_listed_with_width_names():
+    assert "depth_mup" in check_spec(bundled("depth_mup")).results["adam"].names
+    assert "completep" in check_spec(bundled("completep")).results["adam"].names
+    assert "completep" not in check_spec(bundled("completep")).results["sgd"].names
