@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mupspec import ir
+from mupspec.check import check_spec
 from mupspec.cli import main
 from mupspec.commands.equiv import compare
 from mupspec.convert import FORMS, convert, parse_setting
@@ -71,6 +72,11 @@ def test_sp_to_table8_form_stays_sp():
     assert result.thetas  # it did move (output: θ = 1/sqrt(fan_in))
     assert equivalent(result.spec, spec("sp"), strict=True)
     assert not equivalent(result.spec, spec("mup_table8"))
+    before, after = check_spec(spec("sp")), check_spec(result.spec)
+    for opt in ("sgd", "adam"):
+        assert after.results[opt].regime == before.results[opt].regime == "unstable"
+        assert after.results[opt].names == before.results[opt].names == ["sp"]
+        assert after.results[opt].desiderata == before.results[opt].desiderata
 
 
 def test_fixed_eps_is_only_equivalent_up_to_eps():
