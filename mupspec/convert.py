@@ -186,7 +186,7 @@ def normal_form(f: sympy.Expr) -> sympy.Expr:
     return sympy.cancel(f.subs(there)).subs(back)
 
 
-def simplify_ir(expr, spec: ir.Spec | None = None):
+def simplify_ir(expr):
     """`expr` rewritten through sympy into the canonical spelling of `to_ir`."""
     names = {s.name for s in _symbols(expr)}
     env = {name: sympy.Symbol(name, positive=True) for name in names}

@@ -11,7 +11,6 @@ e_init, e_sgd, e_adam (THEORY.md §1.4) are added from `mupspec.symbolic`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 from mupspec import ir
 from mupspec.printer import format_expr
@@ -104,7 +103,7 @@ def _variance_of(std) -> object:
 
 
 def _invariant_rows(spec: ir.Spec, blocks: list[ir.Block]):
-    from mupspec.symbolic import class_exponents
+    from mupspec.symbolic import class_exponents, fmt_exponent
 
     covered = ir.optimizers(spec)
     names = ["e_init"] + [f"e_{opt}" for opt in covered]
@@ -118,19 +117,9 @@ def _invariant_rows(spec: ir.Spec, blocks: list[ir.Block]):
         for block in blocks:
             exps = per_block.get(block.kind)
             value = getattr(exps, name, None) if exps is not None else None
-            cells.append(Cell(text=format_exponent(value)) if value is not None else Cell())
+            cells.append(Cell(text=fmt_exponent(value)) if value is not None else Cell())
         rows.append((name, tuple(cells)))
     return rows
-
-
-def format_exponent(value) -> str:
-    """An exponent as an exact rational ("-1", "1/2"); anything else (an
-    infinite exponent of a zero init, say) as sympy prints it."""
-    try:
-        frac = Fraction(str(value))
-    except (ValueError, ZeroDivisionError):
-        return str(value)
-    return str(frac)
 
 
 def _merge_columns(columns, rows):

@@ -4,7 +4,6 @@ check that the Lemma J.1 rewrite (wd and eps included) leaves training unchanged
 import numpy as np
 import pytest
 
-from mupspec import ir
 from mupspec.check import check_spec
 from mupspec.cli import main
 from mupspec.commands.equiv import compare
