@@ -56,7 +56,7 @@ def configure(parser) -> None:
     parser.add_argument("--optimizer", choices=("sgd", "adam"), action="append",
                         help="only this optimizer (repeatable; default: those the spec covers)")
     parser.add_argument("--widths", type=_ints, default=(64, 128, 256, 512, 1024))
-    parser.add_argument("--depths", type=_ints, default=(3, 4, 8))
+    parser.add_argument("--depths", type=_ints, default=(3, 4, 6))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--arch", choices=("auto", "mlp", "residual", "residual-prenorm"), default="auto",
@@ -162,9 +162,14 @@ def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> st
     failed = [r for r in rows if not r.agrees]
     lines.append("")
     if failed:
-        where = sorted({f"{r.cls} ({DESCRIBE[r.quantity]}, {r.optimizer})" for r in failed})
         lines.append(f"FAIL: {len(failed)} of {len(rows)} exponents differ from the prediction by more "
-                     f"than {tol}: " + "; ".join(where))
+                     f"than {tol}. Layers that differ:")
+        for cls in sorted({r.cls for r in failed}):
+            terms: dict[str, set[str]] = {}
+            for r in failed:
+                if r.cls == cls:
+                    terms.setdefault(DESCRIBE[r.quantity], set()).add(r.optimizer)
+            lines.append(f"  {cls:7} " + "; ".join(f"{t} ({', '.join(sorted(o))})" for t, o in terms.items()))
     else:
         lines.append(f"PASS: all {len(rows)} exponents within {tol} of the prediction")
     return "\n".join(lines)
@@ -173,7 +178,7 @@ def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> st
 # ---------------------------------------------------------------- command
 
 
-def verify_spec(spec, expect=None, *, widths, depths, seeds: int, steps: int, arch: str = "auto",
+def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: str = "auto",
                 optimizers=None, tol: float = 0.15, show_asymptotic: bool = False, ratios: bool = False):
     """Measure `spec`, fit, compare with `expect`'s (default: its own)
     predictions. Returns (rows, samples, fits, predictions)."""
@@ -190,7 +195,8 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds: int, steps: int, ar
                                   f"`{expect.name}` covers {', '.join(ir.optimizers(expect))}",
                                   hint="pick --optimizer among those both specs give an LR for"))
     kind = ("residual" if spec.depth else "mlp") if arch == "auto" else arch
-    grid = Grid(widths=tuple(widths), depths=tuple(depths), seeds=tuple(range(seeds)), optimizers=opts,
+    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    grid = Grid(widths=tuple(widths), depths=tuple(depths), seeds=seeds, optimizers=opts,
                 steps=steps, arch=Arch(kind=kind), ratios=ratios)
     samples = measure(spec, grid)
     fits = fit_table(samples)

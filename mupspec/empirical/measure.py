@@ -16,7 +16,7 @@ For the hidden class, act/own/prop/delta are read on the LAST hidden layer
 scale, so a mean over layers would mix two exponents); the weight ratios are
 the mean over hidden layers.
 
-Training: full batch of `batch` N(0,1) inputs, reused every step; the loss is
+Precision: float64 by default (see `Grid.dtype`). Training: full batch of `batch` N(0,1) inputs, reused every step; the loss is
 linear, sum(f(x) * c) with a fixed N(0,1) cotangent c, so its gradient in the
 output is Θ(1) whatever the output's size (a squared loss would hide scaling
 behind the output's own size). The base LR is small so that every run stays
@@ -40,7 +40,7 @@ CLASSES = ("input", "hidden", "output", "bias", "norm")
 @dataclass(frozen=True)
 class Grid:
     widths: tuple[int, ...] = (64, 128, 256, 512, 1024)
-    depths: tuple[int, ...] = (3, 4, 8)
+    depths: tuple[int, ...] = (3, 4, 6)
     seeds: tuple[int, ...] = (0, 1, 2)
     optimizers: tuple[str, ...] = ("sgd", "adam")
     steps: int = 2
@@ -50,6 +50,9 @@ class Grid:
     # are still measured as clean power laws at the largest width
     lr: tuple[tuple[str, float], ...] = (("sgd", 1e-4), ("adam", 1e-5))
     ratios: bool = True  # the grad_*/upd_* weight-norm ratios (power iterations: the costly part)
+    # float64: an update is read as W_t - W_0, and at a small LR in a spec
+    # whose updates vanish with width it falls below float32's resolution
+    dtype: torch.dtype = torch.float64
 
     def base_lr(self, optimizer: str) -> float:
         return dict(self.lr)[optimizer]
@@ -133,16 +136,16 @@ def _make_optimizer(net: SpecNet, optimizer: str, base_lr: float) -> torch.optim
     if optimizer == "sgd":
         for g in groups:
             g.pop("eps")
-        return torch.optim.SGD(groups, lr=base_lr)
-    return torch.optim.Adam(groups, lr=base_lr)
+        return torch.optim.SGD(groups, lr=base_lr, foreach=True)
+    return torch.optim.Adam(groups, lr=base_lr, foreach=True)
 
 
 def run_one(spec: ir.Spec, grid: Grid, optimizer: str, width: int, depth: int, seed: int) -> list[Sample]:
     """Train one network for `grid.steps` steps and measure every quantity."""
-    net = build(spec, width, depth, arch=grid.arch, seed=seed)
+    net = build(spec, width, depth, arch=grid.arch, seed=seed, dtype=grid.dtype)
     data = torch.Generator().manual_seed(10_000 + seed)  # same data at every width
-    x = torch.randn(grid.batch, grid.arch.d_in, generator=data)
-    cotangent = torch.randn(grid.batch, grid.arch.d_out, generator=data)
+    x = torch.randn(grid.batch, grid.arch.d_in, generator=data, dtype=grid.dtype)
+    cotangent = torch.randn(grid.batch, grid.arch.d_out, generator=data, dtype=grid.dtype)
     rows: list[Sample] = []
 
     def add(step: int, per_class: dict[str, float], quantity: str) -> None:
@@ -154,20 +157,19 @@ def run_one(spec: ir.Spec, grid: Grid, optimizer: str, width: int, depth: int, s
     (out * cotangent).sum().backward()
     params = _params_by_class(net)
     initial = [(cls, p.detach().clone()) for cls, p in params]
-    grads = [(cls, p.grad.detach().clone(), w0) for (cls, p), (_, w0) in zip(params, initial)]
+    w0_by_param = {id(p): w0 for (_, p), (_, w0) in zip(params, initial)}
     spec_cache: dict[int, float] = {}
     if grid.ratios:
+        grads = [(cls, p.grad.detach(), w0) for (cls, p), (_, w0) in zip(params, initial)]
         add(0, _ratios(grads, "fro", spec_cache), "grad_fro")
         add(0, _ratios(grads, "spec", spec_cache), "grad_spec")
     opt = _make_optimizer(net, optimizer, grid.base_lr(optimizer))
-    w0_by_layer = {id(layer): layer.weight.detach().clone() for layer in net.layers}
-    w0_by_layer |= {id(layer.bias): layer.bias.detach().clone() for layer in net.layers if layer.bias is not None}
     for step in range(1, grid.steps + 1):
         opt.step()
         opt.zero_grad()
         record: list = []
         out = net(x, record)
-        _measure_step(step, record, record0, w0_by_layer, add)
+        _measure_step(step, record, record0, w0_by_param, add)
         if grid.ratios:
             moved = [(cls, p.detach() - w0, w0) for (cls, p), (_, w0) in zip(params, initial)]
             add(step, _ratios(moved, "fro", spec_cache), "upd_fro")
@@ -178,16 +180,19 @@ def run_one(spec: ir.Spec, grid: Grid, optimizer: str, width: int, depth: int, s
 
 
 @torch.no_grad()
-def _measure_step(step, record, record0, w0_by_layer, add) -> None:
+def _measure_step(step, record, record0, w0_by_param, add) -> None:
     act, own, prop, delta, bias_own = [], [], [], [], []
-    for (layer, inp, out), (_, inp0, out0) in zip(record, record0):
-        w0 = w0_by_layer[id(layer)]
+    last_hidden = max((i for i, (layer, _, _) in enumerate(record) if layer.kind == "hidden"), default=-1)
+    for index, ((layer, inp, out), (_, inp0, out0)) in enumerate(zip(record, record0)):
         branch = layer.branch if layer.kind == "hidden" else 1.0
+        if layer.bias is not None:  # a bias's own update: mult * Δb (fan_in 1)
+            b0 = w0_by_param[id(layer.bias)]
+            bias_own.append(("bias", rms(branch * layer.bias_scale.mult * (layer.bias - b0))))
+        if layer.kind == "hidden" and index != last_hidden:
+            continue  # only the last hidden layer represents its class (module doc)
+        w0 = w0_by_param[id(layer.weight)]
         act.append((layer.kind, rms(out)))
         own.append((layer.kind, rms(branch * layer.scale.mult * (inp @ (layer.weight - w0).T))))
-        if layer.bias is not None:  # a bias's own update: mult * Δb (fan_in 1)
-            b0 = w0_by_layer[id(layer.bias)]
-            bias_own.append(("bias", rms(branch * layer.bias_scale.mult * (layer.bias - b0))))
         if layer.kind != "input":
             prop.append((layer.kind, rms(branch * layer.scale.mult * ((inp - inp0) @ w0.T))))
         delta.append((layer.kind, rms(out - out0)))

@@ -148,15 +148,15 @@ class SpecNet(torch.nn.Module):
         """One group per parameter: LR = base_lr x the spec's LR for its class
         (x the residual branch's LR factor inside a branch); Adam eps scaled by
         the class's `eps.adam`."""
-        groups = []
+        groups: dict[tuple[float, float], list] = {}  # parameters sharing LR and eps share a group
         for layer in self.layers:
             factor = layer.branch_lr.get(optimizer, 1.0)
             members = [(layer.weight, layer.scale), (layer.bias, layer.bias_scale), (layer.norm_gain, layer.norm_scale)]
             for param, scale in members:
                 if param is not None:
-                    groups.append({"params": [param], "lr": base_lr * scale.lr[optimizer] * factor,
-                                   "eps": base_eps * scale.eps})
-        return groups
+                    key = (base_lr * scale.lr[optimizer] * factor, base_eps * scale.eps)
+                    groups.setdefault(key, []).append(param)
+        return [{"params": params, "lr": lr, "eps": eps} for (lr, eps), params in groups.items()]
 
 
 def build(spec: ir.Spec, width: int, depth: int, *, arch: Arch = Arch(), seed: int = 0,
