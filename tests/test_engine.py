@@ -4,14 +4,13 @@ the spec-to-plan numbers, and divergence handling."""
 import math
 
 import pytest
-import torch
 
-from mupspec.empirical.data import SpiralConfig, make_spiral
-from mupspec.empirical.engine import (TrainConfig, plan_from_spec, train_batched,
-                                      train_reference, forward)
+from mupspec.empirical.data import SpiralConfig, make_spiral  # first: sets OMP_WAIT_POLICY before torch loads
+from mupspec.empirical.engine import (TrainConfig, plan_from_codegen, plan_from_spec, train_batched,
+                                      train_reference)
 from mupspec.resolve import load_spec
 
-torch.set_num_threads(2)
+import torch  # noqa: E402
 
 DATA = make_spiral(SpiralConfig(points_per_class=100))
 
@@ -93,3 +92,18 @@ def test_spiral_data_is_deterministic_and_split():
     assert set(a.y_train.tolist()) == {0, 1, 2}
     c = make_spiral(SpiralConfig(points_per_class=50, seed=1))
     assert not torch.equal(a.x_train, c.x_train)
+
+
+@pytest.mark.parametrize("name", ["sp", "mup_table8", "mup_table3", "mup_table9", "umup", "ntk", "mean_field"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_codegen_plan_agrees_with_numeric_plan(name, optimizer):
+    """The sweep takes per-layer factors from the generated module; they must be
+    the numbers the spec gives (numeric.layer_value, anchored at the base width)."""
+    spec = load_spec(f"specs/{name}.mup")
+    for width in (16, 64, 256):
+        kw = dict(arch="mlp", width=width, depth=5, d_in=2, d_out=3, optimizer=optimizer, base_width=64)
+        generated, numeric = plan_from_codegen(spec, **kw), plan_from_spec(spec, **kw)
+        for g, n in zip(generated.layers, numeric.layers):
+            assert (g.kind, g.fan_in, g.fan_out) == (n.kind, n.fan_in, n.fan_out)
+            assert [g.init_std, g.mult, g.lr, g.bias_lr, g.eps] == \
+                pytest.approx([n.init_std, n.mult, n.lr, n.bias_lr, n.eps], rel=1e-12)

@@ -24,7 +24,7 @@ one run at a time) used by the equivalence test and the benchmark.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -113,7 +113,9 @@ def plan_from_spec(spec: ir.Spec, *, arch: str, width: int, depth: int, d_in: in
         layers.append(Layer(
             kind=kind, fan_in=int(fans[0]), fan_out=int(fans[1]),
             init_std=math.sqrt(ratio("init.var") / base_fans[0]),
-            mult=ratio("mult"), lr=ratio(lr_field) * lr_res, bias_lr=bias_ratio(lr_field) * lr_res,
+            # the output bias has no width dimension: scalar-like, it keeps its base LR (as codegen does)
+            mult=ratio("mult"), lr=ratio(lr_field) * lr_res,
+            bias_lr=(1.0 if kind == "output" else bias_ratio(lr_field)) * lr_res,
             eps=(ratio("eps.adam") if optimizer == "adam" else 1.0) * eps_res, branch=branch))
     return NetPlan(spec=spec.name, arch=arch, width=width, depth=depth, layers=tuple(layers),
                    branch_mult=res_ratio("mult") if arch == "resmlp" else 1.0)
@@ -130,6 +132,36 @@ def batch_indices(n_train: int, cfg: TrainConfig, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(1_000_003 + seed)
     return torch.randint(n_train, (cfg.steps, cfg.batch), generator=gen)
 
+
+def plan_from_codegen(spec: ir.Spec, *, arch: str, width: int, depth: int, d_in: int, d_out: int,
+                      optimizer: str = "adam", base_width: int = 64, base_depth: int = 4) -> NetPlan:
+    """The same plan, read from the module `mupspec codegen` generates for the
+    spec (its `parametrize` on nn.Linear stacks at the target and base width):
+    the engine's per-layer numbers then come from the code users run. Codegen
+    does not handle residual blocks yet: such specs fall back to plan_from_spec."""
+    if spec.block("residual") is not None:
+        return plan_from_spec(spec, arch=arch, width=width, depth=depth, d_in=d_in, d_out=d_out,
+                              optimizer=optimizer, base_width=base_width, base_depth=base_depth)
+    from mupspec.codegen import load_module
+
+    generated = _CODEGEN.setdefault(spec.name, load_module(spec, f"{spec.name}.mup"))
+    numeric = plan_from_spec(spec, arch=arch, width=width, depth=depth, d_in=d_in, d_out=d_out,
+                             optimizer=optimizer, base_width=base_width, base_depth=base_depth)
+    stack = lambda n: torch.nn.ModuleList(torch.nn.Linear(a, b, device="meta") for a, b in
+                                          [(d_in, n)] + [(n, n)] * (len(numeric.layers) - 2) + [(n, d_out)])
+    dims = {"widths": {w: width for w in spec.widths}, "base_widths": {w: base_width for w in spec.widths}}
+    if spec.depth:
+        dims |= {"depth": depth, "base_depth": base_depth}
+    plan = generated.parametrize(stack(width), stack(base_width), optimizer=optimizer, init="none", **dims)
+    layers = []
+    for i, layer in enumerate(numeric.layers):
+        w, b = plan[f"{i}.weight"], plan[f"{i}.bias"]
+        layers.append(replace(layer, init_std=math.sqrt(w.init_ratio / w.base_fan_in), mult=w.mult,
+                              lr=w.lr_factor, bias_lr=b.lr_factor, eps=w.eps_factor))
+    return replace(numeric, layers=tuple(layers))
+
+
+_CODEGEN: dict = {}
 
 # ---------------------------------------------------------------- forward
 

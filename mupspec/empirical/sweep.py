@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from mupspec.empirical.data import SpiralConfig, make_spiral
-from mupspec.empirical.engine import TrainConfig, plan_from_spec, train_batched
+from mupspec.empirical.engine import TrainConfig, plan_from_codegen, train_batched
 from mupspec.errors import Diagnostic, MupError
 from mupspec.resolve import load_spec
 
@@ -157,7 +157,8 @@ class Sweep:
 
     def plan(self, cell: Cell):
         s = self.settings
-        return plan_from_spec(self.spec(cell.spec), arch=cell.arch, width=cell.width, depth=cell.depth,
+        # per-layer numbers from the generated module (codegen), as users would apply them
+        return plan_from_codegen(self.spec(cell.spec), arch=cell.arch, width=cell.width, depth=cell.depth,
                               d_in=self.data.d_in, d_out=self.data.d_out, optimizer=s.train.optimizer,
                               base_width=s.base_width, base_depth=s.base_depth)
 

@@ -1,0 +1,128 @@
+"""Speed of the batched spiral engine against a naive sequential loop and a roofline bound.
+
+Grid (the default LR-transfer grid of `mupspec experiment spiral`): SP and muP
+(Table 8); widths 64..1024; 13 LRs; 3 seeds; plain MLP of depth 4; batch 32;
+500 Adam steps. Prints, side by side from one process:
+  - batched engine: every (LR x seed) replica of a cell trained as one batch
+    (measurements every 25 steps included);
+  - naive loop: one nn.Module + torch.optim.Adam run after another, no
+    measurements; timed on 2 runs per cell and extrapolated to 39 runs;
+  - roofline: matmul FLOPs at this machine's measured matmul rate plus Adam's
+    minimum memory traffic (read p, g, m, v; write p, m, v: 28 bytes per
+    parameter per step) at its measured memory bandwidth.
+Per-step times come from two run lengths (the difference removes fixed costs)
+and are extrapolated to 500 steps unless --full trains every step.
+
+    python benchmarks/bench_engine.py [--full] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from mupspec.empirical.data import make_spiral
+from mupspec.empirical.engine import TrainConfig, plan_from_spec, train_batched, train_reference
+from mupspec.empirical.sweep import SPECS_DIR
+from mupspec.resolve import load_spec
+
+SPECS = ("sp", "mup_table8")
+WIDTHS = (64, 128, 256, 512, 1024)
+LRS = tuple(10 ** (-4 + k / 3) for k in range(13))
+SEEDS = (0, 1, 2)
+DEPTH, BATCH, STEPS = 4, 32, 500
+
+
+def matmul_rate(threads: int) -> float:
+    """FLOP/s of a large float32 matmul (the machine's practical peak)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(2):
+        a @ b
+    start, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        a @ b
+    return 2 * 2048 ** 3 * reps / (time.perf_counter() - start)
+
+
+def bandwidth() -> float:
+    """Bytes/s of a large out-of-cache triad c = a + b (read 2, write 1)."""
+    n = 32 * 1024 * 1024
+    a, b, c = torch.randn(n), torch.randn(n), torch.empty(n)
+    torch.add(a, b, out=c)
+    start, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        torch.add(a, b, out=c)
+    return 3 * 4 * n * reps / (time.perf_counter() - start)
+
+
+def cell_cost(plan, replicas: int) -> tuple[float, float]:
+    """(matmul FLOPs, optimizer bytes) of one training step of `replicas` runs."""
+    flops = bytes_ = 0.0
+    for i, l in enumerate(plan.layers):
+        mn = l.fan_in * l.fan_out
+        flops += 2 * BATCH * mn * (3 if i > 0 else 2)   # forward, weight grad, input grad (not for layer 0)
+        bytes_ += 28 * (mn + l.fan_out)                  # Adam on weight and bias
+    return flops * replicas, bytes_ * replicas
+
+
+def per_step(fn, short: int, long: int) -> tuple[float, float]:
+    """(seconds per step, fixed seconds) from timing fn(short) and fn(long)."""
+    t = []
+    for steps in (short, long):
+        start = time.perf_counter()
+        fn(steps)
+        t.append(time.perf_counter() - start)
+    step = max(t[1] - t[0], 1e-9) / (long - short)
+    return step, max(t[0] - short * step, 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="train all 500 steps (no extrapolation)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = make_spiral()
+    rate, bw = matmul_rate(args.threads), bandwidth()
+    print(f"threads {args.threads}; load average {os.getloadavg()[0]:.1f}; "
+          f"matmul {rate / 1e9:.1f} GFLOP/s; bandwidth {bw / 1e9:.1f} GB/s")
+    print(f"{'cell':<24}{'batched s':>10}{'naive s':>10}{'roofline s':>11}{'speedup':>9}{'vs roof':>9}")
+    totals = [0.0, 0.0, 0.0]
+    replicas = len(LRS) * len(SEEDS)
+    for spec_name in SPECS:
+        spec = load_spec(SPECS_DIR / f"{spec_name}.mup")
+        for width in WIDTHS:
+            plan = plan_from_spec(spec, arch="mlp", width=width, depth=DEPTH, d_in=2, d_out=3)
+            cfg = lambda steps: TrainConfig(steps=steps, batch=BATCH)
+            if args.full:
+                start = time.perf_counter()
+                train_batched(plan, data, list(LRS), list(SEEDS), cfg(STEPS))
+                batched = time.perf_counter() - start
+            else:
+                step, fixed = per_step(lambda s: train_batched(plan, data, list(LRS), list(SEEDS), cfg(s)), 25, 75)
+                batched = fixed + STEPS * step
+            # naive: 2 of the 39 runs (a small and a mid LR), per-step cost extrapolated
+            runs = [(LRS[2], 0), (LRS[6], 1)]
+            step, fixed = per_step(lambda s: [train_reference(plan, data, lr, seed, cfg(s)) for lr, seed in runs],
+                                   10, 30 if width >= 512 else 60)
+            naive = (fixed + STEPS * step) / len(runs) * replicas
+            flops, bytes_ = cell_cost(plan, replicas)
+            roof = STEPS * (flops / rate + bytes_ / bw)
+            for i, v in enumerate((batched, naive, roof)):
+                totals[i] += v
+            print(f"{spec_name + ' w' + str(width):<24}{batched:>10.1f}{naive:>10.1f}{roof:>11.1f}"
+                  f"{naive / batched:>8.1f}x{batched / roof:>8.2f}x", flush=True)
+    b, n, r = totals
+    print(f"{'TOTAL (' + str(2 * len(WIDTHS) * replicas) + ' runs)':<24}{b:>10.1f}{n:>10.1f}{r:>11.1f}"
+          f"{n / b:>8.1f}x{b / r:>8.2f}x")
+    print(f"targets: batched >= 3x faster than naive: {'PASS' if n / b >= 3 else 'FAIL'} ({n / b:.1f}x); "
+          f"within 2x of roofline: {'PASS' if b / r <= 2 else 'FAIL'} ({b / r:.2f}x)")
+    if not args.full:
+        print(f"(per-step times extrapolated to {STEPS} steps; run with --full to train every step)")
+
+
+if __name__ == "__main__":
+    main()
