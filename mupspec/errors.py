@@ -66,8 +66,11 @@ def _source_line(span: Span, sources: dict[str, str]) -> str | None:
             return None
     if text is None:
         return None
-    lines = text.splitlines()
-    return lines[span.line - 1] if 0 < span.line <= len(lines) else ""
+    lines = text.split("\n")  # as the lexer counts lines: not at \f, \x85, \u2028...
+    if not 0 < span.line <= len(lines):
+        return ""
+    # one printable character per source character keeps the caret aligned
+    return "".join(ch if ch == "\t" or ch.isprintable() else " " for ch in lines[span.line - 1].rstrip("\r"))
 
 
 def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool = False) -> str:

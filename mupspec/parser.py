@@ -94,6 +94,9 @@ class _Builder(Transformer):
 
     # expressions
     def number(self, meta, children):
+        if len(children[0]) > 100:  # no scale needs it; Python refuses >4300-digit ints
+            raise MupError(Diagnostic("number too long (more than 100 digits)", self._s(meta),
+                                      "write a large or small scale as a power, e.g. `10^(-30)`"))
         return ir.Num.of(Fraction(str(children[0])), self._s(meta))
 
     def symbol(self, meta, children):
@@ -230,12 +233,12 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str | None) -> MupError
     expected = _expected_words(err)
     at_end = isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END")
     if at_end:
-        lines = text.rstrip().splitlines() or [""]
+        lines = text.rstrip().split("\n")  # lark counts lines by \n only
         line, col, width = len(lines), len(lines[-1]) + 1, 1
         found = "end of input"
     elif isinstance(err, UnexpectedToken):
         tok = err.token
-        line, col, width = tok.line, tok.column, max(1, len(str(tok).splitlines()[0] if str(tok) else ""))
+        line, col, width = tok.line, tok.column, max(1, len(str(tok).split("\n")[0]))
         found = f"'{tok}'"
     else:  # UnexpectedCharacters
         line, col, width = err.line, err.column, 1

@@ -79,7 +79,7 @@ def canonical(spec: ir.Spec) -> ir.Spec:
 
 def _load(path: Path, chain: tuple[Path, ...]) -> ir.Spec:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM is not part of the spec
     except FileNotFoundError:
         raise MupError(Diagnostic(f"no such file: {path}", hint="check the path")) from None
     except (OSError, UnicodeDecodeError, ValueError) as err:

@@ -9,7 +9,7 @@ from mupspec.errors import Diagnostic, MupError
 
 def read_text(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # -sig: a BOM is not part of the spec
     except FileNotFoundError:
         raise MupError(Diagnostic(f"no such file: {path}", hint="check the path")) from None
     except IsADirectoryError:
