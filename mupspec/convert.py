@@ -93,43 +93,44 @@ def _zero_init(spec: ir.Spec, kind: str) -> bool:
 
 def raw_env(spec: ir.Spec) -> dict[str, sympy.Symbol]:
     """Every name as its own positive symbol: fan_in and fan_out stay
-    symbolic (the rewrite is exact, not a width limit)."""
+    symbolic (the rewrite is exact, not a width limit). Its key order --
+    fans, widths, depth, hyperparameters -- is the order `to_ir` writes them."""
     names = ("fan_in", "fan_out", *spec.widths, *((spec.depth,) if spec.depth else ()),
              *(h.name for h in spec.hypers))
     return {name: sympy.Symbol(name, positive=True) for name in names}
 
 
-def _name_rank(name: str) -> tuple:
-    return ({"fan_in": 0, "fan_out": 1}.get(name, 2), name)
+def _name_rank(name: str, order: tuple[str, ...]) -> tuple:
+    return (order.index(name), name) if name in order else (len(order), name)
 
 
-def to_ir(f: sympy.Expr):
+def to_ir(f: sympy.Expr, order: tuple[str, ...] = ("fan_in", "fan_out")):
     """An IR expression for a sympy tree built from IR (Add, Mul, rational
     powers, rationals, positive symbols), in a canonical spelling:
     coefficient first, symbols in a fixed order, negative powers below the
-    fraction bar, x^(1/2) as sqrt(x)."""
+    fraction bar, x^(1/2) as sqrt(x). `order` ranks the symbols (`name_order`)."""
     if f.is_Add:
-        return _sum_ir(f)
+        return _sum_ir(f, order)
     coeff, factors = f.as_coeff_mul()
     if not coeff.is_Rational:
         raise ValueError(f"not an expression mupspec can write: {f}")
     if coeff < 0:
-        return ir.Neg(operand=to_ir(-f))
+        return ir.Neg(operand=to_ir(-f, order))
     top, bottom = _int_factors(coeff.p), _int_factors(coeff.q)
-    for factor in sorted(factors, key=_factor_rank):
+    for factor in sorted(factors, key=lambda factor: _factor_rank(factor, order)):
         base, exp = factor.as_base_exp()
         if not exp.is_Rational:
             raise ValueError(f"not an expression mupspec can write: {f}")
-        (top if exp > 0 else bottom).append(_power_ir(base, abs(exp)))
+        (top if exp > 0 else bottom).append(_power_ir(base, abs(exp), order))
     numerator = _product(top) if top else _ONE
     return ir.BinOp(op="/", left=numerator, right=_product(bottom)) if bottom else numerator
 
 
-def _sum_ir(f: sympy.Expr):
+def _sum_ir(f: sympy.Expr, order: tuple[str, ...]):
     out = None
     for term in f.as_ordered_terms():
         negative = term.could_extract_minus_sign()
-        part = to_ir(-term if negative else term)
+        part = to_ir(-term if negative else term, order)
         if out is None:
             out = ir.Neg(operand=part) if negative else part
         else:
@@ -141,18 +142,18 @@ def _int_factors(value: int) -> list:
     return [] if value == 1 else [ir.Num.of(value)]
 
 
-def _factor_rank(factor: sympy.Expr) -> tuple:
+def _factor_rank(factor: sympy.Expr, order: tuple[str, ...]) -> tuple:
     base = factor.as_base_exp()[0]
     if base.is_Number:
         return (0, str(base))
     if base.is_Symbol:
-        return (1, *_name_rank(base.name))
+        return (1, *_name_rank(base.name, order))
     return (2, sympy.srepr(factor))
 
 
-def _power_ir(base: sympy.Expr, exp: sympy.Rational):
+def _power_ir(base: sympy.Expr, exp: sympy.Rational, order: tuple[str, ...]):
     inner = ir.Num.of(int(base)) if base.is_Integer else (
-        ir.Sym(name=base.name) if base.is_Symbol else to_ir(base))
+        ir.Sym(name=base.name) if base.is_Symbol else to_ir(base, order))
     if exp == 1:
         return inner
     if exp == sympy.Rational(1, 2):
@@ -271,7 +272,7 @@ def convert(spec: ir.Spec, form: str | None = None, settings: tuple[Setting, ...
     if fixed_eps and moved_adam:
         notes.append(f"Adam eps kept fixed in {', '.join(moved_adam)}: equivalent only up to eps "
                      "(exactly so when eps is negligible next to sqrt(v))")
-    return Conversion(new, {k: to_ir(t) for k, t in thetas.items()}, exact, notes)
+    return Conversion(new, {k: to_ir(t, tuple(env)) for k, t in thetas.items()}, exact, notes)
 
 
 def _solve_theta(spec: ir.Spec, pin: Setting, env) -> sympy.Expr:
@@ -324,7 +325,7 @@ def _moved_block(spec, block: ir.Block, theta, covered, fixed_eps: bool, env) ->
         if is_default and not fld.startswith(("init.", "lr.")):
             rules.pop(fld, None)
             continue
-        new_ir = to_ir(new_value)
+        new_ir = to_ir(new_value, tuple(env))
         if fld in rules and format_expr(rules[fld].value) == format_expr(new_ir):
             continue
         rules[fld] = ir.Rule(field=fld, value=new_ir)  # comments described the old value: dropped

@@ -19,7 +19,8 @@ from mupspec.convert import Setting, convert, normal_form, to_ir
 from mupspec.printer import format_expr, format_spec
 from mupspec.resolve import parse_and_resolve
 
-FAN_IN, FAN_OUT, N, L = (sympy.Symbol(s, positive=True) for s in ("fan_in", "fan_out", "n", "L"))
+ORDER = ("fan_in", "fan_out", "n", "L", "alpha")  # the order convert writes symbols in (raw_env)
+FAN_IN, FAN_OUT, N, L, ALPHA = (sympy.Symbol(s, positive=True) for s in ORDER)
 CLASSES = ("input", "hidden", "output", "bias")
 DEFAULTS = {"mult": 1, "wd.sgd": 1, "wd.adam": 1, "eps.adam": 1}
 # More examples for a deeper run: MUPSPEC_EXAMPLES=300 pytest tests/test_convert_properties.py
@@ -31,34 +32,43 @@ coefficients = st.sampled_from([sympy.Integer(1), sympy.Integer(1), sympy.Intege
 
 
 @st.composite
-def monomials(draw, depth=False):
+def monomials(draw, depth=False, hyper=False):
     m = draw(coefficients) * FAN_IN ** draw(halves) * FAN_OUT ** draw(halves) * N ** draw(halves)
-    return m * L ** draw(halves) if depth and draw(st.booleans()) else m
+    if depth and draw(st.booleans()):
+        m *= L ** draw(halves)
+    if hyper and draw(st.booleans()):
+        m *= ALPHA ** draw(st.integers(-1, 1))
+    return m
 
 
 @st.composite
-def scales(draw, depth=False):
+def scales(draw, depth=False, hyper=False):
     """A positive scale: usually a monomial, sometimes a sum of two."""
-    first = draw(monomials(depth))
-    return normal_form(first + draw(monomials(depth))) if draw(st.integers(0, 5)) == 0 else first
+    first = draw(monomials(depth, hyper))
+    return normal_form(first + draw(monomials(depth, hyper))) if draw(st.integers(0, 5)) == 0 else first
+
+
+def text(value) -> str:
+    return format_expr(to_ir(value, ORDER))
 
 
 @st.composite
 def spec_texts(draw):
-    depth = draw(st.booleans())
+    depth, hyper = draw(st.booleans()), draw(st.booleans())
     optimizers = draw(st.sampled_from([("sgd",), ("adam",), ("sgd", "adam")]))
     lines = ["parametrization drawn", "", "width n"] + (["depth L"] if depth else [])
+    lines += ["hyper alpha = 2"] if hyper else []
     for kind in CLASSES:
         lines += ["", f"{kind} {{"]
         zero = kind == "bias" and draw(st.integers(0, 4)) == 0
-        lines.append(f"  init.var = {'0' if zero else format_expr(to_ir(draw(scales(depth))))}")
+        lines.append(f"  init.var = {'0' if zero else text(draw(scales(depth, hyper)))}")
         fields = ["mult"] + [f"lr.{o}" for o in optimizers] + [f"wd.{o}" for o in optimizers]
         fields += ["eps.adam"] if "adam" in optimizers else []
         for field in fields:
             if field.startswith("lr.") or draw(st.integers(0, 2)) == 0:
-                value = draw(scales(depth))
+                value = draw(scales(depth, hyper))
                 if value != DEFAULTS.get(field):
-                    lines.append(f"  {field} = {format_expr(to_ir(value))}")
+                    lines.append(f"  {field} = {text(value)}")
         lines.append("}")
     return "\n".join(lines) + "\n"
 
