@@ -187,7 +187,7 @@ def _render_latex(table: Table) -> str:
         return f"${latex_expr(cell.expr)}$" if cell.expr is not None else "--"
 
     columns = [_tex_escape(c).replace(" \\& ", " \\& ") for c in table.columns]
-    out = [f"% {table.title}", "\\begin{tabular}{l" + "c" * len(columns) + "}", "\\toprule",
+    out = [f"% {table.title} (needs \\usepackage{{booktabs}})", "\\begin{tabular}{l" + "c" * len(columns) + "}", "\\toprule",
            " & " + " & ".join(columns) + " \\\\", "\\midrule"]
     out += [f"{_tex_escape(label)} & " + " & ".join(tex(c) for c in cells) + " \\\\" for label, cells in table.rows]
     out += ["\\bottomrule", "\\end{tabular}"]
