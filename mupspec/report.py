@@ -229,12 +229,20 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str
 
 
 def exponent_rows(result: CheckResult) -> list[list[str]]:
+    """Per class: a, b, c per optimizer checked, e_init, e per optimizer, μP's."""
+    opts = list(result.results)
     rows = []
     for kind, e in result.exponents.items():
-        mup = [fmt_exponent(MUP_INIT[kind])] + [fmt_exponent(MUP_OPT[o][kind]) for o in result.results]
-        rows.append([kind] + [fmt_exponent(v) for v in (e.a, e.b, e.c_sgd, e.c_adam, e.e_init, e.e_sgd, e.e_adam)]
-                    + [", ".join(mup)])
+        mup = [fmt_exponent(MUP_INIT[kind])] + [fmt_exponent(MUP_OPT[o][kind]) for o in opts]
+        values = [e.a, e.b] + [e.c(o) for o in opts] + [e.e_init] + [e.e_opt(o) for o in opts]
+        rows.append([kind] + [fmt_exponent(v) for v in values] + [", ".join(mup)])
     return rows
+
+
+def exponent_header(result: CheckResult) -> list[str]:
+    opts = list(result.results)
+    return (["class", "a", "b"] + [f"c_{o}" for o in opts] + ["e_init"] + [f"e_{o}" for o in opts]
+            + ["μP: " + ", ".join(["e_init"] + [f"e_{o}" for o in opts])])
 
 
 def term_rows(result: CheckResult) -> list[list[str]]:
@@ -262,8 +270,7 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
     out.append(("## " if markdown else "") + f"{file}: {spec.name}" + (f" -- {spec.title}" if spec.title else ""))
     out.append(f"optimizers checked: {', '.join(result.results) or 'none'}")
     out += ["", h("exponents (A ∝ n^-a, B ∝ n^-b, C ∝ n^-c; e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam)")]
-    header = ["class", "a", "b", "c_sgd", "c_adam", "e_init", "e_sgd", "e_adam", "μP: e_init, " + ", ".join(f"e_{o}" for o in result.results)]
-    out += _table(header, exponent_rows(result), markdown)
+    out += _table(exponent_header(result), exponent_rows(result), markdown)
     out += ["", h("sizes at init and after one step: Θ(n^k), k per optimizer (! = fails)")]
     out += _table(["class", "quantity", "needs"] + list(result.results), term_rows(result), markdown)
     out += ["", h("verdicts")]
