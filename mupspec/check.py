@@ -112,8 +112,9 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        """The μP desiderata hold for every optimizer checked (and in depth)."""
-        return all(r.regime == "mup" and r.depth_class in (None, "Depth-μP", "CompleteP", "ODE-like")
+        """The μP desiderata hold for every optimizer checked (and in depth);
+        a spec without any layer block has nothing to check and is not μP."""
+        return bool(self.exponents) and all(r.regime == "mup" and r.depth_class in (None, "Depth-μP", "CompleteP", "ODE-like")
                    for r in self.results.values())
 
     def matches(self, expected: str) -> bool:
@@ -276,6 +277,8 @@ def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None) -> CheckResul
 
 def _notes(result: CheckResult) -> list[str]:
     notes = []
+    if not result.exponents:
+        notes.append("no layer block (input, hidden, output, bias, norm): nothing to check in width")
     if result.absent:
         notes.append(f"not checked (no block in the spec): {', '.join(result.absent)}")
     if "output" not in result.exponents and "sgd" in result.results:

@@ -287,15 +287,20 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
         out.append(f"attention: logit scale n^{fmt_exponent(result.logit)} (μP: n^-1)")
     for note in result.notes:
         out.append(f"note: {note}")
-    partial = [k for k in ("input", "hidden", "output") if k in result.absent]
-    out.append("verdict: " + (("μP" + (f" for the classes present ({', '.join(partial)} not checked)" if partial else ""))
-                              if result.ok else "NOT μP -- " + "; ".join(_why_not(r) for r in result.results.values()
-                                                                        if _why_not(r))))
+    out.append(f"verdict: {verdict_text(result)}")
     if findings:
         out += ["", h(f"diagnostics ({len(findings)})")]
         body = [render_finding(f) for f in findings]
         out += (["```"] + body + ["```"]) if markdown else body
     return "\n".join(out) + "\n"
+
+
+def verdict_text(result: CheckResult) -> str:
+    partial = [k for k in ("input", "hidden", "output") if k in result.absent]
+    if result.ok:
+        return "μP" + (f" for the classes present ({', '.join(partial)} not checked)" if partial else "")
+    reasons = [_why_not(r) for r in result.results.values() if _why_not(r)]
+    return "NOT μP -- " + ("; ".join(reasons) if reasons else "nothing to check")
 
 
 def _why_not(res) -> str:

@@ -284,3 +284,10 @@ def test_depth_names_are_listed_with_width_names():
     assert "depth_mup" in check_spec(bundled("depth_mup")).results["adam"].names
     assert "completep" in check_spec(bundled("completep")).results["adam"].names
     assert "completep" not in check_spec(bundled("completep")).results["sgd"].names
+
+
+def test_spec_without_layer_blocks_is_not_mup(tmp_path, capsys):
+    spec = tmp_path / "empty.mup"
+    spec.write_text("parametrization e\nwidth n\nattention { logit = 1/n }\n")
+    assert main(["check", str(spec)]) == 1
+    assert "nothing to check" in capsys.readouterr().out
