@@ -195,3 +195,35 @@ def test_verdicts_invariant_under_lemma_j1(name, kind, t):
     if spec.block(kind) is None:
         return
     assert summary(apply_symmetry(spec, kind, t)) == summary(spec)
+
+
+# ---------------------------------------------------------------- 4. the fixes fix
+
+
+def apply_fixes(path: Path) -> ir.Spec:
+    """Every error's `fix` written as an override block of a spec extending `path`."""
+    result = check_spec(load_spec(path))
+    edits: dict[str, list[str]] = {}
+    for f in diagnose(result):
+        if f.severity == "error":
+            edits.setdefault(f.kind, []).append(f.fix.split("  (")[0])  # the edit, without the remark
+    text = f'parametrization fixed extends "{path.name}"\n' + "".join(
+        f"{kind} {{ {'; '.join(rules)} }}\n" for kind, rules in edits.items())
+    return parse_and_resolve(text, str(path.parent / "fixed.mup"))
+
+
+def test_applying_every_fix_to_a_bundled_spec_gives_mup():
+    for name in BUNDLED:
+        fixed = check_spec(apply_fixes(SPECS / f"{name}.mup"))
+        assert fixed.ok, (name, [f.message for f in diagnose(fixed) if f.severity == "error"])
+
+
+@settings(max_examples=25)
+@given(random_specs())
+def test_applying_every_fix_to_a_random_spec_gives_mup(drawn):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "random.mup"
+        path.write_text(drawn[0])
+        assert check_spec(apply_fixes(path)).ok, drawn[0]
