@@ -33,7 +33,8 @@ from mupspec.empirical.sweep import Cell, Sweep, SweepSettings
 
 # variant label -> (bundled spec, architecture)
 WIDTH_VARIANTS = {"SP": ("sp", "mlp"), "muP": ("mup_table8", "mlp")}
-DEPTH_VARIANTS = {"SP": ("sp", "mlp"), "muP": ("mup_table8", "mlp"),
+# muP's width rules do nothing for depth, so the plain MLP over depth is run under SP only
+DEPTH_VARIANTS = {"SP": ("sp", "mlp"),
                   "res none": ("mup_table8", "resmlp"), "res Depth-muP": ("depth_mup", "resmlp"),
                   "res CompleteP": ("completep", "resmlp")}
 
@@ -72,6 +73,9 @@ def configure(parser) -> None:
     parser.add_argument("--part", choices=("all", "width", "depth"), default="all")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--budget-minutes", type=float,
+                        help="start no new cell after this many minutes; the report covers what finished "
+                        "(run again to resume)")
 
 
 def width_cells(g: Grid) -> list[Cell]:
@@ -100,7 +104,10 @@ def run(args) -> int:
     parts = ("width", "depth") if args.part == "all" else (args.part,)
     cells = (width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else [])
     start = time.monotonic()
-    trained = sweep.run(_unique(cells), progress=not args.no_progress)
+    # cheapest cells first: a sweep stopped early still covers every small size
+    cells = sorted(_unique(cells), key=_cost)
+    deadline = start + 60 * args.budget_minutes if args.budget_minutes else None
+    trained = sweep.run(cells, progress=not args.no_progress, deadline=deadline)
     seconds = time.monotonic() - start
     summary = analyse(sweep, grid, parts, figures)
     summary["timing"] = {"runs_trained_now": trained, "train_seconds": round(seconds, 1),
@@ -109,6 +116,12 @@ def run(args) -> int:
     (out / "summary.md").write_text(markdown(summary))
     print(f"trained {trained} runs in {seconds:.0f}s; tables in {out}, figures in {figures}")
     return 0
+
+
+def _cost(cell: Cell) -> float:
+    """Parameters x replicas: what a training step of the cell costs, roughly."""
+    hidden = cell.depth - 2 if cell.arch == "mlp" else cell.depth
+    return len(cell.lrs) * len(cell.seeds) * (hidden * cell.width ** 2 + 5 * cell.width)
 
 
 def _unique(cells: list[Cell]) -> list[Cell]:
@@ -178,16 +191,17 @@ def _lr_sweep(sweep: Sweep, g: Grid, variants: dict, axis: str, sizes, rng) -> d
     out = {}
     for label, (spec, arch) in variants.items():
         entry = {"curves": {}, "optima": {}, "shift": {}, "diverged": {}}
+        runs = {s: sweep.load(_cell(g, spec, arch, axis, s)) for s in sizes}
+        done = [s for s in sizes if len(runs[s]) == len(g.lrs) * len(g.seeds)]   # skip unfinished cells
         for which in ("train_loss", "val_loss"):
             optima = []
-            for size in sizes:
-                cell = _cell(g, spec, arch, axis, size)
-                table = _loss_table(sweep.load(cell), list(g.lrs), list(g.seeds), which)
+            for size in done:
+                table = _loss_table(runs[size], list(g.lrs), list(g.seeds), which)
                 optima.append(_optimum(table, log_lrs, rng))
                 entry["curves"].setdefault(which, {})[size] = table.tolist()
                 entry["diverged"][size] = int(np.isinf(table).sum())
-            entry["optima"][which] = [dict(o, samples=None, size=s) for o, s in zip(optima, sizes)]
-            entry["shift"][which] = _shift(sizes, optima)
+            entry["optima"][which] = [dict(o, samples=None, size=s) for o, s in zip(optima, done)]
+            entry["shift"][which] = _shift(done, optima) if len(done) >= 2 else None
         out[label] = entry
     return out
 
@@ -209,6 +223,9 @@ def _exponents(sweep: Sweep, g: Grid, variants: dict, axis: str, sizes) -> dict:
     out = {}
     for label, (spec, arch) in variants.items():
         per_size = {s: {r["seed"]: r for r in _fixed_runs(sweep, g, spec, arch, axis, s)} for s in sizes}
+        sizes = [s for s in sizes if len(per_size[s]) == len(g.seeds)]    # skip unfinished cells
+        if len(sizes) < 2:
+            continue
         n_layers = len(next(iter(per_size[sizes[0]].values()))["plan"]["layers"])
         layers = range(n_layers) if axis == "width" else (-2, -1)
         rows = []
@@ -253,6 +270,8 @@ def _fixed_curves(sweep, g, variants, axis, sizes) -> dict:
         out[label] = {}
         for s in sizes:
             runs = _fixed_runs(sweep, g, spec, arch, axis, s)
+            if not runs:
+                continue
             out[label][s] = {"train_loss": _mean_curve(runs, "train_loss"),
                              "diverged": sum(r["diverged"] for r in runs)}
             for q in ("act", "dact", "upd"):
@@ -278,26 +297,34 @@ def analyse(sweep: Sweep, g: Grid, parts, figures: Path) -> dict:
             "fixed": _fixed_curves(sweep, g, WIDTH_VARIANTS, "width", widths),
             "exponents": _exponents(sweep, g, WIDTH_VARIANTS, "width", widths),
             "transfer": _lr_sweep(sweep, g, WIDTH_VARIANTS, "width", list(g.widths), rng)}
-        plots.spiral_fixed_lr(figures / "width_fixed_lr.png", w["fixed"], "width", g.fixed())
-        plots.panel_grid(figures / "width_exponents.png",
-                         _scale_panels(sweep, g, WIDTH_VARIANTS, "width", widths), ncols=3,
-                         suptitle=f"per-layer scales after {g.steps} steps at LR {g.fixed():.3g} "
-                         "against width (geometric mean over seeds; slope = fitted exponent)")
-        plots.spiral_transfer(figures / "width_transfer.png", w["transfer"], g.lrs, "width")
+        _figures(figures, "width", w, g, _scale_panels(sweep, g, WIDTH_VARIANTS, "width", widths),
+                 f"per-layer scales after {g.steps} steps at LR {g.fixed():.3g} against width "
+                 "(geometric mean over seeds; slope = fitted exponent)")
     if "depth" in parts:
         d = summary["depth"] = {
             "fixed": _fixed_curves(sweep, g, DEPTH_VARIANTS, "depth", list(g.depths)),
             "exponents": _exponents(sweep, g, DEPTH_VARIANTS, "depth", list(g.depths)),
             "transfer": _lr_sweep(sweep, g, DEPTH_VARIANTS, "depth", list(g.depths), rng)}
-        plots.spiral_fixed_lr(figures / "depth_fixed_lr.png", d["fixed"], "depth", g.fixed())
-        plots.spiral_transfer(figures / "depth_transfer.png", d["transfer"], g.lrs, "depth")
-        plots.panel_grid(figures / "depth_exponents.png",
-                         _scale_panels(sweep, g, DEPTH_VARIANTS, "depth", list(g.depths), layers=(-2, -1)),
-                         ncols=3, xlabel="depth",
-                         suptitle=f"last hidden layer and logits after {g.steps} steps at LR {g.fixed():.3g} "
-                         "against depth (geometric mean over seeds)")
+        _figures(figures, "depth", d, g,
+                 _scale_panels(sweep, g, DEPTH_VARIANTS, "depth", list(g.depths), layers=(-2, -1)),
+                 f"last hidden layer and logits after {g.steps} steps at LR {g.fixed():.3g} against depth "
+                 "(geometric mean over seeds)")
     _write_tables(summary, sweep.out)
     return summary
+
+
+def _figures(figures: Path, axis: str, part: dict, g: Grid, scale_panels: list, title: str) -> None:
+    """The three figures of a part, each only if some cell of it has finished."""
+    from mupspec.empirical import plots
+
+    fixed = {k: v for k, v in part["fixed"].items() if v}
+    if fixed:
+        plots.spiral_fixed_lr(figures / f"{axis}_fixed_lr.png", fixed, axis, g.fixed())
+    if scale_panels:
+        plots.panel_grid(figures / f"{axis}_exponents.png", scale_panels, ncols=3, suptitle=title, xlabel=axis)
+    transfer = {k: v for k, v in part["transfer"].items() if v["optima"].get("val_loss")}
+    if transfer:
+        plots.spiral_transfer(figures / f"{axis}_transfer.png", transfer, g.lrs, axis)
 
 
 def _write_runs_csv(sweep: Sweep, path: Path) -> None:
@@ -362,8 +389,8 @@ def markdown(summary: dict) -> str:
                 cells = ", ".join(f"{o['size']}: {o['lr']:.2g} [{o['lo']:.2g}, {o['hi']:.2g}]"
                                   + ("*" if o["edge"] else "") for o in optima)
                 sh = e["shift"][which]
-                lines.append(f"| {label} | {which} | {cells} | {sh['per_doubling']:+.2f} "
-                             f"[{sh['lo']:+.2f}, {sh['hi']:+.2f}] |")
+                shift = "—" if sh is None else f"{sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}]"
+                lines.append(f"| {label} | {which} | {cells} | {shift} |")
         lines += ["", "(* = optimum on the edge of the LR grid)", ""]
     return "\n".join(lines) + "\n"
 

@@ -163,8 +163,9 @@ class Sweep:
                               base_width=s.base_width, base_depth=s.base_depth)
 
     def run(self, cells: Iterable[Cell], progress: bool = True,
-            after_cell: Callable[[Cell], None] | None = None) -> int:
-        """Train every missing run; returns how many runs were trained now."""
+            after_cell: Callable[[Cell], None] | None = None, deadline: float | None = None) -> int:
+        """Train every missing run; returns how many runs were trained now. With a
+        deadline (time.monotonic()), no new cell starts after it (resume later)."""
         cells = list(cells)
         total = sum(len(c.runs()) for c in cells)
         todo = {c.key: self.missing(c) for c in cells}
@@ -174,6 +175,8 @@ class Sweep:
         try:
             for cell in cells:
                 missing = todo[cell.key]
+                if missing and deadline is not None and time.monotonic() > deadline:
+                    continue
                 if missing:
                     trained += self._run_cell(cell, missing, bar)
                 if after_cell:
