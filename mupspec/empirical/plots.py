@@ -114,7 +114,8 @@ def coordinate_check(out_dir, spec_name: str, samples, fits, preds, steps: int) 
             ax.set_xlabel("width")
             ax.set_ylabel("RMS per coordinate")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=6.5, loc="best")
+            # below the panel, so that no line is hidden behind it
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
         fig.suptitle(f"coordinate check: {spec_name}, {opt}, depth {depth} "
                      f"(slopes fitted over depths {depths} and seeds)", fontsize=10.5)
         fig.tight_layout()
@@ -173,7 +174,8 @@ def spiral_fixed_lr(path, fixed: Mapping, axis: str, lr: float) -> Path:
             for s in sizes:
                 curve = fixed[label][s][key]
                 if curve is not None:
-                    ax.plot(curve[0], curve[1], color=colors[s], label=f"{axis} {s}", lw=1.3)
+                    skip = 1 if key.startswith("dact") else 0   # the change since init is 0 at step 0
+                    ax.plot(curve[0][skip:], curve[1][skip:], color=colors[s], label=f"{axis} {s}", lw=1.3)
             ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
             ax.set_title(f"{label}: {title}", fontsize=9)
@@ -209,8 +211,8 @@ def spiral_transfer(path, transfer: Mapping, lrs: Sequence[float], axis: str) ->
             ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
             sh = e["shift"][which]
-            ax.set_title(f"{label}: final {which.replace('_', ' ')}\nbest LR x{sh['factor_per_doubling']:.2f} "
-                         f"per {axis} doubling", fontsize=9)
+            shift = "" if sh is None else f"\nbest LR x{sh['factor_per_doubling']:.2f} per {axis} doubling"
+            ax.set_title(f"{label}: final {which.replace('_', ' ')}{shift}", fontsize=9)
             ax.set_xlabel("learning rate (Adam)")
         axes[0][col].legend(fontsize=6.5, loc="best")
     fig.suptitle(f"LR transfer across {axis}: gaps = diverged; star = best LR (parabola-refined)", fontsize=11)
