@@ -65,7 +65,7 @@ REGIMES = ("unstable", "trivial", "kernel", "feature_learning", "mup")
 # μP in width plus the TP6 depth class (THEORY.md §4): the depth-aware names.
 DEPTH_CLASS_NAMES = {"Depth-μP": "depth_mup", "CompleteP": "completep"}
 DEPTH_NAMES = {"depth_mup": "Depth-μP", "completep": "CompleteP"}
-EXPECTABLE = REGIMES + tuple(NAMED) + tuple(DEPTH_NAMES)
+EXPECTABLE = tuple(dict.fromkeys(REGIMES + tuple(NAMED) + tuple(DEPTH_NAMES)))
 
 
 @dataclass(frozen=True)

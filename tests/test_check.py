@@ -291,3 +291,8 @@ def test_spec_without_layer_blocks_is_not_mup(tmp_path, capsys):
     spec.write_text("parametrization e\nwidth n\nattention { logit = 1/n }\n")
     assert main(["check", str(spec)]) == 1
     assert "nothing to check" in capsys.readouterr().out
+
+
+def test_optimizer_the_spec_does_not_cover_is_an_error(capsys):
+    assert main(["check", str(SPECS / "ntk.mup"), "--optimizer", "adam"]) == 2
+    assert "covers: sgd" in capsys.readouterr().err
