@@ -15,6 +15,14 @@ from mupspec.numeric import layer_value
 from mupspec.printer import format_expr, format_spec
 from mupspec.resolve import load_spec, parse_and_resolve, parse_and_validate
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _at_repo_root(monkeypatch):
+    """Paths below are relative to the repository root, wherever pytest runs."""
+    monkeypatch.chdir(ROOT)
+
 
 def spec(name):
     return load_spec(f"specs/{name}.mup")
@@ -87,7 +95,7 @@ def test_fixed_eps_is_only_equivalent_up_to_eps():
     assert diffs and all(d.invariant.startswith("e_eps") and d.where == "output" for d in diffs)
 
 
-BUNDLED = sorted(p.stem for p in Path("specs").glob("*.mup"))
+BUNDLED = sorted(p.stem for p in (ROOT / "specs").glob("*.mup"))
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))

@@ -4,12 +4,22 @@ The expected cells are copied by hand from THEORY.md §1.1-1.3 (the paper's
 notation: ² and √), not computed from the specs."""
 
 import re
+from pathlib import Path
 
 import pytest
 
 from mupspec.cli import main
 from mupspec.resolve import load_spec
 from mupspec.table import build_table, latex_expr, render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _at_repo_root(monkeypatch):
+    """Paths below are relative to the repository root, wherever pytest runs."""
+    monkeypatch.chdir(ROOT)
+
 
 # columns: input weights & all biases | output weights | hidden weights
 PAPER = {
