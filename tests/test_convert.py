@@ -106,6 +106,9 @@ def test_every_bundled_spec_converts_to_every_form(src, form):
     assert format_spec(parse_and_validate(text)) == text
     assert format_spec(parse_and_resolve(text, "specs/x.mup")) == text  # no `extends`: self-contained
     assert equivalent(result.spec, spec(src), strict=True)
+    before, after = check_spec(spec(src)), check_spec(result.spec)
+    assert {o: (r.regime, r.names, r.desiderata, r.depth_class) for o, r in after.results.items()} == \
+        {o: (r.regime, r.names, r.desiderata, r.depth_class) for o, r in before.results.items()}
 
 
 def test_set_pins_one_field_and_solves_the_rest():
