@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from mupspec.empirical.data import make_spiral
+from mupspec.empirical.data import make_spiral  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch)
+import torch  # noqa: E402
+
 from mupspec.empirical.engine import TrainConfig, plan_from_spec, train_batched, train_reference
 from mupspec.empirical.sweep import SPECS_DIR
 from mupspec.resolve import load_spec
