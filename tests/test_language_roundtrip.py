@@ -4,9 +4,11 @@ nothing). Specs come from tests/strategies.py."""
 
 from __future__ import annotations
 
-from fractions import Fraction
+import re
+from pathlib import Path
 
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mupspec import ir
 from mupspec.printer import format_expr, format_spec
@@ -35,3 +37,33 @@ def test_strip_spans_drops_every_span():
     spec = parse_and_validate("parametrization x\nhidden { mult = 1/n }\n")
     assert "span" not in repr(strip_spans(spec.model_dump()))
     assert spec.span.line == 1 and spec.blocks[0].rules[0].value.span.column == 17
+
+
+_SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.mup"))
+_TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|\s+|[A-Za-z_0-9.]+|.')
+
+
+@st.composite
+def commented_specs(draw) -> tuple[str, list[str]]:
+    """A bundled spec with `# note K` comments added between random tokens
+    (each ends its line, so the spec still parses)."""
+    tokens = _TOKENS.findall(draw(st.sampled_from(_SPECS)).read_text())
+    free = [i for i in range(len(tokens) + 1) if i == 0 or not tokens[i - 1].startswith("#")]
+    slots = sorted(draw(st.lists(st.sampled_from(free), min_size=1, max_size=8, unique=True)), reverse=True)
+    added = []
+    for k, slot in enumerate(slots):
+        added.append(f"note {k}")
+        tokens.insert(slot, f"  # note {k}\n")
+    return "".join(tokens), added
+
+
+@settings(max_examples=80)
+@given(commented_specs())
+def test_every_comment_survives_fmt(case):
+    text, added = case
+    once = format_spec(parse_and_validate(text))
+    comments = [c.strip() for c in re.findall(r"#([^\n]*)", once)]
+    for note in added:
+        assert comments.count(note) == 1, (note, once)
+    assert sorted(comments) == sorted(c.strip() for c in re.findall(r"#([^\n]*)", text))
+    assert format_spec(parse_and_validate(once)) == once
