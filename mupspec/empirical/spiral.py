@@ -310,7 +310,24 @@ def analyse(sweep: Sweep, g: Grid, parts, figures: Path) -> dict:
                  f"last hidden layer and logits after {g.steps} steps at LR {g.fixed():.3g} against depth "
                  "(geometric mean over seeds)")
     _write_tables(summary, sweep.out)
+    _write_plans(sweep, sweep.out / "plans.md")
     return summary
+
+
+def _write_plans(sweep: Sweep, path: Path) -> None:
+    """The per-layer numbers every cell trained with (from its saved runs)."""
+    lines = ["| cell | layer | fan_in x fan_out | init std | multiplier | LR factor | bias LR factor | "
+             "branch multiplier |", "|---|---|---|---|---|---|---|---|"]
+    for folder in sorted((sweep.out / "runs").iterdir(), key=lambda p: p.name):
+        first = next(iter(sorted(folder.glob("*.json"))), None)
+        if first is None:
+            continue
+        plan = json.loads(first.read_text())["plan"]
+        for i, l in enumerate(plan["layers"]):
+            branch = f"{plan['branch_mult']:.4g}" if l["branch"] else ""
+            lines.append(f"| {folder.name} | {i} {l['kind']} | {l['fan_in']}x{l['fan_out']} | {l['init_std']:.4g} | "
+                         f"{l['mult']:.4g} | {l['lr']:.4g} | {l['bias_lr']:.4g} | {branch} |")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _figures(figures: Path, axis: str, part: dict, g: Grid, scale_panels: list, title: str) -> None:
