@@ -574,20 +574,23 @@ def _attach_multipliers(model, records):
 
 
 def param_groups(model, plan, *, lr, weight_decay=0.0, eps=1e-8):
-    """torch.optim parameter groups: one per distinct (role, lr, weight decay,
-    eps) factor, in parameter order. Each group's lr is an ordinary number,
-    so LR schedulers scale every group alike."""
+    """torch.optim parameter groups: one per distinct (lr, weight decay, eps)
+    factor, in parameter order (few groups: fewer optimizer kernel launches);
+    `roles` lists the roles in a group. Each group's lr is an ordinary
+    number, so LR schedulers scale every group alike."""
     params = dict(model.named_parameters())
     groups = {}
     for record in plan:
-        key = (record.role, record.lr_factor, record.wd_factor, record.eps_factor)
+        key = (record.lr_factor, record.wd_factor, record.eps_factor)
         if key not in groups:
-            group = {"params": [], "role": record.role, "lr": lr * record.lr_factor,
+            group = {"params": [], "roles": [], "lr": lr * record.lr_factor,
                      "weight_decay": weight_decay * record.wd_factor}
             if plan.optimizer != "sgd":
                 group["eps"] = eps * record.eps_factor
             groups[key] = group
         groups[key]["params"].append(params[record.name])
+        if record.role not in groups[key]["roles"]:
+            groups[key]["roles"].append(record.role)
     return list(groups.values())
 
 

@@ -1,0 +1,112 @@
+"""Training-step time of an MLP parametrized by the module `mupspec codegen`
+generates from specs/mup_table8.mup, relative to the same architecture in
+plain PyTorch SP (one Adam group) and to microsoft/mup (MuReadout + MuAdam).
+
+All variants run interleaved in one process (round-robin blocks of steps),
+so that machine load affects them alike; the figure is the median over
+rounds of the mean step time in a block. Target: generated <= 1.02x plain.
+
+    /work/venv/bin/python benchmarks/bench_codegen.py [--rounds 15] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mupspec.codegen import load_module  # noqa: E402
+from mupspec.resolve import load_spec  # noqa: E402
+
+D_IN, D_OUT, BATCH, DEPTH, BASE = 128, 10, 128, 3, 64
+
+
+def mlp(width, readout=torch.nn.Linear):
+    layers = [torch.nn.Linear(D_IN, width), torch.nn.ReLU()]
+    for _ in range(DEPTH - 1):
+        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, readout(width, D_OUT))
+
+
+def load_mup():
+    if importlib.util.find_spec("yaml") is None:  # mup imports PyYAML only for base-shape files
+        sys.modules["yaml"] = types.ModuleType("yaml")
+    try:
+        import mup
+    except ImportError:
+        return None
+    return mup
+
+
+def variants(width, generated, mup):
+    torch.manual_seed(0)
+    plain = mlp(width)
+    out = {"plain SP": (plain, torch.optim.Adam(plain.parameters(), lr=1e-3))}
+    for mode in ("hooks", "fold"):
+        model = mlp(width)
+        plan = generated.parametrize(model, mlp(BASE), optimizer="adam", multipliers=mode)
+        out[f"generated ({mode})"] = (model, generated.make_optimizer(model, plan, lr=1e-3))
+    if mup is not None:
+        model = mlp(width, mup.MuReadout)
+        mup.set_base_shapes(model, mlp(BASE, mup.MuReadout))
+        out["microsoft/mup"] = (model, mup.MuAdam(model.parameters(), lr=1e-3))
+    return out
+
+
+def block_time(model, opt, x, y, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def bench(width, generated, mup, rounds, steps):
+    runs = variants(width, generated, mup)
+    x, y = torch.randn(BATCH, D_IN), torch.randint(0, D_OUT, (BATCH,))
+    times = {name: [] for name in runs}
+    for name, (model, opt) in runs.items():  # warm-up
+        block_time(model, opt, x, y, steps)
+    for _ in range(rounds):
+        for name, (model, opt) in runs.items():
+            times[name].append(block_time(model, opt, x, y, steps))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: steadiest on a shared machine)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    generated = load_module(load_spec(ROOT / "specs/mup_table8.mup"), "specs/mup_table8.mup")
+    mup = load_mup()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MLP depth {DEPTH}, batch {BATCH}, "
+          f"Adam; median of {args.rounds} interleaved rounds x {args.steps} steps")
+    for width in args.widths:
+        medians = bench(width, generated, mup, args.rounds, args.steps)
+        plain = medians["plain SP"]
+        print(f"\nwidth {width} (base {BASE})")
+        print(f"  {'variant':<18} {'ms/step':>8} {'vs plain':>9} {'vs mup':>8}")
+        for name, t in medians.items():
+            vs_mup = f"{t / medians['microsoft/mup']:.3f}x" if "microsoft/mup" in medians else "-"
+            print(f"  {name:<18} {t * 1e3:8.3f} {t / plain:8.3f}x {vs_mup:>8}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
