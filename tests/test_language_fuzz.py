@@ -80,7 +80,7 @@ def _all_stages(text: str, file: str) -> None:
         assert all(d.message for d in err.diagnostics)
 
 
-@settings(max_examples=120)
+@settings(max_examples=80)
 @given(_grammar_strings())
 def test_grammar_strings_fail_only_with_mup_error(text):
     _all_stages(text, str(SPECS / "fuzz.mup"))  # bases resolve against the bundled specs
@@ -96,7 +96,7 @@ def test_grammar_strings_reach_the_validator():
     """The generator is useful only if many of its strings parse."""
     parsed = []
 
-    @settings(max_examples=60)
+    @settings(max_examples=40)
     @given(_grammar_strings())
     def collect(text):
         try:

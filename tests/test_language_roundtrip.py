@@ -16,7 +16,7 @@ from mupspec.resolve import parse_and_validate
 from tests.strategies import _acceptable_rule_value, expressions, same_ignoring_spans, specs, strip_spans
 
 
-@settings(max_examples=150)
+@settings(max_examples=100)
 @given(specs())
 def test_parse_of_print_is_identity(spec):
     text = format_spec(spec)
