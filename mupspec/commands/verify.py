@@ -61,6 +61,10 @@ def configure(parser) -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--arch", choices=("auto", "mlp", "residual", "residual-prenorm"), default="auto",
                         help="auto: mlp, or residual when the spec declares a depth symbol")
+    parser.add_argument("--builder", choices=("codegen", "numeric"), default="codegen",
+                        help="codegen (default): plain torch MLPs parametrized by the module `mupspec codegen` "
+                             "emits; numeric: mupspec's own network from the rule values. Residual "
+                             "networks always use numeric")
     parser.add_argument("--tol", type=float, default=0.15,
                         help="a row passes when |measured - predicted| <= tol (default 0.15)")
     parser.add_argument("--plot", metavar="DIR", help="write coordinate-check figures into DIR")
@@ -179,7 +183,8 @@ def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> st
 
 
 def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: str = "auto",
-                optimizers=None, tol: float = 0.15, show_asymptotic: bool = False, ratios: bool = False):
+                optimizers=None, tol: float = 0.15, show_asymptotic: bool = False, ratios: bool = False,
+                builder: str = "codegen"):
     """Measure `spec`, fit, compare with `expect`'s (default: its own)
     predictions. Returns (rows, samples, fits, predictions)."""
     from mupspec import ir
@@ -197,7 +202,7 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     kind = ("residual" if spec.depth else "mlp") if arch == "auto" else arch
     seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     grid = Grid(widths=tuple(widths), depths=tuple(depths), seeds=seeds, optimizers=opts,
-                steps=steps, arch=Arch(kind=kind), ratios=ratios)
+                steps=steps, arch=Arch(kind=kind), ratios=ratios, builder=builder)
     samples = measure(spec, grid)
     fits = fit_table(samples)
     preds = {o: predictions(expect, o) for o in opts}
@@ -229,10 +234,15 @@ def run(args) -> int:
     rows, samples, fits, preds = verify_spec(
         spec, expect, widths=args.widths, depths=args.depths, seeds=args.seeds, steps=args.steps,
         arch=args.arch, optimizers=args.optimizer, tol=args.tol, show_asymptotic=args.show_asymptotic,
-        ratios=bool(args.csv))
+        ratios=bool(args.csv), builder=args.builder)
+    from mupspec.empirical.measure import Grid, uses_codegen
+    from mupspec.empirical.models import Arch
+
     against = f"`{expect.name}`'s predictions" if expect else "its own predictions"
-    title = (f"verify {args.file}: `{spec.name}` networks vs {against}; widths {list(args.widths)}, "
-             f"depths {list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
+    kind = ("residual" if spec.depth else "mlp") if args.arch == "auto" else args.arch
+    built = "codegen" if uses_codegen(spec, Grid(arch=Arch(kind=kind), builder=args.builder)) else "numeric"
+    title = (f"verify {args.file}: `{spec.name}` {kind} networks ({built}) vs {against}; widths "
+             f"{list(args.widths)}, depths {list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
     print(render(rows, title, args.tol, args.show_asymptotic))
     if args.csv:
         _write_csv(args.csv, samples)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mupspec import ir
-from mupspec.empirical.models import Arch, SpecNet, build
+from mupspec.empirical.models import Arch, SpecNet, build, build_codegen, codegen_supports
 
 QUANTITIES = ("act", "own", "prop", "delta", "grad_fro", "grad_spec", "upd_fro", "upd_spec")
 CLASSES = ("input", "hidden", "output", "bias", "norm")
@@ -53,6 +53,11 @@ class Grid:
     # float64: an update is read as W_t - W_0, and at a small LR in a spec
     # whose updates vanish with width it falls below float32's resolution
     dtype: torch.dtype = torch.float64
+    # "codegen": plain torch MLPs parametrized by the module `mupspec codegen`
+    # emits for the spec (anchored at width 64); "numeric": models.SpecNet from
+    # numeric.layer_value. Residual networks always use "numeric" (codegen
+    # has no residual-branch rule yet).
+    builder: str = "codegen"
 
     def base_lr(self, optimizer: str) -> float:
         return dict(self.lr)[optimizer]
@@ -135,14 +140,24 @@ def _make_optimizer(net: SpecNet, optimizer: str, base_lr: float) -> torch.optim
     groups = net.param_groups(optimizer, base_lr)
     if optimizer == "sgd":
         for g in groups:
-            g.pop("eps")
+            g.pop("eps", None)
         return torch.optim.SGD(groups, lr=base_lr, foreach=True)
     return torch.optim.Adam(groups, lr=base_lr, foreach=True)
 
 
-def run_one(spec: ir.Spec, grid: Grid, optimizer: str, width: int, depth: int, seed: int) -> list[Sample]:
-    """Train one network for `grid.steps` steps and measure every quantity."""
-    net = build(spec, width, depth, arch=grid.arch, seed=seed, dtype=grid.dtype)
+def uses_codegen(spec: ir.Spec, grid: Grid) -> bool:
+    return grid.builder == "codegen" and codegen_supports(spec, grid.arch)
+
+
+def run_one(spec: ir.Spec, grid: Grid, optimizer: str, width: int, depth: int, seed: int,
+            generated=None) -> list[Sample]:
+    """Train one network for `grid.steps` steps and measure every quantity.
+    `generated`: the spec's codegen module (generated once by `measure`)."""
+    if uses_codegen(spec, grid):
+        net = build_codegen(spec, width, depth, optimizer, arch=grid.arch, seed=seed, dtype=grid.dtype,
+                            module=generated)
+    else:
+        net = build(spec, width, depth, arch=grid.arch, seed=seed, dtype=grid.dtype)
     data = torch.Generator().manual_seed(10_000 + seed)  # same data at every width
     x = torch.randn(grid.batch, grid.arch.d_in, generator=data, dtype=grid.dtype)
     cotangent = torch.randn(grid.batch, grid.arch.d_out, generator=data, dtype=grid.dtype)
@@ -205,10 +220,14 @@ def _measure_step(step, record, record0, w0_by_param, add) -> None:
 def measure(spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:
     """Every run of the grid; torch uses 2 threads (the target machine)."""
     torch.set_num_threads(2)
+    generated = None
+    if uses_codegen(spec, grid):
+        from mupspec.codegen import load_module
+        generated = load_module(spec, f"{spec.name}.mup")
     rows: list[Sample] = []
     for optimizer in grid.optimizers:
         for depth in grid.depths:
             for width in grid.widths:
                 for seed in grid.seeds:
-                    rows.extend(run_one(spec, grid, optimizer, width, depth, seed))
+                    rows.extend(run_one(spec, grid, optimizer, width, depth, seed, generated))
     return rows

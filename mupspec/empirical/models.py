@@ -163,3 +163,71 @@ def build(spec: ir.Spec, width: int, depth: int, *, arch: Arch = Arch(), seed: i
           dtype: torch.dtype = torch.float32) -> SpecNet:
     generator = torch.Generator().manual_seed(seed)
     return SpecNet(spec, arch, width, depth, generator, dtype)
+
+
+# ---------------------------------------------------------------- through codegen
+
+
+def codegen_supports(spec: ir.Spec, arch: Arch) -> bool:
+    """The generated module places plain MLPs; it has no residual-branch rule yet."""
+    return arch.kind == "mlp" and spec.block("residual") is None
+
+
+def plain_mlp(arch: Arch, width: int, depth: int, dtype: torch.dtype) -> torch.nn.Sequential:
+    """The standard torch MLP (Linear/ReLU) that codegen parametrizes."""
+    dims = [arch.d_in] + [width] * depth + [arch.d_out]
+    mods: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+        mods.append(torch.nn.Linear(a, b, bias=arch.bias and i < len(dims) - 2, dtype=dtype))
+        if i < len(dims) - 2:
+            mods.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*mods)
+
+
+class CodegenNet(SpecNet):
+    """A plain torch MLP parametrized by the module `mupspec codegen` emits
+    for the spec (`parametrize(init="normal", multipliers="hooks")`, anchored
+    at `base_width`); init, multipliers and LR/eps factors are the generated
+    plan's. `forward` reads the plan's multipliers so that each layer's
+    input and output can be recorded; `self.model(x)` is the generated code's
+    own forward (hooks) and gives the same output (tests/test_verify.py)."""
+
+    def __init__(self, spec: ir.Spec, arch: Arch, width: int, depth: int, optimizer: str,
+                 generator: torch.Generator, dtype: torch.dtype, base_width: int = 64, module=None):
+        torch.nn.Module.__init__(self)
+        from mupspec.codegen import load_module
+
+        self.arch, self.width, self.depth = arch, width, depth
+        self.generated = module or load_module(spec, f"{spec.name}.mup")
+        self.model = plain_mlp(arch, width, depth, dtype)
+        linears = [m for m in self.model if isinstance(m, torch.nn.Linear)]
+        last = 2 * (len(linears) - 1)
+        roles = {"0.weight": "input", f"{last}.weight": "output", "*.bias": "bias", "*.weight": "hidden"}
+        base = self.generated.base_shapes(plain_mlp(arch, base_width, depth, dtype))
+        dims = {w: width for w in spec.widths}
+        self.plan = self.generated.parametrize(
+            self.model, base, optimizer=optimizer, roles=roles, widths=dims,
+            base_widths={w: base_width for w in spec.widths}, init="normal", multipliers="hooks",
+            generator=generator, **({"depth": depth, "base_depth": depth} if spec.depth else {}))
+        self.layers = []
+        for index, linear in enumerate(linears):
+            kind = "input" if index == 0 else "output" if index == len(linears) - 1 else "hidden"
+            layer = Layer(f"{kind}{index}" if kind == "hidden" else kind, kind, linear.weight,
+                          self._scale(2 * index, "weight", optimizer))
+            if linear.bias is not None:
+                layer.bias, layer.bias_scale = linear.bias, self._scale(2 * index, "bias", optimizer)
+            self.layers.append(layer)
+
+    def _scale(self, module_index: int, pname: str, optimizer: str) -> ClassScale:
+        record = self.plan[f"{module_index}.{pname}"]
+        return ClassScale(std=record.init_std or 0.0, mult=record.mult, lr={optimizer: record.lr_factor},
+                          eps=record.eps_factor)
+
+    def param_groups(self, optimizer: str, base_lr: float, base_eps: float = 1e-12) -> list[dict]:
+        return self.generated.param_groups(self.model, self.plan, lr=base_lr, eps=base_eps)
+
+
+def build_codegen(spec: ir.Spec, width: int, depth: int, optimizer: str, *, arch: Arch = Arch(), seed: int = 0,
+                  dtype: torch.dtype = torch.float32, module=None) -> CodegenNet:
+    generator = torch.Generator().manual_seed(seed)
+    return CodegenNet(spec, arch, width, depth, optimizer, generator, dtype, module=module)
