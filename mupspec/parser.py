@@ -20,7 +20,7 @@ GRAMMAR = Path(__file__).with_name("grammar.lark")
 
 # Terminal names as a user would say them, for "expected ..." messages.
 _TERMINAL_WORDS = {
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a quoted title", "LBRACE": "'{'",
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a quoted string", "LBRACE": "'{'",
     "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='", "SEMICOLON": "';'",
     "DOT": "'.'", "COMMA": "','", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
     "SLASH": "'/'", "CIRCUMFLEX": "'^'", "SQRT": "'sqrt'", "WIDTH": "'width'",
@@ -202,6 +202,12 @@ _OPERATORS = {"'+'", "'-'", "'*'", "'/'", "'^'"}
 
 def _expected_words(err: UnexpectedInput) -> set[str]:
     names = getattr(err, "expected", None) or getattr(err, "allowed", None) or ()
+    interactive = getattr(err, "interactive_parser", None)
+    if interactive is not None:  # the LALR state's set can be too wide: ask what really shifts
+        try:
+            names = interactive.accepts() or names
+        except Exception:  # noqa: BLE001 -- only a nicer message is at stake; keep lark's set
+            pass
     return {_TERMINAL_WORDS.get(t, t.lower()) for t in names}
 
 
@@ -265,6 +271,14 @@ def _hint(found: str, token: Token | None, expected: set[str], text: str, at_end
         if "a value" in _describe_expected(expected) or "')'" in expected:
             return "the file ends in the middle of an expression"
         return "the file ends in the middle of a declaration"
+    if expected == {"'('"}:
+        return "sqrt takes its argument in parentheses: `sqrt(n)`"
+    if expected == {"')'"}:
+        return "a '(' is not closed"
+    if found == "','" and "'}'" in expected:
+        return "separate rules with a new line or `;`"
+    if found == "'*'" and token is not None and text[token.start_pos - 1:token.start_pos] == "*":
+        return "powers are written with `^`: `2^3`, `n^(1/2)`"
     if found == "')'" and "')'" not in expected:
         return "this ')' has no matching '('"
     if found == "'='" and "'='" not in expected:
