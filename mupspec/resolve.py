@@ -38,6 +38,8 @@ def parse_and_validate(text: str, file: str | None = None, base_symbols: "Symbol
     spec = spec.model_copy(update={"blocks": blocks})
     _validate_declarations(spec, text, bag)
     symbols = Symbols.of(spec, base_symbols)
+    if not spec.widths and not (base_symbols and base_symbols.widths):
+        _check_default_width_free(spec, text, bag)
     _validate_hypers(spec, symbols, bag)
     for block in spec.blocks:
         for rule in block.rules:
@@ -308,6 +310,16 @@ def _name_spans(text: str, decl: ir.Span) -> list[ir.Span]:
         spans.append(ir.Span(file=decl.file, line=line, column=column, end_line=line,
                              end_column=column + len(m.group())))
     return spans + [decl] * 64
+
+
+def _check_default_width_free(spec: ir.Spec, text: str, bag: DiagnosticBag) -> None:
+    """Without a `width` declaration the width is `n`: nothing else may be `n`."""
+    for decl in (*(d for d in spec.dims if d.role == "depth"), *spec.hypers):
+        names = decl.names if isinstance(decl, ir.Dim) else (decl.name,)
+        for name, span in zip(names, _name_spans(text, decl.span)):
+            if name == DEFAULT_WIDTH:
+                bag.error(f"`{name}` is the width symbol of a spec that declares no width", span,
+                          f"declare the width explicitly (e.g. `width d`) to use `{name}` for something else")
 
 
 def _declare(name: str, span: ir.Span, seen: dict[str, ir.Span], bag: DiagnosticBag) -> None:

@@ -123,6 +123,8 @@ def specs(draw, with_extends: bool = True) -> ir.Spec:
     declared = draw(st.lists(names, min_size=0, max_size=6, unique=True))
     n_width = draw(st.integers(0, min(3, len(declared))))
     widths, rest = declared[:n_width], declared[n_width:]
+    if not widths:  # the width is then `n` (resolve.DEFAULT_WIDTH): nothing else may be called so
+        rest = [name for name in rest if name != "n"]
     depth = rest[0] if rest and draw(st.booleans()) else None
     hyper_names = rest[1:] if depth else rest
     dims = []
