@@ -116,10 +116,23 @@ def sizes(spec: ir.Spec, n: float, opt: str) -> dict[str, float]:
             "out_own": n * ao ** p * co, "out_prop": n * w_out * dx}
 
 
+def fitted_slopes(spec: ir.Spec, opt: str, ks=(22, 26, 30, 34)) -> dict[str, float]:
+    """Least-squares slope of log size against log n over n = 2^k."""
+    xs = [k * math.log(2) for k in ks]
+    table = [sizes(spec, 2.0 ** k, opt) for k in ks]
+    x_bar = sum(xs) / len(xs)
+    slopes = {}
+    for q in table[0]:
+        ys = [math.log(row[q]) for row in table]
+        y_bar = sum(ys) / len(ys)
+        slopes[q] = sum((x - x_bar) * (y - y_bar) for x, y in zip(xs, ys)) / sum((x - x_bar) ** 2 for x in xs)
+    return slopes
+
+
 def numeric_regime(spec: ir.Spec, opt: str) -> str:
-    lo, hi = 2.0 ** 30, 2.0 ** 34
-    s_lo, s_hi = sizes(spec, lo, opt), sizes(spec, hi, opt)
-    k = {q: round((math.log(s_hi[q]) - math.log(s_lo[q])) / math.log(hi / lo) * 4) / 4 for q in s_lo}
+    slopes = fitted_slopes(spec, opt)
+    k = {q: round(s * 8) / 8 for q, s in slopes.items()}  # multiples of 1/4 in the spec, 1/8 for a std
+    assert all(abs(s - k[q]) < 0.01 for q, s in slopes.items()), {q: s for q, s in slopes.items() if abs(s - k[q]) >= 0.01}
     init_exact = [k["init_input"], k["init_hidden"]]
     if any(x > 0 for x in k.values()):
         return "unstable"
