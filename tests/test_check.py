@@ -296,3 +296,14 @@ def test_spec_without_layer_blocks_is_not_mup(tmp_path, capsys):
 def test_optimizer_the_spec_does_not_cover_is_an_error(capsys):
     assert main(["check", str(SPECS / "ntk.mup"), "--optimizer", "adam"]) == 2
     assert "covers: sgd" in capsys.readouterr().err
+
+
+def test_every_error_finding_comes_with_a_failing_verdict():
+    # a vanishing bias init (Var 1/n) is harmless: no error, still μP
+    text = 'parametrization b extends mup_table8\nbias { init.var = 1/fan_out }\n'
+    result = check_spec(parse_and_resolve(text, str(SPECS / "b.mup")))
+    assert result.ok and not [f for f in diagnose(result) if f.severity == "error"]
+    for path in sorted(SPECS.glob("*.mup")):
+        result = check_spec(load_spec(path))
+        errors = [f for f in diagnose(result) if f.severity == "error"]
+        assert bool(errors) == (not result.ok), path.name
