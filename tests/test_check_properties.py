@@ -174,6 +174,8 @@ def test_symbolic_verdict_equals_numeric_evaluation(drawn):
     result = check_spec(spec)
     for opt in ("sgd", "adam"):
         assert result.results[opt].regime == numeric_regime(spec, opt), (opt, text)
+    errors = [f for f in diagnose(result) if f.severity == "error"]
+    assert bool(errors) == (not result.ok)  # a diagnostic for every failure, none without one
 
 
 # ---------------------------------------------------------------- 3. Lemma J.1
