@@ -92,10 +92,50 @@ def test_width_symbols_and_hypers_are_checked(tmp_path):
         module.parametrize(model, base, hypers={"beta": 1.0})
 
 
-def test_depth_specs_refuse_clearly(tmp_path):
+class ResMLP(torch.nn.Module):
+    def __init__(self, width, depth, d_in=6, d_out=2):
+        super().__init__()
+        self.inp = torch.nn.Linear(d_in, width)
+        self.blocks = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU(),
+                                                              torch.nn.Linear(width, width)) for _ in range(depth))
+        self.out = torch.nn.Linear(width, d_out)
+
+    def forward(self, x, branch_mult=1.0):
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + branch_mult * block(h)
+        return self.out(h)
+
+
+def test_depth_mup_residual_branches(tmp_path):
+    """Depth-muP: branch output x sqrt(L_base/L), branch Adam LR x sqrt(L_base/L)
+    on top of the width rules; the base model has the target's depth."""
     module = load_module(load_spec("specs/depth_mup.mup"), "specs/depth_mup.mup", str(tmp_path))
-    with pytest.raises(ValueError, match="residual-branch multipliers are not supported"):
-        module.parametrize(torch.nn.Linear(8, 8), torch.nn.Linear(4, 4))
+    torch.manual_seed(0)
+    model, base = ResMLP(64, 8), ResMLP(16, 8)
+    reference = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"has a residual block: pass residual="):
+        module.parametrize(model, base, depth=8, base_depth=2)
+    with pytest.raises(ValueError, match="uses `L`: pass depth="):
+        module.parametrize(model, base, residual=["blocks.*"])
+    with pytest.raises(ValueError, match="cannot be folded"):
+        module.parametrize(model, base, residual=["blocks.*"], depth=8, base_depth=2, multipliers="fold")
+    plan = module.parametrize(model, base, residual=["blocks.*"], depth=8, base_depth=2, init="none")
+    x = torch.randn(3, 6)
+    expected = torch.nn.functional.linear(
+        (16 / 64) * _res_hidden(reference, x, 0.5), reference.out.weight, reference.out.bias)
+    torch.testing.assert_close(model(x), expected)
+    assert plan["blocks.3.0.weight"].branch == "blocks.3"
+    assert plan["blocks.3.0.weight"].lr_factor == pytest.approx(16 / 64 * 0.5)
+    assert plan["blocks.3.0.bias"].lr_factor == pytest.approx(0.5) and plan["inp.weight"].lr_factor == 1.0
+    assert "hidden (res)" in plan.table()
+
+
+def _res_hidden(model, x, branch_mult):
+    h = model.inp(x)
+    for block in model.blocks:
+        h = h + branch_mult * block(h)
+    return h
 
 
 def test_umup_multipliers_on_embedding_and_hidden(umup):

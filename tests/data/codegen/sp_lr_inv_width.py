@@ -222,14 +222,15 @@ class ParamPlan:
 
     lr_factor, wd_factor and eps_factor multiply the optimizer's lr,
     weight_decay and eps for this parameter (with multipliers="fold" the
-    folded multiplier is already included); mult is the spec's forward
+    folded multiplier is already included, and so are the residual block's
+    factors when the parameter lies in the residual branch `branch`); mult is the spec's forward
     multiplier (1 = none); init_ratio is the spec's init variance at the
     target over that at the base (None: init left alone); init_std is the std the spec prescribes
     (init="normal") or the tensor's std after rescaling (init="rescale").
     """
 
     __slots__ = ("name", "shape", "role", "block", "fan_in", "fan_out", "base_fan_in", "base_fan_out",
-                 "init_ratio", "init_std", "mult", "lr_factor", "wd_factor", "eps_factor", "folded")
+                 "init_ratio", "init_std", "mult", "lr_factor", "wd_factor", "eps_factor", "folded", "branch")
 
     def __init__(self, **fields):
         for key in self.__slots__:
@@ -426,7 +427,7 @@ def _default_var_ratio(module, pname, shape, base_shapes_, prefix):
 
 def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None, base_widths=None,
                 depth=None, base_depth=None, hypers=None, init="rescale", init_scale=1.0,
-                multipliers="hooks", generator=None):
+                multipliers="hooks", generator=None, residual=None):
     """Assign a role to every parameter of `model`, initialize it, attach the
     forward multipliers, and return the Plan that param_groups() turns into
     optimizer groups. See docs/codegen.md."""
@@ -436,20 +437,64 @@ def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None,
         raise ValueError(f"init must be 'rescale', 'normal' or 'none', not {init!r}")
     if multipliers not in ("hooks", "fold"):
         raise ValueError(f"multipliers must be 'hooks' or 'fold', not {multipliers!r}")
-    if "residual" in BLOCKS:
-        raise ValueError(f"{SPEC_NAME} has a residual block: residual-branch multipliers are not supported "
-                         "by mupspec codegen yet (see docs/codegen.md)")
     patterns = list((roles or {}).items())
     bad = [r for _, r in patterns if r not in ROLES]
     if bad:
         raise ValueError(f"unknown role(s) {bad}; roles are {ROLES}")
     env = (_dims(widths, depth, "widths"), _dims(base_widths, base_depth, "base_widths"), _hypers(hypers))
     base = base_model if isinstance(base_model, dict) else base_shapes(base_model)
+    branches = _branches(model, residual)
     records = _plan_records(model, base, patterns, optimizer, multipliers, env)
+    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env)
     if init != "none":
         _initialize(model, base, records, init, init_scale, generator)
     hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
+    modules = dict(model.named_modules())
+    if branch_mult != 1.0:
+        hooks += [modules[b].register_forward_hook(_scale_output(branch_mult)) for b in branches]
     return Plan(records, optimizer, multipliers, init, hooks)
+
+
+def _branches(model, residual):
+    """Names of the residual-branch modules: the outermost modules matching
+    a pattern of `residual` (every pattern must match at least one)."""
+    if "residual" in BLOCKS and residual is None:
+        raise ValueError(f"{SPEC_NAME} has a residual block: pass residual=['pattern', ...] naming the modules "
+                         "whose output is a residual branch (e.g. residual=['blocks.*.mlp'])")
+    if "residual" not in BLOCKS and residual:
+        raise ValueError(f"residual= given but {SPEC_NAME} has no residual block")
+    names = [name for name, _ in model.named_modules() if name]
+    out = []
+    for pattern in residual or ():
+        matched = [n for n in names if _glob(pattern, n)]
+        if not matched:
+            raise ValueError(f"residual pattern {pattern!r} matches no module of the model")
+        out += [n for n in matched if n not in out]
+    # `*` also matches dots: keep only the outermost of nested matches
+    return [n for n in out if not any(n.startswith(o + ".") for o in out)]
+
+
+def _apply_residual(records, branches, optimizer, multipliers, env):
+    """Residual-block rules (functions of the depth): the branch output
+    multiplier (returned) and LR / weight decay / eps factors for every
+    parameter inside a branch."""
+    if not branches:
+        return 1.0
+    target_dims, base_dims, hypers = env
+    family = "sgd" if optimizer == "sgd" else "adam"
+    ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), (1, 1, base_dims), hypers)  # noqa: E731
+    mult, lr, wd = ratio("mult"), ratio("lr." + family), ratio("wd." + family)
+    eps = ratio("eps.adam") if family == "adam" else 1.0
+    if multipliers == "fold" and mult != 1.0:
+        raise ValueError("a residual-branch multiplier cannot be folded into a whole branch; use multipliers='hooks'")
+    for record in records:
+        branch = next((b for b in branches if record.name.startswith(b + ".")), None)
+        if branch is not None:
+            record.branch = branch
+            record.lr_factor *= lr
+            record.wd_factor *= wd
+            record.eps_factor *= eps
+    return mult
 
 
 def _plan_records(model, base, patterns, optimizer, multipliers, env):
@@ -640,7 +685,8 @@ def format_table(plan, lr=None):
         std = "keep" if r.init_std is None else f"{r.init_std:.4g}"
         mult = f"{r.mult:.4g}" + (" (folded)" if r.folded else "")
         lr_text = f"{r.lr_factor * lr:.4g}" if lr is not None else f"{r.lr_factor:.4g}"
-        rows.append((r.name, "x".join(map(str, r.shape)) or "()", r.role, std, mult, lr_text,
+        role = r.role + (" (res)" if r.branch else "")  # inside a residual branch
+        rows.append((r.name, "x".join(map(str, r.shape)) or "()", role, std, mult, lr_text,
                      f"{r.wd_factor:.4g}", f"{r.eps_factor:.4g}" if plan.optimizer != "sgd" else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
