@@ -222,3 +222,26 @@ def test_torch_compile_fullgraph_inductor(table8):
     compiled = torch.compile(model, fullgraph=True)
     x = torch.randn(4, 8)
     torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_ddp_wraps_the_hooked_model(table8, tmp_path):
+    """A one-process gloo group: DDP over the parametrized model gives the
+    plain model's outputs and gradients (nothing on parameters to lose)."""
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
+    table8.parametrize(model, torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)))
+    twin = copy.deepcopy(model)  # deepcopy keeps the hooks
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        x = torch.randn(5, 8)
+        out = wrapped(x)
+        torch.testing.assert_close(out, twin(x))
+        out.sum().backward()
+        twin(x).sum().backward()
+        torch.testing.assert_close(model[2].weight.grad, twin[2].weight.grad)
+    finally:
+        dist.destroy_process_group()
