@@ -6,8 +6,9 @@ Takes bundled spec files and a grid; writes into --out:
   norms, gradient norms, LRs and relative updates, Frobenius and spectral;
 - `stability_heatmap.png`: the seed's figure, output-layer Frobenius ratio,
   SP vs the seed's "muP_MLP" side by side (widths x depths);
-- `slopes.csv` and figures for docs/grad-ratio.md: width exponents per layer
-  class of the raw gradient ratio and of the LR-scaled relative update.
+- `slopes.csv`, `summary.md` (the printed tables) and figures for
+  docs/grad-ratio.md: width exponents per layer class of the raw gradient
+  ratio and of the LR-scaled relative update; depth decay of SP.
 
 The seed's setup (shared/seeds/002): x in R^128 drawn once from N(0, 1) and
 reused; widths 64..1024; depths 2..32 (number of hidden layers: depth + 1
@@ -46,7 +47,7 @@ def configure(parser) -> None:
     parser.add_argument("--out", default="grad-ratio-out", help="output folder (created)")
     parser.add_argument("--widths", type=_ints, default=WIDTHS, help="comma-separated (default 64..1024)")
     parser.add_argument("--depths", type=_ints, default=DEPTHS, help="comma-separated (default 2..32)")
-    parser.add_argument("--seeds", type=int, default=3, help="init seeds for the fitted slopes (default 3)")
+    parser.add_argument("--seeds", type=int, default=5, help="init seeds for the fitted slopes (default 5)")
     parser.add_argument("--d-out", type=int, default=1, help="output dimension (default 1)")
 
 
@@ -153,8 +154,9 @@ def figures(out: Path, seed_rows, real_rows, widths, depths, fit_depth, seeds) -
                   for w in widths}
         panels.append({"title": f"SP plain MLP, {cls}: ||grad W||_F / ||W||_F", "xs": depths, "series": series})
     paths.append(plots.panel_grid(out / "depth_sp.png", panels, 3,
-                                  "What depth does to a plain ReLU MLP (SP, Var = 1/fan_in, no skips)",
-                                  xlabel="depth (hidden layers)"))
+                                  "What depth does to a plain ReLU MLP (SP, Var = 1/fan_in, no skips): "
+                                  "an exponential decay, factor per added hidden layer in the legend",
+                                  xlabel="depth (hidden layers)", xscale="linear"))
     return paths
 
 
@@ -176,6 +178,13 @@ def summary(seed_rows, slopes, widths, depths) -> str:
         mu = [class_value(seed_rows, "seed_mlp", w, d, 0, "output", "ratio_fro") for w in widths]
         diff = max(abs(a - b) / abs(a) for a, b in zip(sp, mu))
         lines.append(f"| {d} | " + " | ".join(f"{v:.4g}" for v in sp) + f" | {diff:.1e} |")
+    lines += ["", "## Depth, SP plain MLP: factor per added hidden layer (fit of ln ratio vs depth, seed 0)", "",
+              "| class | " + " | ".join(f"w={w}" for w in widths) + " |", "|---" * (len(widths) + 1) + "|"]
+    for cls in CLASSES:
+        factors = [math.exp(slope([math.exp(d) for d in depths],
+                                  [class_value(seed_rows, "sp", w, d, 0, cls, "ratio_fro") for d in depths]))
+                   for w in widths]
+        lines.append(f"| {cls} | " + " | ".join(f"{f:.3f}" for f in factors) + " |")
     quantities = ("ratio_fro", "ratio_spec", "upd_sgd_fro", "upd_sgd_spec", "upd_adam_fro", "upd_adam_spec")
     lines += ["", "## Width exponents (slope of log value vs log width, mean ± 95% CI over seeds)", "",
               "| spec | class | " + " | ".join(quantities) + " |", "|---" * (len(quantities) + 2) + "|"]
@@ -202,7 +211,9 @@ def run(args) -> int:
     slopes = width_slopes(real_rows, REAL_SPECS, args.widths, fit_depth, seeds, quantities)
     write_csv(out / "slopes.csv", slopes, ("spec", "depth", "cls", "quantity", "slope", "ci95"))
     paths = figures(out, seed_rows, real_rows, args.widths, args.depths, fit_depth, seeds)
-    print(summary(seed_rows, slopes, args.widths, args.depths))
+    text = summary(seed_rows, slopes, args.widths, args.depths)
+    (out / "summary.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
     print(f"\nwrote {out / 'grad_ratio.csv'}, {out / 'slopes.csv'}, " + ", ".join(str(f) for f in paths))
     print(f"wall time {time.perf_counter() - start:.1f} s")
     return 0

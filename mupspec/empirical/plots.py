@@ -53,24 +53,34 @@ def heatmap_pair(path, titles: Sequence[str], grids: Sequence[Sequence[Sequence[
 
 
 def loglog_lines(ax, xs: Sequence[float], series: Mapping[str, Sequence[float]],
-                 colors: Mapping[str, str] | None = None, styles: Mapping[str, str] | None = None) -> None:
-    """One log-log line per named series, with the fitted slope in the legend."""
+                 colors: Mapping[str, str] | None = None, styles: Mapping[str, str] | None = None,
+                 xscale: str = "log") -> None:
+    """One line per named series on log y: log-log with the fitted slope in
+    the legend, or (xscale="linear") semi-log with the fitted factor per unit
+    of x -- the right summary of an exponential decay such as depth's."""
     from mupspec.empirical.fit import slope
 
     for name, ys in series.items():
-        k = slope(xs, ys)
-        ax.loglog(xs, ys, (styles or {}).get(name, "o-"), color=(colors or {}).get(name),
-                  label=f"{name} (slope {k:+.2f})", markersize=4)
+        if xscale == "log":
+            label = f"{name} (slope {slope(xs, ys):+.2f})"
+        else:  # slope of ln y against x = slope of ln y against ln(e^x)
+            label = f"{name} (x{math.exp(slope([math.exp(x) for x in xs], ys)):.2f} per +1)"
+        ax.plot(xs, ys, (styles or {}).get(name, "o-"), color=(colors or {}).get(name), label=label, markersize=4)
+    ax.set_xscale(xscale)
+    ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
 
 
-def panel_grid(path, panels: Sequence[dict], ncols: int, suptitle: str, xlabel: str = "width") -> Path:
+def panel_grid(path, panels: Sequence[dict], ncols: int, suptitle: str, xlabel: str = "width",
+               xscale: str = "log") -> Path:
     """`panels`: dicts with title, xs, series (name -> ys), optional ylabel,
     colors, styles and note (text in the corner, e.g. predicted slopes)."""
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
-        loglog_lines(ax, panel["xs"], panel["series"], panel.get("colors"), panel.get("styles"))
+        loglog_lines(ax, panel["xs"], panel["series"], panel.get("colors"), panel.get("styles"), xscale)
+        if xscale == "linear":
+            ax.set_xticks(list(panel["xs"]))
         ax.set_title(panel["title"], fontsize=9.5)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(panel.get("ylabel", ""))
