@@ -54,6 +54,13 @@ def variants(width, generated, mup):
     torch.manual_seed(0)
     plain = mlp(width)
     out = {"plain SP": (plain, torch.optim.Adam(plain.parameters(), lr=1e-3))}
+    # controls: the noise floor (an identical copy), and what a second param group costs by itself
+    twin = mlp(width)
+    out["plain SP (copy)"] = (twin, torch.optim.Adam(twin.parameters(), lr=1e-3))
+    split = mlp(width)
+    matrices = [p for p in split.parameters() if p.dim() == 2 and p.shape[0] == p.shape[1]]
+    rest = [p for p in split.parameters() if not (p.dim() == 2 and p.shape[0] == p.shape[1])]
+    out["plain, 2 groups"] = (split, torch.optim.Adam([{"params": rest}, {"params": matrices, "lr": 2.5e-4}], lr=1e-3))
     for mode in ("hooks", "fold"):
         model = mlp(width)
         plan = generated.parametrize(model, mlp(BASE), optimizer="adam", multipliers=mode)

@@ -314,8 +314,6 @@ def _is_norm(module):
 def _role_by_shape(name, shape, base, module, pname):
     """microsoft/mup's rule: the dimensions that differ from the base model
     grow with width; which ones grow decides the role."""
-    if base is None:
-        return None, f"{name}: not in the base model (and no role pattern matches it)"
     if len(base) != len(shape):
         return None, f"{name}: shape {tuple(shape)} has a different rank from the base model's {tuple(base)}"
     grows = [a != b for a, b in zip(shape, base)]
@@ -335,6 +333,8 @@ def _role_by_shape(name, shape, base, module, pname):
 
 
 def _role(name, shape, base, module, pname, patterns):
+    if base is None:  # even with a pattern: without base sizes nothing can be anchored
+        return None, f"{name}: not in the base model"
     for pattern, role in patterns:
         if _glob(pattern, name):
             return role, None
@@ -405,7 +405,7 @@ def _default_var_ratio(module, pname, shape, base_shapes_, prefix):
     if isinstance(module, torch.nn.Embedding):
         return 1.0
     if len(shape) >= 2:
-        return math.prod(base_shapes_[prefix + pname][1:]) / math.prod(shape[1:])
+        return math.prod(base_shapes_.get(prefix + pname, shape)[1:]) / math.prod(shape[1:])
     weight = getattr(module, "weight", None)
     if len(shape) == 1 and isinstance(weight, torch.Tensor) and weight.dim() >= 2:
         base_weight = base_shapes_.get(prefix + "weight")
@@ -501,8 +501,7 @@ def _plan_records(model, base, patterns, optimizer, multipliers, env):
         if problem is not None:
             problems.append(problem)
             continue
-        base_shape = base.get(name, shape)
-        records.append(_record(name, shape, base_shape, role, module, pname, optimizer, multipliers, env))
+        records.append(_record(name, shape, base[name], role, module, pname, optimizer, multipliers, env))
     if problems:
         raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems) +
                          "\nhint: give the base model the same parameter names, or pass roles={'pattern': 'role'}"
@@ -627,19 +626,18 @@ def _attach_multipliers(model, records):
 
 def param_groups(model, plan, *, lr, weight_decay=0.0, eps=1e-8):
     """torch.optim parameter groups: one per distinct (lr, weight decay, eps)
-    factor, in parameter order (few groups: fewer optimizer kernel launches);
+    value, in parameter order (few groups: each costs the optimizer a pass);
     `roles` lists the roles in a group. Each group's lr is an ordinary
     number, so LR schedulers scale every group alike."""
     params = dict(model.named_parameters())
     groups = {}
     for record in plan:
-        key = (record.lr_factor, record.wd_factor, record.eps_factor)
+        values = {"lr": lr * record.lr_factor, "weight_decay": weight_decay * record.wd_factor}
+        if plan.optimizer != "sgd":
+            values["eps"] = eps * record.eps_factor
+        key = tuple(values.values())  # e.g. with weight_decay=0 the wd factors do not split groups
         if key not in groups:
-            group = {"params": [], "roles": [], "lr": lr * record.lr_factor,
-                     "weight_decay": weight_decay * record.wd_factor}
-            if plan.optimizer != "sgd":
-                group["eps"] = eps * record.eps_factor
-            groups[key] = group
+            groups[key] = {"params": [], "roles": [], **values}
         groups[key]["params"].append(params[record.name])
         if record.role not in groups[key]["roles"]:
             groups[key]["roles"].append(record.role)
