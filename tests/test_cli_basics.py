@@ -104,3 +104,16 @@ def test_language_commands_import_neither_torch_nor_sympy():
             "sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_fmt_reports_an_unwritable_file(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.mup"
+    bad.write_text(SCRAMBLED)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", refuse)  # fmt writes with open(); reading uses Path.read_text
+    assert main(["fmt", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "Permission denied" in err and "Traceback" not in err

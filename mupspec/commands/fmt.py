@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from mupspec.commands._io import read_text
-from mupspec.errors import MupError
+from mupspec.errors import Diagnostic, MupError
 from mupspec.printer import format_spec
 from mupspec.resolve import parse_as_written
 
@@ -35,8 +35,13 @@ def run(args) -> int:
         if new != text:
             changed.append(file)
             if not args.check:
-                with open(file, "w", encoding="utf-8") as fh:
-                    fh.write(new)
+                try:
+                    with open(file, "w", encoding="utf-8") as fh:
+                        fh.write(new)
+                except OSError as err:
+                    errors.append(MupError(Diagnostic(f"cannot write {file}: {err.strerror or err}",
+                                                      hint="check the file's permissions")))
+                    changed.pop()
     for file in changed:
         print(f"{'would reformat' if args.check else 'reformatted'} {file}", file=sys.stderr)
     if errors:
