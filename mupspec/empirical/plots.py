@@ -125,7 +125,7 @@ def coordinate_check(out_dir, spec_name: str, samples, fits, preds, steps: int) 
             ax.set_ylabel("RMS per coordinate")
             ax.grid(True, which="both", alpha=0.3)
             # below the panel, so that no line is hidden behind it
-            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
         fig.suptitle(f"coordinate check: {spec_name}, {opt}, depth {depth} "
                      f"(slopes fitted over depths {depths} and seeds)", fontsize=10.5)
         fig.tight_layout()
