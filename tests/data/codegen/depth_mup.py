@@ -420,7 +420,8 @@ def _value(block, field, fan_in, fan_out, dims, hypers):
     try:
         value = RULES[(block, field)](fan_in, fan_out, dims, hypers)
     except ZeroDivisionError:
-        raise ValueError(f"{SPEC_NAME}: {block}.{field} divides by zero at fan_in={fan_in}, fan_out={fan_out}") from None
+        raise ValueError(f"{SPEC_NAME}: {block}.{field} divides by zero at "
+                         f"fan_in={fan_in}, fan_out={fan_out}") from None
     if isinstance(value, complex) or not math.isfinite(value):
         raise ValueError(f"{SPEC_NAME}: {block}.{field} = {value} at fan_in={fan_in}, fan_out={fan_out}")
     return float(value)
