@@ -122,6 +122,7 @@ def test_verify_holding_sp_to_mup_fails_and_names_layers():
     (["specs/sp.mup", "--expect", "nosuch"], "no spec file or bundled spec"),
     (["specs/sp.mup", "--widths", "64"], "two distinct widths"),
     (["specs/sp.mup", "--arch", "mlp", "--depths", "2"], "depth >= 3"),
+    (["specs/sp.mup", "--widths", "64,abc"], "comma-separated integers"),
 ])
 def test_verify_bad_input_is_a_clear_error(args, message):
     result = mupspec("verify", *args)

@@ -55,10 +55,12 @@ def configure(parser) -> None:
                              "name: mup, sp, ntk, mup_table3, ...); the networks are still FILE's")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), action="append",
                         help="only this optimizer (repeatable; default: those the spec covers)")
-    parser.add_argument("--widths", type=_ints, default=(64, 128, 256, 512, 1024))
-    parser.add_argument("--depths", type=_ints, default=(3, 4, 6))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--widths", type=_ints, default=(64, 128, 256, 512, 1024),
+                        help="comma-separated (default 64,128,256,512,1024)")
+    parser.add_argument("--depths", type=_ints, default=(3, 4, 6),
+                        help="hidden layers, comma-separated (default 3,4,6)")
+    parser.add_argument("--seeds", type=int, default=3, help="init seeds (default 3)")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps measured (default 2)")
     parser.add_argument("--arch", choices=("auto", "mlp", "residual", "residual-prenorm"), default="auto",
                         help="auto: mlp, or residual when the spec declares a depth symbol")
     parser.add_argument("--builder", choices=("codegen", "numeric"), default="codegen",
@@ -75,11 +77,12 @@ def configure(parser) -> None:
 
 
 def _ints(text: str) -> tuple[int, ...]:
+    import argparse
+
     try:
-        values = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise SystemExit(f"mupspec verify: error: expected comma-separated integers, got {text!r}") from None
-    return values
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:  # argparse turns this into a usage error, exit 2
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 # ---------------------------------------------------------------- predictions
