@@ -152,6 +152,8 @@ def test_umup_multipliers_on_embedding_and_hidden(umup):
     expected = torch.nn.functional.linear(m_out * h, reference.readout.weight, reference.readout.bias).mean(1)
     torch.testing.assert_close(model(tokens), expected * reference.temperature)
     assert plan["up.bias"].init_ratio == 0.0  # umup: biases start at 0
+    with pytest.raises(ValueError, match="umup has no sgd LR rules"):
+        umup.parametrize(model, base, optimizer="sgd", init="none")
     umup.parametrize(model, base, multipliers="fold")
     assert float(model.up.bias.detach().abs().sum()) == 0.0 and float(model.up.weight.detach().abs().sum()) > 0
 

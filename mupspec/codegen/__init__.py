@@ -77,6 +77,8 @@ def _constants(spec: ir.Spec) -> str:
         f"WIDTH_SYMBOLS = ({widths.rstrip(' ')})",
         f'DEPTH_SYMBOL = "{spec.depth}"' if spec.depth else "DEPTH_SYMBOL = None",
         f"HYPER_DEFAULTS = {{{hyper_items}}}",
+        f"FAMILIES = ({', '.join(f'{chr(34)}{o}{chr(34)}' for o in ir.optimizers(spec))},)"
+        "  # optimizer families the spec has LR rules for",
         f"BLOCKS = ({', '.join(f'{chr(34)}{b}{chr(34)}' for b in blocks)},)",
     ])
 

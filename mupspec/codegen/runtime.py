@@ -3,7 +3,7 @@
 `mupspec.codegen.generate` emits the spec's rules as Python functions (a
 `RULES` table and a few constants) and then copies the text below the
 RUNTIME marker verbatim. So this file is never imported by mupspec itself:
-its code runs only inside a generated module, where `RULES`, `BLOCKS`,
+its code runs only inside a generated module, where `RULES`, `BLOCKS`, `FAMILIES`,
 `WIDTH_SYMBOLS`, `DEPTH_SYMBOL`, `HYPER_DEFAULTS` and `SPEC_NAME` are defined
 above it. It may use only `math` and `torch` (the generated module's only
 imports). The API is documented in docs/codegen.md.
@@ -15,6 +15,7 @@ import torch
 
 RULES: dict = {}
 BLOCKS: tuple = ()
+FAMILIES: tuple = ()
 WIDTH_SYMBOLS: tuple = ()
 DEPTH_SYMBOL = None
 HYPER_DEFAULTS: dict = {}
@@ -244,6 +245,8 @@ def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None,
     optimizer groups. See docs/codegen.md."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if ("sgd" if optimizer == "sgd" else "adam") not in FAMILIES:
+        raise ValueError(f"{SPEC_NAME} has no {optimizer} LR rules (it covers {', '.join(FAMILIES)})")
     if init not in ("rescale", "normal", "none"):
         raise ValueError(f"init must be 'rescale', 'normal' or 'none', not {init!r}")
     if multipliers not in ("hooks", "fold"):

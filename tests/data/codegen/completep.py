@@ -23,6 +23,7 @@ MUPSPEC_VERSION = "0.1.0"
 WIDTH_SYMBOLS = ("n",)
 DEPTH_SYMBOL = "L"
 HYPER_DEFAULTS = {}
+FAMILIES = ("sgd", "adam",)  # optimizer families the spec has LR rules for
 BLOCKS = ("input", "hidden", "output", "bias", "attention", "residual",)
 
 # ---- rules of the spec: one function per block and field, values at given sizes ----
@@ -467,6 +468,8 @@ def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None,
     optimizer groups. See docs/codegen.md."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if ("sgd" if optimizer == "sgd" else "adam") not in FAMILIES:
+        raise ValueError(f"{SPEC_NAME} has no {optimizer} LR rules (it covers {', '.join(FAMILIES)})")
     if init not in ("rescale", "normal", "none"):
         raise ValueError(f"init must be 'rescale', 'normal' or 'none', not {init!r}")
     if multipliers not in ("hooks", "fold"):
