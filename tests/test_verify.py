@@ -130,15 +130,16 @@ def test_verify_bad_input_is_a_clear_error(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("name", ["mup_table8", "umup"])
-def test_codegen_built_network_is_the_generated_modules_network(name):
+@pytest.mark.parametrize("name, kind", [("mup_table8", "mlp"), ("umup", "mlp"), ("depth_mup", "residual"),
+                                        ("completep", "residual-prenorm")])
+def test_codegen_built_network_is_the_generated_modules_network(name, kind):
     """verify builds MLPs through `mupspec codegen`'s module: our forward,
     which reads the plan's multipliers to record every layer, must equal the
     generated code's own forward (its hooks)."""
     from mupspec.empirical.models import build_codegen
 
     spec = load_spec(SPECS / f"{name}.mup")
-    net = build_codegen(spec, 256, 3, "adam", seed=1, dtype=torch.float64)
+    net = build_codegen(spec, 256, 3, "adam", arch=Arch(kind=kind), seed=1, dtype=torch.float64)
     x = torch.randn(4, 16, dtype=torch.float64)
     with torch.no_grad():
         assert torch.allclose(net(x), net.model(x), rtol=1e-12, atol=1e-12)

@@ -64,9 +64,8 @@ def configure(parser) -> None:
     parser.add_argument("--arch", choices=("auto", "mlp", "residual", "residual-prenorm"), default="auto",
                         help="auto: mlp, or residual when the spec declares a depth symbol")
     parser.add_argument("--builder", choices=("codegen", "numeric"), default="codegen",
-                        help="codegen (default): plain torch MLPs parametrized by the module `mupspec codegen` "
-                             "emits; numeric: mupspec's own network from the rule values. Residual "
-                             "networks always use numeric")
+                        help="codegen (default): plain torch (residual) MLPs parametrized by the module "
+                             "`mupspec codegen` emits; numeric: mupspec's own network from the rule values")
     parser.add_argument("--tol", type=float, default=0.15,
                         help="a row passes when |measured - predicted| <= tol (default 0.15)")
     parser.add_argument("--plot", metavar="DIR", help="write coordinate-check figures into DIR")

@@ -53,10 +53,9 @@ class Grid:
     # float64: an update is read as W_t - W_0, and at a small LR in a spec
     # whose updates vanish with width it falls below float32's resolution
     dtype: torch.dtype = torch.float64
-    # "codegen": plain torch MLPs parametrized by the module `mupspec codegen`
-    # emits for the spec (anchored at width 64); "numeric": models.SpecNet from
-    # numeric.layer_value. Residual networks always use "numeric" (codegen
-    # has no residual-branch rule yet).
+    # "codegen": plain torch (residual) MLPs parametrized by the module
+    # `mupspec codegen` emits for the spec (anchored at width 64, depth 1);
+    # "numeric": models.SpecNet from numeric.layer_value (absolute values).
     builder: str = "codegen"
 
     def base_lr(self, optimizer: str) -> float:

@@ -169,8 +169,38 @@ def build(spec: ir.Spec, width: int, depth: int, *, arch: Arch = Arch(), seed: i
 
 
 def codegen_supports(spec: ir.Spec, arch: Arch) -> bool:
-    """The generated module places plain MLPs; it has no residual-branch rule yet."""
-    return arch.kind == "mlp" and spec.block("residual") is None
+    """The generated module places plain and residual MLPs; a spec with a
+    residual block needs residual branches to put it on."""
+    return arch.kind != "mlp" or spec.block("residual") is None
+
+
+class _Branch(torch.nn.Module):
+    """One residual branch: linear(relu(norm(x))); codegen scales its output."""
+
+    def __init__(self, width: int, bias: bool, prenorm: bool, dtype: torch.dtype):
+        super().__init__()
+        self.norm = torch.nn.RMSNorm(width, eps=1e-12, dtype=dtype) if prenorm else None
+        self.linear = torch.nn.Linear(width, width, bias=bias, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.relu(self.norm(x) if self.norm is not None else x))
+
+
+class _ResidualMLP(torch.nn.Module):
+    """inp -> depth x (h + branch(h)) -> out: the plain torch residual MLP."""
+
+    def __init__(self, arch: Arch, width: int, depth: int, dtype: torch.dtype):
+        super().__init__()
+        self.inp = torch.nn.Linear(arch.d_in, width, bias=arch.bias, dtype=dtype)
+        self.blocks = torch.nn.ModuleList(_Branch(width, arch.bias, arch.kind == "residual-prenorm", dtype)
+                                          for _ in range(depth))
+        self.out = torch.nn.Linear(width, arch.d_out, bias=False, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
 
 
 def plain_mlp(arch: Arch, width: int, depth: int, dtype: torch.dtype) -> torch.nn.Sequential:
@@ -185,10 +215,11 @@ def plain_mlp(arch: Arch, width: int, depth: int, dtype: torch.dtype) -> torch.n
 
 
 class CodegenNet(SpecNet):
-    """A plain torch MLP parametrized by the module `mupspec codegen` emits
-    for the spec (`parametrize(init="normal", multipliers="hooks")`, anchored
-    at `base_width`); init, multipliers and LR/eps factors are the generated
-    plan's. `forward` reads the plan's multipliers so that each layer's
+    """A plain torch MLP or residual MLP parametrized by the module `mupspec
+    codegen` emits for the spec (`parametrize(init="normal",
+    multipliers="hooks", residual=["blocks.*"])`, anchored at `base_width` and
+    depth 1); init, multipliers, branch multiplier and LR/eps factors are the
+    generated module's. `forward` reads the plan's multipliers so that each layer's
     input and output can be recorded; `self.model(x)` is the generated code's
     own forward (hooks) and gives the same output (tests/test_verify.py)."""
 
@@ -198,28 +229,53 @@ class CodegenNet(SpecNet):
         from mupspec.codegen import load_module
 
         self.arch, self.width, self.depth = arch, width, depth
-        self.generated = module or load_module(spec, f"{spec.name}.mup")
-        self.model = plain_mlp(arch, width, depth, dtype)
-        linears = [m for m in self.model if isinstance(m, torch.nn.Linear)]
-        last = 2 * (len(linears) - 1)
-        roles = {"0.weight": "input", f"{last}.weight": "output", "*.bias": "bias", "*.weight": "hidden"}
-        base = self.generated.base_shapes(plain_mlp(arch, base_width, depth, dtype))
+        P = self.generated = module or load_module(spec, f"{spec.name}.mup")
+        residual = arch.kind != "mlp"
+        build_model = _ResidualMLP if residual else plain_mlp
+        self.model = build_model(arch, width, depth, dtype)
+        names = self._linear_names(residual, depth)
+        roles = {names[0][0]: "input", names[-1][0]: "output", "*norm.weight": "norm", "*.bias": "bias",
+                 "*.weight": "hidden"}
         dims = {w: width for w in spec.widths}
-        self.plan = self.generated.parametrize(
-            self.model, base, optimizer=optimizer, roles=roles, widths=dims,
-            base_widths={w: base_width for w in spec.widths}, init="normal", multipliers="hooks",
-            generator=generator, **({"depth": depth, "base_depth": depth} if spec.depth else {}))
+        base_dims = {w: base_width for w in spec.widths}
+        depths = {"depth": depth, "base_depth": 1} if spec.depth else {}  # anchored at depth 1
+        branches = ["blocks.*"] if residual and spec.block("residual") is not None else None
+        self.plan = P.parametrize(
+            self.model, P.base_shapes(build_model(arch, base_width, depth, dtype)), optimizer=optimizer,
+            roles=roles, widths=dims, base_widths=base_dims, init="normal", multipliers="hooks",
+            generator=generator, residual=branches, **depths)
+        # the branch multiplier the generated module's hook applies (its own rule ratio)
+        branch = P._ratio("residual", "mult", (1, 1, P._dims(dims, depth, "widths")),
+                          (1, 1, P._dims(base_dims, 1, "base_widths")), P._hypers(None)) if branches else 1.0
         self.layers = []
-        for index, linear in enumerate(linears):
-            kind = "input" if index == 0 else "output" if index == len(linears) - 1 else "hidden"
-            layer = Layer(f"{kind}{index}" if kind == "hidden" else kind, kind, linear.weight,
-                          self._scale(2 * index, "weight", optimizer))
-            if linear.bias is not None:
-                layer.bias, layer.bias_scale = linear.bias, self._scale(2 * index, "bias", optimizer)
+        for index, (wname, norm) in enumerate(names):
+            kind = "input" if index == 0 else "output" if index == len(names) - 1 else "hidden"
+            layer = Layer(f"{kind}{index}" if kind == "hidden" else kind, kind, self._param_named(wname),
+                          self._scale(wname, optimizer))
+            bname = wname.rsplit(".", 1)[0] + ".bias"
+            if kind != "output" and arch.bias:
+                layer.bias, layer.bias_scale = self._param_named(bname), self._scale(bname, optimizer)
+            if kind == "hidden" and residual:
+                layer.branch = branch
+            if norm is not None:
+                layer.norm_gain, layer.norm_scale = self._param_named(norm), self._scale(norm, optimizer)
             self.layers.append(layer)
 
-    def _scale(self, module_index: int, pname: str, optimizer: str) -> ClassScale:
-        record = self.plan[f"{module_index}.{pname}"]
+    def _linear_names(self, residual: bool, depth: int) -> list[tuple[str, str | None]]:
+        """(weight name, norm gain name or None) of every linear, in order."""
+        if not residual:
+            count = sum(isinstance(m, torch.nn.Linear) for m in self.model)
+            return [(f"{2 * i}.weight", None) for i in range(count)]
+        prenorm = self.arch.kind == "residual-prenorm"
+        return ([("inp.weight", None)] +
+                [(f"blocks.{i}.linear.weight", f"blocks.{i}.norm.weight" if prenorm else None) for i in range(depth)] +
+                [("out.weight", None)])
+
+    def _param_named(self, name: str) -> torch.nn.Parameter:
+        return dict(self.model.named_parameters())[name]
+
+    def _scale(self, name: str, optimizer: str) -> ClassScale:
+        record = self.plan[name]
         return ClassScale(std=record.init_std or 0.0, mult=record.mult, lr={optimizer: record.lr_factor},
                           eps=record.eps_factor)
 
