@@ -12,6 +12,7 @@ spec text outside comments and validated identifiers.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -43,6 +44,7 @@ def load_module(spec: ir.Spec, source: str, directory: str | None = None) -> Mod
     path.write_text(generate(spec, source), encoding="utf-8")
     module_spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[path.stem] = module  # as `import` would: torch.compile looks hook globals up by module name
     module_spec.loader.exec_module(module)
     return module
 
