@@ -10,6 +10,8 @@ ratio):
 - `delta`  the whole change h_t - h_0                    (step >= 1)
 - `grad_fro`, `grad_spec`  ||grad w|| / ||w|| at init, Frobenius and spectral
 - `upd_fro`, `upd_spec`    ||w_t - w_0|| / ||w_0||: the LR-scaled relative update
+- `delta@CLS`, `prop@CLS`  the parts of `delta` (hidden) and `prop` (output)
+                           caused by class CLS's update (see _measure_sources)
 For the hidden class, act/own/prop/delta are read on the LAST hidden layer
 (the one feeding the output, whose input is itself a hidden layer once depth
 >= 3: earlier hidden layers' propagated terms inherit the input layer's
@@ -181,6 +183,9 @@ def run_one(spec: ir.Spec, grid: Grid, optimizer: str, width: int, depth: int, s
     for step in range(1, grid.steps + 1):
         opt.step()
         opt.zero_grad()
+        # before the forward whose graph the next backward uses: it moves
+        # parameters in place (and puts them back)
+        _measure_sources(net, x, step, params, initial, record0, add)
         record: list = []
         out = net(x, record)
         _measure_step(step, record, record0, w0_by_param, add)
@@ -214,6 +219,37 @@ def _measure_step(step, record, record0, w0_by_param, add) -> None:
         add(step, _last_per_class(values), name)
     if bias_own:
         add(step, _class_means(bias_own), "own")
+
+
+@torch.no_grad()
+def _measure_sources(net: SpecNet, x, step, params, initial, record0, add) -> None:
+    """The feature change and the output's W_out·Δx split by the class whose
+    update caused it: forward again with only that class's parameters moved
+    (first order in the LR, the parts add up). A sum's width exponent is its
+    largest part's, but at finite width a part with a smaller exponent and a
+    larger constant can hide it (e.g. μP with a cut hidden LR: the input
+    layer's Θ(1) change under the hidden layers' n^-1/2 own updates); the
+    parts are clean power laws. Quantities `delta@CLS` (last hidden layer)
+    and `prop@CLS` (output, through the initial W_out)."""
+    current = [p.detach().clone() for _, p in params]
+    last_hidden = max((i for i, (layer, _, _) in enumerate(record0) if layer.kind == "hidden"), default=None)
+    if last_hidden is None:
+        return
+    out_layer = record0[-1][0]
+    w_out0 = dict((id(p), w0) for (_, p), (_, w0) in zip(params, initial))[id(out_layer.weight)]
+    try:
+        for source in sorted({cls for cls, _ in params}):
+            for (cls, p), (_, w0), now in zip(params, initial, current):
+                p.copy_(now if cls == source else w0)
+            record: list = []
+            net(x, record)
+            dx = record[last_hidden][2] - record0[last_hidden][2]
+            add(step, {"hidden": rms(dx)}, f"delta@{source}")
+            x_change = record[-1][1] - record0[-1][1]
+            add(step, {"output": rms(out_layer.scale.mult * (x_change @ w_out0.T))}, f"prop@{source}")
+    finally:
+        for (_, p), now in zip(params, current):
+            p.copy_(now)
 
 
 def measure(spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:

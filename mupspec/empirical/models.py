@@ -169,9 +169,17 @@ def build(spec: ir.Spec, width: int, depth: int, *, arch: Arch = Arch(), seed: i
 
 
 def codegen_supports(spec: ir.Spec, arch: Arch) -> bool:
-    """The generated module places plain and residual MLPs; a spec with a
-    residual block needs residual branches to put it on."""
-    return arch.kind != "mlp" or spec.block("residual") is None
+    """The generated module places plain and residual MLPs (a spec with a
+    residual block needs residual branches to put it on). It cannot hook a
+    width-dependent multiplier onto a norm gain (only Linear/Conv/Embedding):
+    pre-norm networks of such specs are built by `SpecNet` instead."""
+    if arch.kind == "mlp":
+        return spec.block("residual") is None
+    if arch.kind == "residual-prenorm":
+        block = "norm" if spec.block("norm") else "bias"
+        mults = {layer_value(spec, block, "mult", fan_in=1, fan_out=w, width=w, depth=2.0) for w in (64, 1024)}
+        return len(mults) == 1
+    return True
 
 
 class _Branch(torch.nn.Module):
