@@ -144,3 +144,20 @@ def test_codegen_built_network_is_the_generated_modules_network(name, kind):
     with torch.no_grad():
         assert torch.allclose(net(x), net.model(x), rtol=1e-12, atol=1e-12)
     assert {l.kind for l in net.layers} == {"input", "hidden", "output"}
+
+
+def test_a_hidden_part_with_a_large_constant_does_not_hide_the_leading_exponent(tmp_path):
+    """μP with the hidden LR cut by n^-1/2: the features still move Θ(1)
+    (the input layer's update propagates), but at widths <= 1024 the hidden
+    layers' own n^-1/2 updates are the larger part of the change, so the
+    total's fitted slope is far below 0. verify compares the fastest part."""
+    path = tmp_path / "cut.mup"
+    path.write_text(f'parametrization cut "hidden LR cut" extends "{SPECS / "mup_table3.mup"}"\n'
+                    "hidden {\n  lr.adam = 1/n^1.5\n}\n")
+    spec = load_spec(path)
+    rows, _, fits, _ = verify.verify_spec(spec, widths=(64, 256, 1024), depths=(3,), seeds=3, steps=1,
+                                          optimizers=("adam",))
+    assert all(r.agrees for r in rows)
+    (features,) = [r for r in rows if r.quantity == "delta"]
+    assert features.source == "input" and abs(features.measured) < 0.15
+    assert fits[("adam", 1, "hidden", "delta")].exponent < -0.25  # the total, dominated by the hidden part
