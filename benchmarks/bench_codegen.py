@@ -70,6 +70,10 @@ def variants(width, generated, mup):
         model = mlp(width)
         plan = generated.parametrize(model, mlp(BASE), optimizer="adam", multipliers=mode)
         out[f"generated ({mode})"] = (model, generated.make_optimizer(model, plan, lr=1e-3))
+    # control: the folded model's weights with a single param group (timing only; not muP training)
+    one = mlp(width)
+    one.load_state_dict(out["generated (fold)"][0].state_dict())
+    out["fold, 1 group"] = (one, torch.optim.Adam(one.parameters(), lr=1e-3))
     if mup is not None:
         model = mlp(width, mup.MuReadout)
         mup.set_base_shapes(model, mlp(BASE, mup.MuReadout))
