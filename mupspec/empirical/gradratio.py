@@ -71,8 +71,9 @@ def one_pass(spec, spec_name: str, width: int, depth: int, seed: int, x: torch.T
         lr_sgd, lr_adam = layer.scale.lr["sgd"], layer.scale.lr["adam"]
         adam_dir = torch.sign(g)
         w_fro, g_fro, a_fro = float(w.norm()), float(g.norm()), float(adam_dir.norm())
-        w_spec, g_spec, a_spec = ((spectral_norm(w), spectral_norm(g), spectral_norm(adam_dir)) if spectral
-                                  else (math.nan,) * 3)
+        # g (one input: rank 1) and sign(g) (rank 1 too) converge in one power step
+        w_spec, g_spec, a_spec = ((spectral_norm(w), spectral_norm(g, iters=3), spectral_norm(adam_dir, iters=3))
+                                  if spectral else (math.nan,) * 3)
         rows.append({"spec": spec_name, "width": width, "depth": depth, "seed": seed, "layer": index,
                      "cls": layer.kind, "w_fro": w_fro, "w_spec": w_spec, "g_fro": g_fro, "g_spec": g_spec,
                      "ratio_fro": g_fro / w_fro, "ratio_spec": g_spec / w_spec,
