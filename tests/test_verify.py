@@ -161,3 +161,13 @@ def test_a_hidden_part_with_a_large_constant_does_not_hide_the_leading_exponent(
     (features,) = [r for r in rows if r.quantity == "delta"]
     assert features.source == "input" and abs(features.measured) < 0.15
     assert fits[("adam", 1, "hidden", "delta")].exponent < -0.25  # the total, dominated by the hidden part
+
+
+def test_depth_exponents_are_reported_for_depth_specs():
+    result = mupspec("verify", "specs/depth_mup.mup", "--widths", "64,128", "--depths", "2,4,8", "--seeds", "2",
+                     "--steps", "1", "--optimizer", "adam", "--depth-exponents")
+    assert result.returncode == 0, result.stdout + result.stderr
+    depth_table = result.stdout.split("measured depth exponents")[1]
+    # Depth-μP: each block's own update shrinks with depth (branch 1/sqrt(L) x Adam LR 1/sqrt(L))
+    own = next(line for line in depth_table.splitlines() if "hidden  own-update" in line)
+    assert float(own.split()[-3]) < -0.5

@@ -71,6 +71,9 @@ def configure(parser) -> None:
     parser.add_argument("--plot", metavar="DIR", help="write coordinate-check figures into DIR")
     parser.add_argument("--csv", metavar="FILE", help="write every measured sample to FILE, including "
                         "||grad W||/||W|| and the relative update in Frobenius and spectral norm")
+    parser.add_argument("--depth-exponents", action="store_true",
+                        help="also print the measured depth exponents of the compared terms (no verdict: "
+                             "check predicts width exponents)")
     parser.add_argument("--show-asymptotic", action="store_true",
                         help="also print check's prediction once W_out has moved (no verdict)")
 
@@ -263,6 +266,8 @@ def run(args) -> int:
     title = (f"verify {args.file}: `{spec.name}` {kind} networks ({built}) vs {against}; widths "
              f"{list(args.widths)}, depths {list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
     print(render(rows, title, args.tol, args.show_asymptotic))
+    if args.depth_exponents:
+        print("\n" + render_depth(samples, preds))
     if args.csv:
         _write_csv(args.csv, samples)
     if args.plot:
@@ -271,6 +276,21 @@ def run(args) -> int:
             print(f"wrote {path}")
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0 if all(r.agrees for r in rows) else 1
+
+
+def render_depth(samples, preds) -> str:
+    """Measured depth exponents (value ∝ depth^k, replicates: seeds x widths)
+    of the compared terms; sums are shown by their total."""
+    from mupspec.empirical.fit import fit_table
+
+    fits = fit_table(samples, axis="depth")
+    lines = ["measured depth exponents (no prediction to compare with)",
+             f"{'opt':5} {'step':>4}  {'class':7} {'term':27} {'measured ± 95% CI':>18}"]
+    for (opt, step, cls, quantity), fit in sorted(fits.items()):
+        if (quantity, cls) in preds.get(opt, {}) and (quantity == "act") == (step == 0):
+            lines.append(f"{opt:5} {step:>4}  {cls:7} {DESCRIBE[quantity]:27} "
+                         f"{fit.exponent:+.3f} ± {fit.ci:.3f}")
+    return "\n".join(lines) if len(lines) > 2 else "depth exponents need at least two --depths"
 
 
 def _write_csv(path: str, samples) -> None:
