@@ -364,6 +364,9 @@ def _result(r, pair, diverged_at, losses, rec: Recorder, train, val, cfg) -> dic
     final = {} if diverged else {
         "train_loss": train[0][r].item(), "train_acc": train[1][r].item(),
         "val_loss": val[0][r].item(), "val_acc": val[1][r].item()}
+    if any(not math.isfinite(v) for v in final.values()):
+        # the training losses stayed finite but the final evaluation overflowed: diverged at the end
+        diverged, diverged_at, final = True, cfg.steps, {}
     return {"lr": lr, "seed": seed, "diverged": diverged, "diverged_step": diverged_at,
             "final": final, "curves": curves}
 

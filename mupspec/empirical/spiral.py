@@ -112,10 +112,23 @@ def run(args) -> int:
     summary = analyse(sweep, grid, parts, figures)
     summary["timing"] = {"runs_trained_now": trained, "train_seconds": round(seconds, 1),
                          "threads": args.threads, "quick": args.quick}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1))
     (out / "summary.md").write_text(markdown(summary))
     print(f"trained {trained} runs in {seconds:.0f}s; tables in {out}, figures in {figures}")
     return 0
+
+
+def _json_safe(x):
+    """inf/nan -> null, numpy scalars -> float, int keys kept as strings by json."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 def _cost(cell: Cell) -> float:
