@@ -37,6 +37,11 @@ def trajectory(module, optimizer, *, seed=0, lr=0.02, wd=0.0, multipliers="hooks
     opt = module.make_optimizer(model, plan, lr=lr, weight_decay=wd)
     gen = torch.Generator().manual_seed(seed + 1)
     x, y = torch.randn(BATCH, D_IN, generator=gen), torch.randn(BATCH, D_OUT, generator=gen)
+    return _losses(model, opt, x, y)
+
+
+def _losses(model, opt, x, y):
+    """The loss at each of STEPS full-batch MSE training steps."""
     out = []
     for _ in range(STEPS):
         loss = torch.nn.functional.mse_loss(model(x), y)
@@ -96,14 +101,7 @@ def _trajectory_eps(module, eps):
     plan = module.parametrize(model, mlp(BASE), optimizer="adam")
     opt = module.make_optimizer(model, plan, lr=3e-3, eps=eps)
     x, y = torch.randn(BATCH, D_IN), torch.randn(BATCH, D_OUT)
-    out = []
-    for _ in range(STEPS):
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        out.append(loss.item())
-    return torch.tensor(out)
+    return _losses(model, opt, x, y)
 
 
 @pytest.mark.parametrize("spec", ["mup_table8", "mup_table9"])
