@@ -3,10 +3,11 @@
 Grid (the default LR-transfer grid of `mupspec experiment spiral`): SP and muP
 (Table 8); widths 64..1024; 13 LRs; 3 seeds; plain MLP of depth 4; batch 32;
 500 Adam steps. Prints, side by side from one process:
-  - batched engine: every (LR x seed) replica of a cell trained as one batch
-    (measurements every 25 steps included);
+  - batched engine: every (LR x seed) replica of a cell trained as one batch,
+    one shard per thread (measurements every 25 steps included);
   - naive loop: one nn.Module + torch.optim.Adam run after another, no
-    measurements; timed on 2 runs per cell and extrapolated to 39 runs;
+    measurements; timed on 2 runs per cell and extrapolated to 39 runs, with
+    1 thread and with --threads, the faster kept (column 'naive threads');
   - roofline: matmul FLOPs at this machine's measured matmul rate plus Adam's
     minimum memory traffic (read p, g, m, v; write p, m, v: 28 bytes per
     parameter per step) at its measured memory bandwidth.
@@ -30,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mupspec.empirical.data import make_spiral  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch)
 import torch  # noqa: E402
 
-from mupspec.empirical.engine import TrainConfig, plan_from_spec, train_batched, train_reference
+from mupspec.empirical.engine import TrainConfig, train_batched, train_reference
+from mupspec.empirical.netplan import plan_from_spec
 from mupspec.empirical.sweep import SPECS_DIR
 from mupspec.resolve import load_spec
 
@@ -86,6 +88,23 @@ def per_step(fn, short: int, long: int, repeats: int = 2) -> tuple[float, float]
     return step, max(best[short] - short * step, 0.0)
 
 
+def naive_time(plan, data, cfg, max_threads: int) -> tuple[float, int]:
+    """(seconds for all runs of the cell one after another, the thread count that
+    gave it): 2 of the 39 runs (a small and a mid LR) timed per step and
+    extrapolated, with 1 thread and with max_threads, keeping the faster --
+    small networks run faster on one thread than on two."""
+    runs = [(LRS[2], 0), (LRS[6], 1)]
+    best = (math.inf, 0)
+    for threads in sorted({1, max_threads}):
+        torch.set_num_threads(threads)
+        long = 30 if plan.width >= 512 else 60
+        step, fixed = per_step(lambda s: [train_reference(plan, data, lr, seed, cfg(s)) for lr, seed in runs],
+                               10, long)
+        best = min(best, ((fixed + STEPS * step) / len(runs) * len(LRS) * len(SEEDS), threads))
+    torch.set_num_threads(max_threads)
+    return best
+
+
 def best_of(fn, repeats: int = 3) -> float:
     return max(fn() for _ in range(repeats))
 
@@ -100,7 +119,7 @@ def main() -> None:
     rate, bw = best_of(lambda: matmul_rate(args.threads)), best_of(bandwidth)
     print(f"threads {args.threads}; load average {os.getloadavg()[0]:.1f} (other processes share the cores); "
           f"matmul {rate / 1e9:.1f} GFLOP/s; bandwidth {bw / 1e9:.1f} GB/s")
-    print(f"{'cell':<24}{'batched s':>10}{'naive s':>10}{'roofline s':>11}{'speedup':>9}{'vs roof':>9}")
+    print(f"{'cell':<24}{'batched s':>10}{'naive s':>10}{'roofline s':>11}{'speedup':>9}{'vs roof':>9}{'naive threads':>15}")
     totals = [0.0, 0.0, 0.0]
     replicas = len(LRS) * len(SEEDS)
     for spec_name in SPECS:
@@ -115,17 +134,13 @@ def main() -> None:
             else:
                 step, fixed = per_step(lambda s: train_batched(plan, data, list(LRS), list(SEEDS), cfg(s)), 25, 75)
                 batched = fixed + STEPS * step
-            # naive: 2 of the 39 runs (a small and a mid LR), per-step cost extrapolated
-            runs = [(LRS[2], 0), (LRS[6], 1)]
-            step, fixed = per_step(lambda s: [train_reference(plan, data, lr, seed, cfg(s)) for lr, seed in runs],
-                                   10, 30 if width >= 512 else 60)
-            naive = (fixed + STEPS * step) / len(runs) * replicas
+            naive, naive_threads = naive_time(plan, data, cfg, args.threads)
             flops, bytes_ = cell_cost(plan, replicas)
             roof = STEPS * (flops / rate + bytes_ / bw)
             for i, v in enumerate((batched, naive, roof)):
                 totals[i] += v
             print(f"{spec_name + ' w' + str(width):<24}{batched:>10.1f}{naive:>10.1f}{roof:>11.1f}"
-                  f"{naive / batched:>8.1f}x{batched / roof:>8.2f}x", flush=True)
+                  f"{naive / batched:>8.1f}x{batched / roof:>8.2f}x{naive_threads:>8}", flush=True)
     rate2, bw2 = best_of(lambda: matmul_rate(args.threads)), best_of(bandwidth)
     if rate2 > rate or bw2 > bw:   # the roofline uses the best rates seen (a lower bound on time)
         totals[2] *= 0.0

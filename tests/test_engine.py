@@ -6,8 +6,8 @@ import math
 import pytest
 
 from mupspec.empirical.data import SpiralConfig, make_spiral  # first: sets OMP_WAIT_POLICY before torch loads
-from mupspec.empirical.engine import (TrainConfig, plan_from_codegen, plan_from_spec, train_batched,
-                                      train_reference)
+from mupspec.empirical.engine import TrainConfig, train_batched, train_reference
+from mupspec.empirical.netplan import plan_from_codegen, plan_from_spec
 from mupspec.ir import optimizers
 from mupspec.resolve import load_spec
 
@@ -112,3 +112,18 @@ def test_codegen_plan_agrees_with_numeric_plan(name, optimizer):
             assert (g.kind, g.fan_in, g.fan_out) == (n.kind, n.fan_in, n.fan_out)
             assert [g.init_std, g.mult, g.lr, g.bias_lr, g.eps] == \
                 pytest.approx([n.init_std, n.mult, n.lr, n.bias_lr, n.eps], rel=1e-12)
+
+
+def test_shards_do_not_change_results():
+    """Splitting the replicas over threads is invisible: each replica's curves
+    and final losses are the same whether it trains in one batch or in three."""
+    plan = _plan("mup_table8", width=64)
+    cfg = TrainConfig(steps=20, batch=16, log_every=5)
+    one = train_batched(plan, DATA, [1e-3, 1e-2, 1e-1], [0, 1], cfg, shards=1)
+    three = train_batched(plan, DATA, [1e-3, 1e-2, 1e-1], [0, 1], cfg, shards=3)
+    assert [(r["lr"], r["seed"]) for r in one] == [(r["lr"], r["seed"]) for r in three]
+    for a, b in zip(one, three):
+        assert b["curves"]["train_loss"] == pytest.approx(a["curves"]["train_loss"], rel=1e-5)
+        flat = lambda rows: [x for row in rows for x in row]
+        assert flat(b["curves"]["upd"]) == pytest.approx(flat(a["curves"]["upd"]), rel=1e-4, abs=1e-9)
+        assert b["final"]["val_loss"] == pytest.approx(a["final"]["val_loss"], rel=1e-5)

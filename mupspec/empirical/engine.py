@@ -2,16 +2,24 @@
 trains as ONE batched computation.
 
 Takes a `NetPlan` (per-layer init std, forward multiplier, LR and eps factors,
-built from a spec by `plan_from_spec`), a `SpiralData`, a list of
-learning rates and a list of seeds; returns one result dict per (lr, seed).
+from `netplan.py`), a `SpiralData`, a list of learning rates and a list of
+seeds; returns one result dict per (lr, seed).
 
 How it batches: each weight is a stacked tensor of shape (R, fan_in, fan_out)
-(R = #LRs x #seeds), the forward pass is `torch.baddbmm` per layer, the loss
-is the sum over replicas of each replica's mean cross-entropy (so autograd
-gives every replica exactly its own gradient, in one backward pass), and
-Adam/SGD update all replicas at once with a per-replica LR tensor of shape
-(R, 1, 1) times the layer's factor from the plan. Replicas with the same seed
-share init and mini-batches, so a seed is a paired comparison across LRs.
+(R replicas), the forward pass is one `torch.baddbmm` per layer, and the
+backward pass is written out by hand (three batched matmuls per layer) into
+buffers allocated once: autograd would allocate every gradient afresh each
+step, and at width 1024 those are hundreds of MB of page faults per step.
+The loss is each replica's mean cross-entropy, so every replica gets exactly
+its own gradient. Adam/SGD update all replicas with a per-replica LR times the
+layer's factor from the plan. Replicas with the same seed share init and
+mini-batches, so a seed is a paired comparison across LRs.
+
+Threads: the replicas are split into one shard per torch thread, each shard
+trained by its own Python thread with single-threaded kernels (torch releases
+the GIL inside kernels). On 2 cores this measured 1.5-9x faster than 2-thread
+kernels on one shard: small per-replica matmuls barely parallelize inside a
+kernel, and every parallel region pays a thread wake-up.
 
 A replica whose loss becomes NaN/inf is recorded as diverged (with the step)
 and frozen (weights and optimizer state zeroed, LR 0), so it cannot poison
@@ -24,15 +32,15 @@ one run at a time) used by the equivalence test and the benchmark.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from mupspec import ir
 from mupspec.empirical.data import SpiralData
-from mupspec.numeric import class_fans, layer_value
+from mupspec.empirical.netplan import NetPlan, init_weights
 
 
 @dataclass(frozen=True)
@@ -43,88 +51,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8            # base Adam eps, times each layer's eps factor
     log_every: int = 25          # steps between measurements on the probe batch
-    probe_size: int = 256        # validation points used for activation measurements
-
-
-# ---------------------------------------------------------------- the plan
-
-@dataclass(frozen=True)
-class Layer:
-    kind: str            # "input", "hidden" or "output"
-    fan_in: int
-    fan_out: int
-    init_std: float
-    mult: float          # forward multiplier on W (x @ W * mult + b)
-    lr: float            # factor on the replica's LR for W
-    bias_lr: float       # factor on the replica's LR for b
-    eps: float           # factor on the base Adam eps
-    branch: bool = False # a residual branch: h <- h + branch_mult * (layer output)
-
-
-@dataclass(frozen=True)
-class NetPlan:
-    spec: str
-    arch: str            # "mlp" (plain, ReLU) or "resmlp" (residual branches)
-    width: int
-    depth: int           # mlp: number of linear layers; resmlp: number of residual blocks
-    layers: tuple[Layer, ...]
-    branch_mult: float = 1.0
-
-
-def _anchored(spec, kind, field, fans, base_fans, width, base_width, depth, base_depth):
-    """rule(n, L) / rule(n0, L0): the spec's scaling relative to the base shape."""
-    here = layer_value(spec, kind, field, fan_in=fans[0], fan_out=fans[1], width=width, depth=depth)
-    base = layer_value(spec, kind, field, fan_in=base_fans[0], fan_out=base_fans[1],
-                       width=base_width, depth=base_depth)
-    return 0.0 if base == 0 else here / base
-
-
-def plan_from_spec(spec: ir.Spec, *, arch: str, width: int, depth: int, d_in: int, d_out: int,
-                   optimizer: str = "adam", base_width: int = 64, base_depth: int = 4) -> NetPlan:
-    """Per-layer numbers for one network shape, anchored at (base_width, base_depth):
-    value(n) = standard value * rule(n)/rule(n0), where the standard value is
-    Var = 1/fan_in at the base width for init and 1 for multipliers, LR and
-    eps factors. So at the base shape every spec is SP with the same LR."""
-    if arch not in ("mlp", "resmlp"):
-        raise ValueError(f"unknown architecture {arch!r}")
-    n_hidden = depth - 2 if arch == "mlp" else depth
-    if n_hidden < 0:
-        raise ValueError("a plain MLP needs depth >= 2 (input and output layers)")
-    kinds = ["input"] + ["hidden"] * n_hidden + ["output"]
-    lr_field = f"lr.{optimizer}"
-    res = spec.block("residual") if arch == "resmlp" else None
-    def res_ratio(field):
-        if res is None:
-            return 1.0
-        return _anchored(spec, "residual", field, (width, width), (base_width, base_width),
-                         width, base_width, depth, base_depth)
-    layers = []
-    for kind in kinds:
-        fans = class_fans(kind, width, d_in, d_out)
-        base_fans = class_fans(kind, base_width, d_in, d_out)
-        bias_fans, base_bias_fans = (1, fans[1]), (1, base_fans[1])
-        ratio = lambda field, k=kind, f=fans, bf=base_fans: _anchored(
-            spec, k, field, f, bf, width, base_width, depth, base_depth)
-        bias_ratio = lambda field: _anchored(spec, "bias", field, bias_fans, base_bias_fans,
-                                             width, base_width, depth, base_depth)
-        branch = arch == "resmlp" and kind == "hidden"
-        lr_res = res_ratio(lr_field) if branch else 1.0
-        eps_res = res_ratio("eps.adam") if branch and optimizer == "adam" else 1.0
-        layers.append(Layer(
-            kind=kind, fan_in=int(fans[0]), fan_out=int(fans[1]),
-            init_std=math.sqrt(ratio("init.var") / base_fans[0]),
-            # the output bias has no width dimension: scalar-like, it keeps its base LR (as codegen does)
-            mult=ratio("mult"), lr=ratio(lr_field) * lr_res,
-            bias_lr=(1.0 if kind == "output" else bias_ratio(lr_field)) * lr_res,
-            eps=(ratio("eps.adam") if optimizer == "adam" else 1.0) * eps_res, branch=branch))
-    return NetPlan(spec=spec.name, arch=arch, width=width, depth=depth, layers=tuple(layers),
-                   branch_mult=res_ratio("mult") if arch == "resmlp" else 1.0)
-
-
-def init_weights(plan: NetPlan, seed: int) -> list[torch.Tensor]:
-    """One seed's weights, (fan_in, fan_out) each, N(0, init_std^2). Biases start at 0."""
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(l.fan_in, l.fan_out, generator=gen) * l.init_std for l in plan.layers]
+    probe_size: int = 128        # validation points used for activation measurements
 
 
 def batch_indices(n_train: int, cfg: TrainConfig, seed: int) -> torch.Tensor:
@@ -133,37 +60,7 @@ def batch_indices(n_train: int, cfg: TrainConfig, seed: int) -> torch.Tensor:
     return torch.randint(n_train, (cfg.steps, cfg.batch), generator=gen)
 
 
-def plan_from_codegen(spec: ir.Spec, *, arch: str, width: int, depth: int, d_in: int, d_out: int,
-                      optimizer: str = "adam", base_width: int = 64, base_depth: int = 4) -> NetPlan:
-    """The same plan, read from the module `mupspec codegen` generates for the
-    spec (its `parametrize` on nn.Linear stacks at the target and base width):
-    the engine's per-layer numbers then come from the code users run. Codegen
-    does not handle residual blocks yet: such specs fall back to plan_from_spec."""
-    if spec.block("residual") is not None:
-        return plan_from_spec(spec, arch=arch, width=width, depth=depth, d_in=d_in, d_out=d_out,
-                              optimizer=optimizer, base_width=base_width, base_depth=base_depth)
-    from mupspec.codegen import load_module
-
-    generated = _CODEGEN.setdefault(spec.name, load_module(spec, f"{spec.name}.mup"))
-    numeric = plan_from_spec(spec, arch=arch, width=width, depth=depth, d_in=d_in, d_out=d_out,
-                             optimizer=optimizer, base_width=base_width, base_depth=base_depth)
-    stack = lambda n: torch.nn.ModuleList(torch.nn.Linear(a, b, device="meta") for a, b in
-                                          [(d_in, n)] + [(n, n)] * (len(numeric.layers) - 2) + [(n, d_out)])
-    dims = {"widths": {w: width for w in spec.widths}, "base_widths": {w: base_width for w in spec.widths}}
-    if spec.depth:
-        dims |= {"depth": depth, "base_depth": base_depth}
-    plan = generated.parametrize(stack(width), stack(base_width), optimizer=optimizer, init="none", **dims)
-    layers = []
-    for i, layer in enumerate(numeric.layers):
-        w, b = plan[f"{i}.weight"], plan[f"{i}.bias"]
-        layers.append(replace(layer, init_std=math.sqrt(w.init_ratio / w.base_fan_in), mult=w.mult,
-                              lr=w.lr_factor, bias_lr=b.lr_factor, eps=w.eps_factor))
-    return replace(numeric, layers=tuple(layers))
-
-
-_CODEGEN: dict = {}
-
-# ---------------------------------------------------------------- forward
+# ---------------------------------------------------------------- forward and backward
 
 def forward(plan: NetPlan, weights, biases, x: torch.Tensor, keep: bool = False):
     """Logits (R, B, classes) for x (R, B, d_in); with keep, also every layer's
@@ -175,7 +72,7 @@ def forward(plan: NetPlan, weights, biases, x: torch.Tensor, keep: bool = False)
     for i in range(1, len(layers)):
         a = torch.relu(h)
         z = torch.baddbmm(biases[i], a, weights[i], alpha=layers[i].mult)
-        h = h + plan.branch_mult * z if layers[i].branch else z
+        h = torch.add(h, z, alpha=plan.branch_mult) if layers[i].branch else z
         if keep:
             outs.append(h), inputs.append(a)
     return (h, outs, inputs) if keep else h
@@ -187,6 +84,59 @@ def replica_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(r * b, c), y.reshape(r * b), reduction="none").view(r, b).mean(1)
 
 
+class Workspace:
+    """One training step of R replicas, forward and backward, in buffers
+    allocated once. Holds the weight and bias gradients after `step`."""
+
+    def __init__(self, plan: NetPlan, replicas: int, batch: int, d_in: int):
+        self.plan = plan
+        new = lambda *shape: torch.empty(replicas, *shape)
+        self.h = [new(batch, l.fan_out) for l in plan.layers]        # outputs (residual stream)
+        self.a = [new(batch, l.fan_in) for l in plan.layers[1:]]     # ReLU outputs = next inputs
+        self.z = [new(batch, l.fan_out) if l.branch else None for l in plan.layers]
+        self.d_in = [new(batch, l.fan_in) for l in plan.layers[1:]]  # gradient wrt a layer's input
+        self.grad_w = [new(l.fan_in, l.fan_out) for l in plan.layers]
+        self.grad_b = [new(1, l.fan_out) for l in plan.layers]
+
+    def forward(self, weights, biases, x: torch.Tensor) -> torch.Tensor:
+        """`forward` above, same arithmetic, into the buffers."""
+        layers, bm = self.plan.layers, self.plan.branch_mult
+        torch.baddbmm(biases[0], x, weights[0], alpha=layers[0].mult, out=self.h[0])
+        for i in range(1, len(layers)):
+            a = torch.clamp_min(self.h[i - 1], 0, out=self.a[i - 1])
+            if layers[i].branch:
+                z = torch.baddbmm(biases[i], a, weights[i], alpha=layers[i].mult, out=self.z[i])
+                torch.add(self.h[i - 1], z, alpha=bm, out=self.h[i])
+            else:
+                torch.baddbmm(biases[i], a, weights[i], alpha=layers[i].mult, out=self.h[i])
+        return self.h[-1]
+
+    def backward(self, weights, x: torch.Tensor, grad_logits: torch.Tensor) -> None:
+        """Gradients of sum(replica losses) given d(loss)/d(logits)."""
+        layers, bm = self.plan.layers, self.plan.branch_mult
+        grad_h = grad_logits
+        for i in reversed(range(len(layers))):
+            layer = layers[i]
+            grad_z = grad_h * bm if layer.branch and bm != 1.0 else grad_h
+            inp = x if i == 0 else self.a[i - 1]
+            torch.baddbmm(self.grad_w[i], inp.transpose(1, 2), grad_z, beta=0, alpha=layer.mult,
+                          out=self.grad_w[i])
+            torch.sum(grad_z, 1, keepdim=True, out=self.grad_b[i])
+            if i == 0:
+                break
+            grad_a = torch.baddbmm(self.d_in[i - 1], grad_z, weights[i].transpose(1, 2), beta=0,
+                                   alpha=layer.mult, out=self.d_in[i - 1])
+            grad_pre = torch.ops.aten.threshold_backward(grad_a, self.a[i - 1], 0)  # ReLU'
+            grad_h = grad_pre.add_(grad_h) if layer.branch else grad_pre
+
+
+def loss_and_grad(logits: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each replica's mean cross-entropy (R,), its gradient wrt the logits)."""
+    logp = torch.log_softmax(logits, -1)
+    loss = -(logp * onehot).sum(-1).mean(1)
+    return loss, logp.exp_().sub_(onehot).div_(logits.shape[1])
+
+
 # ---------------------------------------------------------------- optimizer
 
 class BatchedOptimizer:
@@ -194,10 +144,11 @@ class BatchedOptimizer:
 
     Adam uses torch's fused kernel (one pass over p, g, m, v) on per-replica
     views, one call per distinct (step size, eps): the update is the same
-    arithmetic as torch.optim.Adam, at about the memory-bandwidth bound."""
+    arithmetic as torch.optim.Adam, at about the memory-bandwidth bound. The
+    gradients live in fixed buffers, so the views are built once."""
 
-    def __init__(self, params, factors, eps_factors, lrs: list[float], cfg: TrainConfig):
-        self.params, self.factors, self.eps_factors, self.cfg = params, factors, eps_factors, cfg
+    def __init__(self, params, grads, factors, eps_factors, lrs: list[float], cfg: TrainConfig):
+        self.params, self.grads, self.factors, self.eps_factors, self.cfg = params, grads, factors, eps_factors, cfg
         self.lrs = list(lrs)
         self.m = [torch.zeros_like(p) for p in params] if cfg.optimizer == "adam" else []
         self.v = [torch.zeros_like(p) for p in params] if cfg.optimizer == "adam" else []
@@ -213,38 +164,39 @@ class BatchedOptimizer:
             for r, lr in enumerate(self.lrs):
                 if lr * f != 0.0:
                     groups.setdefault((lr * f, self.cfg.eps * e), []).append((i, r))
-        self.groups = groups
-        self.lr_tensor = torch.tensor(self.lrs).view(-1, 1, 1)
+        views = lambda tensors, members: [tensors[i][r] for i, r in members]
+        self.groups = {key: [views(t, members) for t in (self.params, self.grads, self.m, self.v)]
+                       for key, members in groups.items()} if self.fused else {}
+        lr_tensor = torch.tensor(self.lrs).view(-1, 1, 1)
+        self.neg_steps = [-(lr_tensor * f) for f in self.factors]
 
     @torch.no_grad()
-    def step(self, grads) -> None:
+    def step(self) -> None:
         self.t += 1
         if self.cfg.optimizer == "sgd":
-            for p, g, f in zip(self.params, grads, self.factors):
-                p.sub_(g * (self.lr_tensor * f))
+            for p, g, neg_step in zip(self.params, self.grads, self.neg_steps):
+                p.addcmul_(g, neg_step)
         elif self.fused:
-            self._fused_adam(grads)
+            self._fused_adam()
         else:
-            self._plain_adam(grads)
+            self._plain_adam()
 
-    def _fused_adam(self, grads) -> None:
+    def _fused_adam(self) -> None:
         b1, b2 = self.cfg.betas
         self.t_tensor.fill_(self.t)  # torch.optim increments the step before the fused call too
-        for (lr, eps), members in self.groups.items():
-            torch._fused_adam_(
-                [self.params[i][r] for i, r in members], [grads[i][r] for i, r in members],
-                [self.m[i][r] for i, r in members], [self.v[i][r] for i, r in members], [],
-                [self.t_tensor] * len(members), lr=lr, beta1=b1, beta2=b2, weight_decay=0.0,
-                eps=eps, amsgrad=False, maximize=False)
+        for (lr, eps), (p, g, m, v) in self.groups.items():
+            torch._fused_adam_(p, g, m, v, [], [self.t_tensor] * len(p), lr=lr, beta1=b1, beta2=b2,
+                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
 
-    def _plain_adam(self, grads) -> None:
+    def _plain_adam(self) -> None:
         b1, b2 = self.cfg.betas
         bc1, bc2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
-        for p, g, m, v, f, e in zip(self.params, grads, self.m, self.v, self.factors, self.eps_factors):
+        for p, g, m, v, neg_step, e in zip(self.params, self.grads, self.m, self.v, self.neg_steps,
+                                           self.eps_factors):
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (v.sqrt() / bc2).add_(self.cfg.eps * e)
-            p.sub_((m / denom).mul_(self.lr_tensor * (f / bc1)))
+            p.addcdiv_(m * (neg_step / bc1), denom)
 
     @torch.no_grad()
     def freeze(self, replicas: list[int]) -> None:
@@ -259,7 +211,7 @@ class BatchedOptimizer:
 # ---------------------------------------------------------------- measuring
 
 def _rms(t: torch.Tensor) -> torch.Tensor:
-    return t.pow(2).mean(dim=(1, 2)).sqrt()
+    return torch.linalg.vector_norm(t, dim=(1, 2)) / math.sqrt(t.shape[1] * t.shape[2])
 
 
 class Recorder:
@@ -270,6 +222,7 @@ class Recorder:
     def __init__(self, plan: NetPlan, weights, biases, probe: torch.Tensor):
         self.plan, self.probe = plan, probe
         self.w0 = [w.detach().clone() for w in weights]
+        self.dw = [torch.empty_like(w) for w in weights]   # W - W0, reused: a fresh one per record page-faults
         self.steps, self.act, self.dact, self.upd = [], [], [], []
         with torch.no_grad():
             _, self.h0, _ = forward(plan, weights, biases, probe, keep=True)
@@ -281,9 +234,9 @@ class Recorder:
         self.act.append(torch.stack([_rms(h) for h in outs], 1))
         self.dact.append(torch.stack([_rms(h - h0) for h, h0 in zip(outs, self.h0)], 1))
         upd = []
-        for l, a, w, w0 in zip(self.plan.layers, ins, weights, self.w0):
+        for l, a, w, w0, dw in zip(self.plan.layers, ins, weights, self.w0, self.dw):
             scale = l.mult * (self.plan.branch_mult if l.branch else 1.0)
-            upd.append(_rms(torch.bmm(a, w - w0)) * scale)
+            upd.append(_rms(torch.bmm(a, torch.sub(w, w0, out=dw))) * scale)
         self.upd.append(torch.stack(upd, 1))
 
 
@@ -291,9 +244,8 @@ class Recorder:
 
 def _stacked_init(plan: NetPlan, seeds: list[int], replica_seed: list[int]):
     per_seed = {s: init_weights(plan, s) for s in seeds}
-    weights = [torch.stack([per_seed[s][i] for s in replica_seed]).requires_grad_()
-               for i in range(len(plan.layers))]
-    biases = [torch.zeros(len(replica_seed), 1, l.fan_out).requires_grad_() for l in plan.layers]
+    weights = [torch.stack([per_seed[s][i] for s in replica_seed]) for i in range(len(plan.layers))]
+    biases = [torch.zeros(len(replica_seed), 1, l.fan_out) for l in plan.layers]
     return weights, biases
 
 
@@ -307,15 +259,40 @@ def _evaluate(plan, weights, biases, x, y, replicas: int):
 
 def train_batched(plan: NetPlan, data: SpiralData, lrs: list[float], seeds: list[int],
                   cfg: TrainConfig = TrainConfig(),
-                  on_step: Callable[[int], None] | None = None) -> list[dict]:
-    """Train every (lr, seed) pair as one batch; one result dict per pair (lr-major order)."""
+                  on_step: Callable[[int], None] | None = None, shards: int | None = None) -> list[dict]:
+    """Train every (lr, seed) pair; one result dict per pair (lr-major order).
+    The pairs are split into `shards` (default: torch's thread count) trained
+    side by side, each on one thread; a replica's result does not depend on
+    which shard it is in."""
     pairs = [(lr, s) for lr in lrs for s in seeds]
+    shards = max(1, min(shards or torch.get_num_threads(), len(pairs)))
+    if shards == 1:
+        return _train_pairs(plan, data, pairs, cfg, on_step)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(shards) as pool:
+            jobs = [pool.submit(_train_pairs, plan, data, pairs[k::shards], cfg, on_step if k == 0 else None)
+                    for k in range(shards)]
+            parts = [job.result() for job in jobs]
+    finally:
+        torch.set_num_threads(threads)
+    return [parts[i % shards][i // shards] for i in range(len(pairs))]
+
+
+@torch.no_grad()
+def _train_pairs(plan: NetPlan, data: SpiralData, pairs: list[tuple[float, int]], cfg: TrainConfig,
+                 on_step: Callable[[int], None] | None) -> list[dict]:
+    """Train the given (lr, seed) pairs as one batch of replicas."""
     replica_seed = [s for _, s in pairs]
+    seeds = sorted(set(replica_seed))
     R = len(pairs)
     weights, biases = _stacked_init(plan, seeds, replica_seed)
     idx = {s: batch_indices(len(data.y_train), cfg, s) for s in seeds}
     idx = torch.stack([idx[s] for s in replica_seed], 1)         # (steps, R, B)
-    opt = BatchedOptimizer(weights + biases,
+    onehot = F.one_hot(data.y_train, int(data.y_train.max()) + 1).float()
+    work = Workspace(plan, R, cfg.batch, data.x_train.shape[1])
+    opt = BatchedOptimizer(weights + biases, work.grad_w + work.grad_b,
                            [l.lr for l in plan.layers] + [l.bias_lr for l in plan.layers],
                            [l.eps for l in plan.layers] * 2,
                            [lr for lr, _ in pairs], cfg)
@@ -326,12 +303,12 @@ def train_batched(plan: NetPlan, data: SpiralData, lrs: list[float], seeds: list
     alive = torch.ones(R, dtype=torch.bool)
     diverged_at = [None] * R
     for t in range(cfg.steps):
-        xb, yb = data.x_train[idx[t]], data.y_train[idx[t]]
-        loss = replica_loss(forward(plan, weights, biases, xb), yb)
-        grads = torch.autograd.grad(loss.sum(), weights + biases)
-        opt.step(grads)
-        losses[t] = loss.detach()
-        bad = alive & ~torch.isfinite(loss.detach())
+        xb = data.x_train[idx[t]]
+        loss, grad_logits = loss_and_grad(work.forward(weights, biases, xb), onehot[idx[t]])
+        work.backward(weights, xb, grad_logits)
+        opt.step()
+        losses[t] = loss
+        bad = alive & ~torch.isfinite(loss)
         if bad.any():
             frozen = bad.nonzero().flatten().tolist()
             for r in frozen:

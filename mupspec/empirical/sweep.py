@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from mupspec.empirical.data import SpiralConfig, make_spiral
-from mupspec.empirical.engine import TrainConfig, plan_from_codegen, train_batched
+from mupspec.empirical.engine import TrainConfig, train_batched
+from mupspec.empirical.netplan import plan_from_codegen
 from mupspec.errors import Diagnostic, MupError
 from mupspec.resolve import load_spec
 
