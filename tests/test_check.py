@@ -196,9 +196,16 @@ def test_completep_is_alpha_one_for_adam():
     assert result.ok and result.matches("completep")
 
 
-def test_completep_sgd_rule_is_lazy_in_depth_and_the_fix_says_so():
+def test_completep_sgd_rule_is_derived_from_tp6():
+    # the bundled spec's SGD rule lr.sgd = L is alpha + gamma = 1 with alpha = 1
+    result = check_spec(bundled("completep"))
+    assert result.ok and result.results["sgd"].depth_class == "CompleteP"
+
+
+def test_alpha_one_with_constant_sgd_lr_is_lazy_in_depth_and_the_fix_says_so():
     # alpha = 1 with an SGD LR constant in depth: each block moves by L^-(2α+c) = L^-2 -> trivial.
-    result = check_spec(bundled("completep"), only=("sgd",))
+    text = "parametrization d extends mup_table8\ndepth L\nresidual { mult = 1/L; lr.adam = 1 }\n"
+    result = check_spec(parse_and_resolve(text, str(SPECS / "d.mup")), only=("sgd",))
     assert result.results["sgd"].depth_class == "trivial"
     (f,) = [f for f in diagnose(result) if f.kind == "residual" and f.severity == "error"]
     assert (f.field, f.found, f.fix) == ("lr.sgd", "2", "lr.sgd = L")
@@ -283,7 +290,7 @@ def test_depth_without_residual_block_points_at_the_depth_declaration():
 def test_depth_names_are_listed_with_width_names():
     assert "depth_mup" in check_spec(bundled("depth_mup")).results["adam"].names
     assert "completep" in check_spec(bundled("completep")).results["adam"].names
-    assert "completep" not in check_spec(bundled("completep")).results["sgd"].names
+    assert "completep" in check_spec(bundled("completep")).results["sgd"].names
 
 
 def test_spec_without_layer_blocks_is_not_mup(tmp_path, capsys):

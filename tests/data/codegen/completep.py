@@ -182,12 +182,13 @@ def _residual_mult(fan_in, fan_out, dims, hypers):
 
 
 def _residual_lr_sgd(fan_in, fan_out, dims, hypers):
-    # residual.lr.sgd = 1  (language default; not in the spec)
-    return 1.0
+    # specs/completep.mup:20: residual { lr.sgd = L }
+    d_L = _dim(dims, "L", "residual.lr.sgd")
+    return d_L
 
 
 def _residual_lr_adam(fan_in, fan_out, dims, hypers):
-    # specs/completep.mup:17: residual { lr.adam = 1 }  # m_L^(alpha - 1) with alpha = 1
+    # specs/completep.mup:21: residual { lr.adam = 1 }  # m_L^(alpha - 1) with alpha = 1
     return 1.0
 
 
@@ -202,7 +203,7 @@ def _residual_wd_adam(fan_in, fan_out, dims, hypers):
 
 
 def _residual_eps_adam(fan_in, fan_out, dims, hypers):
-    # specs/completep.mup:18: residual { eps.adam = 1/L }
+    # specs/completep.mup:22: residual { eps.adam = 1/L }
     d_L = _dim(dims, "L", "residual.eps.adam")
     return (1.0 / d_L)
 
