@@ -264,7 +264,11 @@ def _names(result: CheckResult, opt: str) -> str:
     return ("equivalent to " + " = ".join(names)) if names else "no named parametrization"
 
 
-def render_text(result: CheckResult, findings: list[Finding], file: str, markdown: bool = False) -> str:
+def render_text(result: CheckResult, findings: list[Finding], file: str, markdown: bool = False,
+                shown: dict[str, str] | None = None) -> str:
+    """The text report. `shown` (finding text -> spec name) carries findings
+    already printed for an earlier spec of the same run: a spec that inherits
+    them (`extends`) gets their first line and a pointer, not the whole text again."""
     spec, out = result.spec, []
     h = (lambda t: f"### {t}") if markdown else (lambda t: t)
     out.append(("## " if markdown else "") + f"{file}: {spec.name}" + (f" -- {spec.title}" if spec.title else ""))
@@ -290,9 +294,23 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
     out.append(f"verdict: {verdict_text(result)}")
     if findings:
         out += ["", h(f"diagnostics ({len(findings)})")]
-        body = [render_finding(f) for f in findings]
+        body = [_once(render_finding(f), spec.name, shown) for f in sorted(findings, key=_position)]
         out += (["```"] + body + ["```"]) if markdown else body
     return "\n".join(out) + "\n"
+
+
+def _position(f: Finding) -> tuple:
+    """Source order: by file, line and column; findings with no span last."""
+    return (0, f.span.file or "", f.span.line, f.span.column) if f.span else (1, "", 0, 0)
+
+
+def _once(text: str, spec_name: str, shown: dict[str, str] | None) -> str:
+    if shown is None:
+        return text
+    if text in shown:
+        return f"{text.splitlines()[0]}\n  (as shown above for {shown[text]})"
+    shown[text] = spec_name
+    return text
 
 
 def verdict_text(result: CheckResult) -> str:

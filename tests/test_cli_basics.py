@@ -4,6 +4,7 @@ output, the bundled specs, and a start that imports neither torch nor sympy."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,20 @@ def test_fmt_reports_an_unwritable_file(tmp_path, capsys, monkeypatch):
     assert main(["fmt", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "cannot write" in err and "Permission denied" in err and "Traceback" not in err
+
+
+def test_check_of_several_specs_prints_inherited_findings_once_and_sums_up(capsys):
+    """completep extends mup_table8: the parent's eps warnings are printed in
+    full once, then pointed to; diagnostics come in source order; a closing
+    line counts passes and failures."""
+    specs = ROOT / "specs"
+    files = [str(specs / "mup_table8.mup"), str(specs / "completep.mup"), str(specs / "sp.mup")]
+    assert main(["check", *files]) == 1
+    out = capsys.readouterr().out
+    head = f"{specs / 'mup_table8.mup'}:9:1: warning: input: eps.adam"
+    assert out.count(head) == 2
+    assert out.count("(as shown above for mup_table8)") == 3           # input, output, bias
+    located = re.compile(re.escape(str(specs / "sp.mup")) + r":(\d+):\d+: ")
+    lines = [int(m.group(1)) for m in map(located.match, out.splitlines()) if m]
+    assert lines == sorted(lines) and len(lines) > 2
+    assert out.rstrip().endswith(f"3 specs checked against the μP desiderata: 2 pass, 1 fail: {specs / 'sp.mup'}")

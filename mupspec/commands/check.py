@@ -32,7 +32,7 @@ def run(args) -> int:
     from mupspec.report import SCHEMA, diagnose, render_text, to_json
     from mupspec.resolve import parse_and_resolve
 
-    reports, ok, texts = [], True, []
+    reports, ok, texts, shown, failed = [], True, [], {}, []
     for file in args.files:
         spec = parse_and_resolve(read_text(file), file)
         covered = ir.optimizers(spec)
@@ -43,15 +43,21 @@ def run(args) -> int:
         findings = diagnose(result)
         passed = result.matches(args.expect) if args.expect else result.ok
         ok = ok and passed
+        if not passed:
+            failed.append(file)
         if args.format == "json":
             reports.append(to_json(result, findings, file) | {"expect": args.expect, "passed": passed})
         else:
-            text = render_text(result, findings, file, markdown=args.format == "markdown")
+            text = render_text(result, findings, file, markdown=args.format == "markdown", shown=shown)
             if args.expect:
                 text += f"expect {args.expect}: {'matches' if passed else 'does NOT match'}\n"
             texts.append(text)
     if args.format == "json":
         print(json.dumps({"schema": SCHEMA, "ok": ok, "reports": reports}, indent=2, ensure_ascii=False))
     else:
+        if len(args.files) > 1:
+            what = f"--expect {args.expect}" if args.expect else "the μP desiderata"
+            texts.append(f"{len(args.files)} specs checked against {what}: {len(args.files) - len(failed)} pass"
+                         + (f", {len(failed)} fail: {', '.join(failed)}" if failed else "") + "\n")
         print("\n".join(texts), end="")
     return 0 if ok else 1
