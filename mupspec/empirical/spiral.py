@@ -330,7 +330,7 @@ def analyse(sweep: Sweep, g: Grid, parts, figures: Path) -> dict:
 def _write_plans(sweep: Sweep, path: Path) -> None:
     """The per-layer numbers every cell trained with (from its saved runs)."""
     lines = ["| cell | layer | fan_in x fan_out | init std | multiplier | LR factor | bias LR factor | "
-             "branch multiplier |", "|---|---|---|---|---|---|---|---|"]
+             "Adam eps factor | branch multiplier |", "|---|---|---|---|---|---|---|---|---|"]
     for folder in sorted((sweep.out / "runs").iterdir(), key=lambda p: p.name):
         first = next(iter(sorted(folder.glob("*.json"))), None)
         if first is None:
@@ -339,7 +339,7 @@ def _write_plans(sweep: Sweep, path: Path) -> None:
         for i, l in enumerate(plan["layers"]):
             branch = f"{plan['branch_mult']:.4g}" if l["branch"] else ""
             lines.append(f"| {folder.name} | {i} {l['kind']} | {l['fan_in']}x{l['fan_out']} | {l['init_std']:.4g} | "
-                         f"{l['mult']:.4g} | {l['lr']:.4g} | {l['bias_lr']:.4g} | {branch} |")
+                         f"{l['mult']:.4g} | {l['lr']:.4g} | {l['bias_lr']:.4g} | {l['eps']:.4g} | {branch} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -413,11 +413,11 @@ def markdown(summary: dict) -> str:
             for layer, q in by_layer.items():
                 lines.append(f"| {label} | {layer} | {q['act']} | {q['dact']} | {q['upd']} |")
         lines += ["", f"## {axis}: best LR per {axis} (95% bootstrap interval over seeds)", "",
-                  f"| variant | loss | {axis}: best LR [interval] | shift per doubling (log2) [95%] |", "|---|---|---|---|"]
+                  f"| variant | loss | {axis}: best LR [interval] seed-mean loss there | shift per doubling (log2) [95%] |", "|---|---|---|---|"]
         for label, e in s["transfer"].items():
             for which, optima in e["optima"].items():
                 cells = ", ".join(f"{o['size']}: {o['lr']:.2g} [{o['lo']:.2g}, {o['hi']:.2g}]"
-                                  + ("*" if o["edge"] else "") for o in optima)
+                                  + ("*" if o["edge"] else "") + f" loss {o['loss']:.3f}" for o in optima)
                 sh = e["shift"][which]
                 shift = "—" if sh is None else f"{sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}]"
                 lines.append(f"| {label} | {which} | {cells} | {shift} |")
