@@ -107,11 +107,30 @@ def test_codegen_plan_agrees_with_numeric_plan(name, optimizer):
         return
     for width in (16, 64, 256):
         kw = dict(arch="mlp", width=width, depth=5, d_in=2, d_out=3, optimizer=optimizer, base_width=64)
+        _assert_same_plan(plan_from_codegen(spec, **kw), plan_from_spec(spec, **kw))
+
+
+@pytest.mark.parametrize("name", ["mup_table8", "depth_mup", "completep"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_codegen_plan_agrees_for_residual_mlps(name, optimizer):
+    """Residual MLPs too: every hidden Linear is a residual branch of the
+    generated module, whose branch multiplier and factors match the spec's."""
+    spec = load_spec(f"specs/{name}.mup")
+    for width, depth in ((16, 2), (64, 4), (256, 16)):
+        kw = dict(arch="resmlp", width=width, depth=depth, d_in=2, d_out=3, optimizer=optimizer,
+                  base_width=64, base_depth=4)
         generated, numeric = plan_from_codegen(spec, **kw), plan_from_spec(spec, **kw)
-        for g, n in zip(generated.layers, numeric.layers):
-            assert (g.kind, g.fan_in, g.fan_out) == (n.kind, n.fan_in, n.fan_out)
-            assert [g.init_std, g.mult, g.lr, g.bias_lr, g.eps] == \
-                pytest.approx([n.init_std, n.mult, n.lr, n.bias_lr, n.eps], rel=1e-12)
+        _assert_same_plan(generated, numeric)
+        assert generated.branch_mult == pytest.approx(numeric.branch_mult, rel=1e-12)
+    if name != "mup_table8":   # depth rules in play: the comparison above is not between 1s
+        assert generated.branch_mult < 1.0 and generated.layers[1].branch
+
+
+def _assert_same_plan(generated, numeric):
+    for g, n in zip(generated.layers, numeric.layers, strict=True):
+        assert (g.kind, g.fan_in, g.fan_out, g.branch) == (n.kind, n.fan_in, n.fan_out, n.branch)
+        assert [g.init_std, g.mult, g.lr, g.bias_lr, g.eps] == \
+            pytest.approx([n.init_std, n.mult, n.lr, n.bias_lr, n.eps], rel=1e-12)
 
 
 def test_shards_do_not_change_results():

@@ -101,12 +101,9 @@ def init_weights(plan: NetPlan, seed: int) -> list[torch.Tensor]:
 def plan_from_codegen(spec: ir.Spec, *, arch: str, width: int, depth: int, d_in: int, d_out: int,
                       optimizer: str = "adam", base_width: int = 64, base_depth: int = 4) -> NetPlan:
     """The same plan, read from the module `mupspec codegen` generates for the
-    spec (its `parametrize` on nn.Linear stacks at the target and base width):
-    the engine's per-layer numbers then come from the code users run. Codegen
-    does not handle residual blocks yet: such specs fall back to plan_from_spec."""
-    if spec.block("residual") is not None:
-        return plan_from_spec(spec, arch=arch, width=width, depth=depth, d_in=d_in, d_out=d_out,
-                              optimizer=optimizer, base_width=base_width, base_depth=base_depth)
+    spec (its `parametrize` on nn.Linear stacks at the target and base width;
+    for a residual MLP every hidden Linear is a residual branch): the engine's
+    per-layer numbers then come from the code users run."""
     from mupspec.codegen import load_module
 
     generated = _CODEGEN.setdefault(spec.name, load_module(spec, f"{spec.name}.mup"))
@@ -117,13 +114,15 @@ def plan_from_codegen(spec: ir.Spec, *, arch: str, width: int, depth: int, d_in:
     dims = {"widths": {w: width for w in spec.widths}, "base_widths": {w: base_width for w in spec.widths}}
     if spec.depth:
         dims |= {"depth": depth, "base_depth": base_depth}
+    if spec.block("residual") is not None:
+        dims["residual"] = [str(i) for i, layer in enumerate(numeric.layers) if layer.branch]
     plan = generated.parametrize(stack(width), stack(base_width), optimizer=optimizer, init="none", **dims)
     layers = []
     for i, layer in enumerate(numeric.layers):
         w, b = plan[f"{i}.weight"], plan[f"{i}.bias"]
         layers.append(replace(layer, init_std=math.sqrt(w.init_ratio / w.base_fan_in), mult=w.mult,
                               lr=w.lr_factor, bias_lr=b.lr_factor, eps=w.eps_factor))
-    return replace(numeric, layers=tuple(layers))
+    return replace(numeric, layers=tuple(layers), branch_mult=plan.branch_mult if arch == "resmlp" else 1.0)
 
 
 _CODEGEN: dict = {}

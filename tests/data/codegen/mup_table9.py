@@ -238,14 +238,16 @@ class ParamPlan:
 
 class Plan:
     """The result of parametrize(): one ParamPlan per parameter, in
-    model.named_parameters() order, plus the choices that produced them."""
+    model.named_parameters() order, plus the choices that produced them
+    (branch_mult: what each residual branch's output is multiplied by)."""
 
-    def __init__(self, records, optimizer, multipliers, init, hooks):
+    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0):
         self.records = list(records)
         self.optimizer = optimizer
         self.multipliers = multipliers
         self.init = init
         self.hooks = list(hooks)
+        self.branch_mult = branch_mult
         self._by_name = {r.name: r for r in self.records}
 
     def __iter__(self):
@@ -448,7 +450,7 @@ def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None,
     modules = dict(model.named_modules())
     if branch_mult != 1.0:
         hooks += [modules[b].register_forward_hook(_scale_output(branch_mult)) for b in branches]
-    return Plan(records, optimizer, multipliers, init, hooks)
+    return Plan(records, optimizer, multipliers, init, hooks, branch_mult)
 
 
 def _branches(model, residual):
