@@ -8,7 +8,8 @@ Grid (the default LR-transfer grid of `mupspec experiment spiral`): SP and muP
   - naive loop: one nn.Module + torch.optim.Adam run after another, no
     measurements; timed on 2 runs per cell and extrapolated to 39 runs, with
     1 thread and with --threads, the faster kept (column 'naive threads');
-  - roofline: matmul FLOPs at this machine's measured matmul rate plus Adam's
+  - roofline: matmul FLOPs at this machine's measured matmul rate (the faster
+    of MKL and oneDNN on a 2048^2 product) plus Adam's
     minimum memory traffic (read p, g, m, v; write p, m, v: 28 bytes per
     parameter per step) at its measured memory bandwidth.
 Per-step times come from two run lengths (the difference removes fixed costs)
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mupspec.empirical.data import make_spiral  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch)
 import torch  # noqa: E402
 
-from mupspec.empirical.engine import TrainConfig, train_batched, train_reference
+from mupspec.empirical.engine import ONEDNN_LINEAR, TrainConfig, train_batched, train_reference
 from mupspec.empirical.netplan import plan_from_spec
 from mupspec.empirical.sweep import SPECS_DIR
 from mupspec.resolve import load_spec
@@ -43,15 +44,27 @@ SEEDS = (0, 1, 2)
 DEPTH, BATCH, STEPS = 4, 32, 500
 
 
-def matmul_rate(threads: int) -> float:
-    """FLOP/s of a large float32 matmul (the machine's practical peak)."""
+def matmul_rates() -> dict[str, float]:
+    """FLOP/s of a large float32 matmul through each kernel torch has here:
+    MKL (torch's `@`) and oneDNN (the engine's kernel for large layers). The
+    roofline takes the fastest: the machine's practical peak."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(2):
-        a @ b
-    start, reps = time.perf_counter(), 10
-    for _ in range(reps):
-        a @ b
-    return 2 * 2048 ** 3 * reps / (time.perf_counter() - start)
+    kernels = {"MKL": lambda: a @ b}
+    if ONEDNN_LINEAR is not None:
+        kernels["oneDNN"] = lambda: ONEDNN_LINEAR(a, b, None, "none", [], "")
+    rates = {}
+    for name, kernel in kernels.items():
+        for _ in range(2):
+            kernel()
+        start, reps = time.perf_counter(), 10
+        for _ in range(reps):
+            kernel()
+        rates[name] = 2 * 2048 ** 3 * reps / (time.perf_counter() - start)
+    return rates
+
+
+def matmul_rate() -> float:
+    return max(matmul_rates().values())
 
 
 def bandwidth() -> float:
@@ -116,9 +129,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = make_spiral()
-    rate, bw = best_of(lambda: matmul_rate(args.threads)), best_of(bandwidth)
+    rates = matmul_rates()
+    rate, bw = best_of(matmul_rate), best_of(bandwidth)
     print(f"threads {args.threads}; load average {os.getloadavg()[0]:.1f} (other processes share the cores); "
-          f"matmul {rate / 1e9:.1f} GFLOP/s; bandwidth {bw / 1e9:.1f} GB/s")
+          f"matmul {rate / 1e9:.1f} GFLOP/s (best kernel; one reading: "
+          + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items()) + f"); bandwidth {bw / 1e9:.1f} GB/s")
     print(f"{'cell':<24}{'batched s':>10}{'naive s':>10}{'roofline s':>11}{'speedup':>9}{'vs roof':>9}{'naive threads':>15}")
     totals = [0.0, 0.0, 0.0]
     replicas = len(LRS) * len(SEEDS)
@@ -141,7 +156,7 @@ def main() -> None:
                 totals[i] += v
             print(f"{spec_name + ' w' + str(width):<24}{batched:>10.1f}{naive:>10.1f}{roof:>11.1f}"
                   f"{naive / batched:>8.1f}x{batched / roof:>8.2f}x{naive_threads:>8}", flush=True)
-    rate2, bw2 = best_of(lambda: matmul_rate(args.threads)), best_of(bandwidth)
+    rate2, bw2 = best_of(matmul_rate), best_of(bandwidth)
     if rate2 > rate or bw2 > bw:   # the roofline uses the best rates seen (a lower bound on time)
         totals[2] *= 0.0
         print(f"re-measured at the end: matmul {rate2 / 1e9:.1f} GFLOP/s; bandwidth {bw2 / 1e9:.1f} GB/s; "

@@ -31,6 +31,9 @@ one run at a time) used by the equivalence test and the benchmark.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,12 +69,12 @@ def forward(plan: NetPlan, weights, biases, x: torch.Tensor, keep: bool = False)
     """Logits (R, B, classes) for x (R, B, d_in); with keep, also every layer's
     pre-activation (the residual stream for branches) and each layer's input."""
     layers, outs, inputs = plan.layers, [], []
-    h = torch.baddbmm(biases[0], x, weights[0], alpha=layers[0].mult)
+    h = linear(x, weights[0], biases[0], layers[0].mult)
     if keep:
         outs.append(h), inputs.append(x)
     for i in range(1, len(layers)):
         a = torch.relu(h)
-        z = torch.baddbmm(biases[i], a, weights[i], alpha=layers[i].mult)
+        z = linear(a, weights[i], biases[i], layers[i].mult)
         h = torch.add(h, z, alpha=plan.branch_mult) if layers[i].branch else z
         if keep:
             outs.append(h), inputs.append(a)
@@ -84,9 +87,67 @@ def replica_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(r * b, c), y.reshape(r * b), reduction="none").view(r, b).mean(1)
 
 
+def _onednn_linear():
+    """torch's oneDNN linear kernel (x @ W.T), or None where this build lacks it.
+    On the AMD CPUs measured here it runs float32 32 x n by n x n products about
+    2x faster than the MKL sgemm behind torch.bmm (MKL takes a slower code path
+    on non-Intel CPUs); benchmarks/bench_engine.py prints both rates."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+ONEDNN_LINEAR = _onednn_linear()
+
+
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Ask glibc to keep freed blocks of up to 32 MB in the process. The oneDNN
+    weight gradients are fresh fan_in x fan_out tensors every step; by default
+    glibc returns such blocks to the OS when they are freed and page-faults them
+    back in at the next allocation, which made that matmul 2.3x slower than
+    torch.bmm into a fixed buffer, instead of 2.3x faster (width 1024, measured).
+    Process-wide, once; a no-op where the C library has no mallopt."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: serve blocks up to 32 MB from the heap
+        libc.mallopt(-1, 1 << 30)     # M_TRIM_THRESHOLD: do not hand the heap's top back to the OS
+    except (OSError, AttributeError, TypeError):
+        pass
+# Layers with at least this many weights per replica go through one oneDNN call
+# per replica (forward and input gradient); smaller ones through one torch.bmm,
+# where per-call overhead would dominate (crossover measured between 128^2 and 256^2).
+ONEDNN_MIN_WEIGHTS = 256 * 256
+
+
+def _onednn_sized(fan_in: int, fan_out: int) -> bool:
+    return ONEDNN_LINEAR is not None and fan_in * fan_out >= ONEDNN_MIN_WEIGHTS
+
+
+def batched_matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ w for every replica: (R, B, k) x (R, k, m) -> (R, B, m)."""
+    if not _onednn_sized(w.shape[1], w.shape[2]):
+        return torch.bmm(x, w, out=out)
+    out = x.new_empty(x.shape[0], x.shape[1], w.shape[2]) if out is None else out
+    for r in range(x.shape[0]):
+        out[r].copy_(ONEDNN_LINEAR(x[r], w[r].t(), None, "none", [], ""))
+    return out
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mult: float,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """b + mult * x @ w for every replica (b: (R, 1, m))."""
+    if not _onednn_sized(w.shape[1], w.shape[2]):
+        return torch.baddbmm(b, x, w, alpha=mult, out=out)
+    product = batched_matmul(x, w, out=out)
+    return torch.add(b, product, alpha=mult, out=product)
+
+
 class Workspace:
     """One training step of R replicas, forward and backward, in buffers
-    allocated once. Holds the weight and bias gradients after `step`."""
+    allocated once. After `backward`, `grads` holds per parameter (weights,
+    then biases) one gradient tensor per replica."""
 
     def __init__(self, plan: NetPlan, replicas: int, batch: int, d_in: int):
         self.plan = plan
@@ -95,20 +156,25 @@ class Workspace:
         self.a = [new(batch, l.fan_in) for l in plan.layers[1:]]     # ReLU outputs = next inputs
         self.z = [new(batch, l.fan_out) if l.branch else None for l in plan.layers]
         self.d_in = [new(batch, l.fan_in) for l in plan.layers[1:]]  # gradient wrt a layer's input
-        self.grad_w = [new(l.fan_in, l.fan_out) for l in plan.layers]
+        # weight gradients: a stacked buffer where torch.bmm computes them, a fresh
+        # tensor per replica and step where oneDNN does (it has no out=)
+        self.fresh = [_onednn_sized(l.fan_in, l.fan_out) for l in plan.layers]
+        self.grad_w = [None if fresh else new(l.fan_in, l.fan_out) for l, fresh in zip(plan.layers, self.fresh)]
         self.grad_b = [new(1, l.fan_out) for l in plan.layers]
+        # per parameter (weights, then biases), one gradient per replica: views built once
+        self.grads = [[] if g is None else list(g) for g in self.grad_w] + [list(g) for g in self.grad_b]
 
     def forward(self, weights, biases, x: torch.Tensor) -> torch.Tensor:
-        """`forward` above, same arithmetic, into the buffers."""
+        """`forward` above, same arithmetic up to rounding, into the buffers."""
         layers, bm = self.plan.layers, self.plan.branch_mult
-        torch.baddbmm(biases[0], x, weights[0], alpha=layers[0].mult, out=self.h[0])
+        linear(x, weights[0], biases[0], layers[0].mult, out=self.h[0])
         for i in range(1, len(layers)):
             a = torch.clamp_min(self.h[i - 1], 0, out=self.a[i - 1])
             if layers[i].branch:
-                z = torch.baddbmm(biases[i], a, weights[i], alpha=layers[i].mult, out=self.z[i])
+                z = linear(a, weights[i], biases[i], layers[i].mult, out=self.z[i])
                 torch.add(self.h[i - 1], z, alpha=bm, out=self.h[i])
             else:
-                torch.baddbmm(biases[i], a, weights[i], alpha=layers[i].mult, out=self.h[i])
+                linear(a, weights[i], biases[i], layers[i].mult, out=self.h[i])
         return self.h[-1]
 
     def backward(self, weights, x: torch.Tensor, grad_logits: torch.Tensor) -> None:
@@ -119,15 +185,27 @@ class Workspace:
             layer = layers[i]
             grad_z = grad_h * bm if layer.branch and bm != 1.0 else grad_h
             inp = x if i == 0 else self.a[i - 1]
-            torch.baddbmm(self.grad_w[i], inp.transpose(1, 2), grad_z, beta=0, alpha=layer.mult,
-                          out=self.grad_w[i])
+            self._weight_grad(i, inp, grad_z)
             torch.sum(grad_z, 1, keepdim=True, out=self.grad_b[i])
             if i == 0:
                 break
-            grad_a = torch.baddbmm(self.d_in[i - 1], grad_z, weights[i].transpose(1, 2), beta=0,
-                                   alpha=layer.mult, out=self.d_in[i - 1])
+            grad_a = batched_matmul(grad_z, weights[i].transpose(1, 2), out=self.d_in[i - 1])
+            if layer.mult != 1.0:
+                grad_a.mul_(layer.mult)
             grad_pre = torch.ops.aten.threshold_backward(grad_a, self.a[i - 1], 0)  # ReLU'
             grad_h = grad_pre.add_(grad_h) if layer.branch else grad_pre
+
+
+    def _weight_grad(self, i: int, inp: torch.Tensor, grad_z: torch.Tensor) -> None:
+        """mult * inp^T @ grad_z per replica: layer i's weight gradient."""
+        mult = self.plan.layers[i].mult
+        if not self.fresh[i]:
+            torch.baddbmm(self.grad_w[i], inp.transpose(1, 2), grad_z, beta=0, alpha=mult, out=self.grad_w[i])
+            return
+        grads = [ONEDNN_LINEAR(inp[r].t(), grad_z[r].t(), None, "none", [], "") for r in range(inp.shape[0])]
+        if mult != 1.0:
+            torch._foreach_mul_(grads, mult)
+        self.grads[i] = grads
 
 
 def loss_and_grad(logits: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,19 +220,21 @@ def loss_and_grad(logits: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Ten
 class BatchedOptimizer:
     """Adam or SGD over stacked replicas; step size = lr[r] * factor[param].
 
-    Adam uses torch's fused kernel (one pass over p, g, m, v) on per-replica
-    views, one call per distinct (step size, eps): the update is the same
-    arithmetic as torch.optim.Adam, at about the memory-bandwidth bound. The
-    gradients live in fixed buffers, so the views are built once."""
+    `step(grads)` takes, per parameter, one gradient tensor per replica. The
+    (parameter, replica) pairs that share a step size (and eps) form a group,
+    updated by one call on lists of per-replica views: Adam through torch's
+    fused kernel (one pass over p, g, m, v), SGD through `_foreach_add_`; the
+    arithmetic is torch.optim's, at about the memory-bandwidth bound."""
 
-    def __init__(self, params, grads, factors, eps_factors, lrs: list[float], cfg: TrainConfig):
-        self.params, self.grads, self.factors, self.eps_factors, self.cfg = params, grads, factors, eps_factors, cfg
+    def __init__(self, params, factors, eps_factors, lrs: list[float], cfg: TrainConfig):
+        self.params, self.factors, self.eps_factors, self.cfg = params, factors, eps_factors, cfg
         self.lrs = list(lrs)
-        self.m = [torch.zeros_like(p) for p in params] if cfg.optimizer == "adam" else []
-        self.v = [torch.zeros_like(p) for p in params] if cfg.optimizer == "adam" else []
+        adam = cfg.optimizer == "adam"
+        self.m = [torch.zeros_like(p) for p in params] if adam else []
+        self.v = [torch.zeros_like(p) for p in params] if adam else []
         self.t = 0
         self.t_tensor = torch.zeros(())
-        self.fused = cfg.optimizer == "adam" and hasattr(torch, "_fused_adam_")
+        self.fused = adam and hasattr(torch, "_fused_adam_")
         self._group()
 
     def _group(self) -> None:
@@ -165,38 +245,35 @@ class BatchedOptimizer:
                 if lr * f != 0.0:
                     groups.setdefault((lr * f, self.cfg.eps * e), []).append((i, r))
         views = lambda tensors, members: [tensors[i][r] for i, r in members]
-        self.groups = {key: [views(t, members) for t in (self.params, self.grads, self.m, self.v)]
-                       for key, members in groups.items()} if self.fused else {}
-        lr_tensor = torch.tensor(self.lrs).view(-1, 1, 1)
-        self.neg_steps = [-(lr_tensor * f) for f in self.factors]
+        self.groups = {key: (members, *[views(t, members) for t in (self.params, self.m, self.v) if t])
+                       for key, members in groups.items()}
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, grads: list[list[torch.Tensor]]) -> None:
         self.t += 1
-        if self.cfg.optimizer == "sgd":
-            for p, g, neg_step in zip(self.params, self.grads, self.neg_steps):
-                p.addcmul_(g, neg_step)
-        elif self.fused:
-            self._fused_adam()
-        else:
-            self._plain_adam()
-
-    def _fused_adam(self) -> None:
         b1, b2 = self.cfg.betas
         self.t_tensor.fill_(self.t)  # torch.optim increments the step before the fused call too
-        for (lr, eps), (p, g, m, v) in self.groups.items():
-            torch._fused_adam_(p, g, m, v, [], [self.t_tensor] * len(p), lr=lr, beta1=b1, beta2=b2,
-                               weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+        for (lr, eps), (members, p, *state) in self.groups.items():
+            g = [grads[i][r] for i, r in members]
+            if self.cfg.optimizer == "sgd":
+                torch._foreach_add_(p, g, alpha=-lr)
+            elif self.fused:
+                torch._fused_adam_(p, g, *state, [], [self.t_tensor] * len(p), lr=lr, beta1=b1, beta2=b2,
+                                   weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+            else:
+                self._foreach_adam(p, g, *state, lr, eps)
 
-    def _plain_adam(self) -> None:
+    def _foreach_adam(self, p, g, m, v, lr: float, eps: float) -> None:
+        """torch.optim.Adam's foreach arithmetic, for torch builds without the fused CPU kernel."""
         b1, b2 = self.cfg.betas
         bc1, bc2 = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
-        for p, g, m, v, neg_step, e in zip(self.params, self.grads, self.m, self.v, self.neg_steps,
-                                           self.eps_factors):
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / bc2).add_(self.cfg.eps * e)
-            p.addcdiv_(m * (neg_step / bc1), denom)
+        torch._foreach_lerp_(m, g, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, g, g, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, bc2)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(p, m, denom, value=-lr / bc1)
 
     @torch.no_grad()
     def freeze(self, replicas: list[int]) -> None:
@@ -236,7 +313,7 @@ class Recorder:
         upd = []
         for l, a, w, w0, dw in zip(self.plan.layers, ins, weights, self.w0, self.dw):
             scale = l.mult * (self.plan.branch_mult if l.branch else 1.0)
-            upd.append(_rms(torch.bmm(a, torch.sub(w, w0, out=dw))) * scale)
+            upd.append(_rms(batched_matmul(a, torch.sub(w, w0, out=dw))) * scale)
         self.upd.append(torch.stack(upd, 1))
 
 
@@ -264,6 +341,7 @@ def train_batched(plan: NetPlan, data: SpiralData, lrs: list[float], seeds: list
     The pairs are split into `shards` (default: torch's thread count) trained
     side by side, each on one thread; a replica's result does not depend on
     which shard it is in."""
+    _keep_freed_memory()
     pairs = [(lr, s) for lr in lrs for s in seeds]
     shards = max(1, min(shards or torch.get_num_threads(), len(pairs)))
     if shards == 1:
@@ -292,7 +370,7 @@ def _train_pairs(plan: NetPlan, data: SpiralData, pairs: list[tuple[float, int]]
     idx = torch.stack([idx[s] for s in replica_seed], 1)         # (steps, R, B)
     onehot = F.one_hot(data.y_train, int(data.y_train.max()) + 1).float()
     work = Workspace(plan, R, cfg.batch, data.x_train.shape[1])
-    opt = BatchedOptimizer(weights + biases, work.grad_w + work.grad_b,
+    opt = BatchedOptimizer(weights + biases,
                            [l.lr for l in plan.layers] + [l.bias_lr for l in plan.layers],
                            [l.eps for l in plan.layers] * 2,
                            [lr for lr, _ in pairs], cfg)
@@ -306,7 +384,7 @@ def _train_pairs(plan: NetPlan, data: SpiralData, pairs: list[tuple[float, int]]
         xb = data.x_train[idx[t]]
         loss, grad_logits = loss_and_grad(work.forward(weights, biases, xb), onehot[idx[t]])
         work.backward(weights, xb, grad_logits)
-        opt.step()
+        opt.step(work.grads)
         losses[t] = loss
         bad = alive & ~torch.isfinite(loss)
         if bad.any():
