@@ -93,8 +93,11 @@ def _onednn_linear():
     2x faster than the MKL sgemm behind torch.bmm (MKL takes a slower code path
     on non-Intel CPUs); benchmarks/bench_engine.py prints both rates."""
     try:
-        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
-    except (AttributeError, RuntimeError):
+        op = torch.ops.mkldnn._linear_pointwise
+        # a private op: check once that it exists here and computes x @ W.T
+        x, w = torch.arange(6.0).view(2, 3), torch.arange(12.0).view(4, 3)
+        return op if torch.equal(op(x, w, None, "none", [], ""), x @ w.T) else None
+    except (AttributeError, RuntimeError, TypeError):
         return None
 
 
