@@ -147,6 +147,17 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mult: float,
     return torch.add(b, product, alpha=mult, out=product)
 
 
+def software() -> dict:
+    """What computes a run: rounding-level changes (another matmul kernel,
+    another torch) move training results measurably (docs/tutorial.md, §3),
+    so every saved run records them."""
+    from mupspec import __version__
+
+    kernel = (f"oneDNN per replica for layers of >= {ONEDNN_MIN_WEIGHTS} weights, torch.bmm below"
+              if ONEDNN_LINEAR is not None else "torch.bmm")
+    return {"mupspec": __version__, "torch": torch.__version__, "matmul": kernel}
+
+
 class Workspace:
     """One training step of R replicas, forward and backward, in buffers
     allocated once. After `backward`, `grads` holds per parameter (weights,

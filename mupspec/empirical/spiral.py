@@ -3,11 +3,13 @@ and learning rates, SP against muP (and residual depth scalings).
 
 Takes the command-line options; runs the resumable sweep (`sweep.py`, every
 run trained by the batched engine) and writes, under --out:
-  runs/...           one JSON per (cell, lr, seed) run (resumable),
+  runs/...           one JSON per (cell, lr, seed) run (resumable), with its plan
+                     and the software that computed it,
   runs.csv           final train/validation loss of every run,
   optima.csv         the best LR per variant and size, with a bootstrap interval,
   exponents.csv      fitted width/depth exponents of per-layer scales,
-  summary.json/.md   the shift of the optimal LR per doubling, and the tables,
+  summary.json/.md   the shift of the optimal LR per doubling, the tables, and
+                     which software computed the runs,
   figures (--figures-dir, default DIR/figures): the PNGs of docs/tutorial.md.
 
 Parts: `width` (SP vs muP over widths at depth 4: fixed-LR training curves and
@@ -302,7 +304,7 @@ def analyse(sweep: Sweep, g: Grid, parts, figures: Path) -> dict:
     rng = np.random.default_rng(0)
     summary = {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in g.__dict__.items()},
                "fixed_lr": g.fixed(), "settings": sweep.settings.fingerprint()}
-    _write_runs_csv(sweep, sweep.out / "runs.csv")
+    summary["software"] = _write_runs_csv(sweep, sweep.out / "runs.csv")
     plots.spiral_dataset(figures / "spiral_data.png", sweep.data)
     if "width" in parts:
         widths = list(g.widths) + list(g.fixed_only_widths)
@@ -357,10 +359,13 @@ def _figures(figures: Path, axis: str, part: dict, g: Grid, scale_panels: list, 
         plots.spiral_transfer(figures / f"{axis}_transfer.png", transfer, g.lrs, axis)
 
 
-def _write_runs_csv(sweep: Sweep, path: Path) -> None:
-    rows = []
+def _write_runs_csv(sweep: Sweep, path: Path) -> list[dict]:
+    """runs.csv; returns the distinct `software` records of the runs (with counts)."""
+    rows, software = [], {}
     for f in sorted((sweep.out / "runs").glob("*/*.json")):
         r = json.loads(f.read_text())
+        key = json.dumps(r.get("software", "not recorded"), sort_keys=True)
+        software[key] = software.get(key, 0) + 1
         c = r["cell"]
         rows.append([c["spec"], c["arch"], c["width"], c["depth"], r["lr"], r["seed"], r["diverged"],
                      r["final"].get("train_loss"), r["final"].get("val_loss"), r["final"].get("val_acc")])
@@ -369,6 +374,7 @@ def _write_runs_csv(sweep: Sweep, path: Path) -> None:
         w.writerow(["spec", "arch", "width", "depth", "lr", "seed", "diverged",
                     "train_loss", "val_loss", "val_acc"])
         w.writerows(rows)
+    return [{"runs": n, "software": json.loads(key)} for key, n in software.items()]
 
 
 def _write_tables(summary: dict, out: Path) -> None:
@@ -392,6 +398,8 @@ def _write_tables(summary: dict, out: Path) -> None:
 def markdown(summary: dict) -> str:
     """The tables the tutorial quotes, as markdown."""
     lines = [f"Fixed LR: {summary['fixed_lr']:.3g}. Settings: {json.dumps(summary['settings'])}", ""]
+    for entry in summary.get("software", []):
+        lines += [f"{entry['runs']} runs computed with: {json.dumps(entry['software'])}", ""]
     for axis in ("width", "depth"):
         if axis not in summary:
             continue

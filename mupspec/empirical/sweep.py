@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from mupspec.empirical.data import SpiralConfig, make_spiral
-from mupspec.empirical.engine import TrainConfig, train_batched
+from mupspec.empirical.engine import TrainConfig, software, train_batched
 from mupspec.empirical.netplan import plan_from_codegen
 from mupspec.errors import Diagnostic, MupError
 from mupspec.resolve import load_spec
@@ -195,7 +195,7 @@ class Sweep:
         results = train_batched(plan, self.data, lrs, seeds, self.settings.train, on_step=bar.on_step)
         wanted = set(missing)
         header = {"cell": {k: v for k, v in asdict(cell).items() if k not in ("lrs", "seeds")},
-                  "plan": asdict(plan)}
+                  "plan": asdict(plan), "software": software()}
         for res in results:
             if (res["lr"], res["seed"]) in wanted:
                 atomic_write_json(self.run_path(cell, res["lr"], res["seed"]), header | res)
