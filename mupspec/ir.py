@@ -9,6 +9,7 @@ dump round-trips exactly.
 
 from __future__ import annotations
 
+import operator
 from fractions import Fraction
 from typing import Annotated, Literal, Union
 
@@ -97,6 +98,29 @@ Expr = Annotated[Union[Num, Sym, Neg, BinOp, Call], Field(discriminator="kind")]
 
 for _model in (Neg, BinOp, Call):
     _model.model_rebuild()
+
+# The four arithmetic operators of the language, in any number domain (`^` is
+# left to each domain: its rules differ -- exact roots, floats, sympy).
+ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+
+
+def fold(expr: "Expr", *, num, sym, neg, sqrt, binary):
+    """Evaluate an expression bottom-up in some value domain (floats, exact
+    fractions, sympy): `num(node)` and `sym(node)` give the leaves' values,
+    `neg(value, node)`, `sqrt(value, node)` and `binary(node, left, right)`
+    combine them (the node carries the operator and the span for errors).
+    Spec text is never evaluated: this walks the tree the parser built."""
+    def go(e):
+        if isinstance(e, Num):
+            return num(e)
+        if isinstance(e, Sym):
+            return sym(e)
+        if isinstance(e, Neg):
+            return neg(go(e.operand), e)
+        if isinstance(e, Call):
+            return sqrt(go(e.arg), e)
+        return binary(e, go(e.left), go(e.right))
+    return go(expr)
 
 
 # ---------------------------------------------------------------- declarations

@@ -18,32 +18,24 @@ def evaluate(expr, env: Mapping[str, float]) -> float:
     """Value of `expr` with symbols bound by `env` (fan_in, fan_out, widths,
     depth, hyperparameters). Raises MupError on an unbound symbol or a
     division by zero at these sizes."""
-    if isinstance(expr, ir.Num):
-        return expr.numerator / expr.denominator
-    if isinstance(expr, ir.Sym):
-        if expr.name not in env:
-            raise MupError(Diagnostic(f"no value for `{expr.name}`", expr.span))
-        return float(env[expr.name])
-    if isinstance(expr, ir.Neg):
-        return -evaluate(expr.operand, env)
-    if isinstance(expr, ir.Call):
-        value = evaluate(expr.arg, env)
+    def sym(node):
+        if node.name not in env:
+            raise MupError(Diagnostic(f"no value for `{node.name}`", node.span))
+        return float(env[node.name])
+
+    def sqrt(value, node):
         if value < 0:
-            raise MupError(Diagnostic("square root of a negative number at these sizes", expr.span))
+            raise MupError(Diagnostic("square root of a negative number at these sizes", node.span))
         return math.sqrt(value)
-    left, right = evaluate(expr.left, env), evaluate(expr.right, env)
-    try:
-        if expr.op == "+":
-            return left + right
-        if expr.op == "-":
-            return left - right
-        if expr.op == "*":
-            return left * right
-        if expr.op == "/":
-            return left / right
-        return left ** right
-    except ZeroDivisionError:
-        raise MupError(Diagnostic("division by zero at these sizes", expr.span)) from None
+
+    def binary(node, left, right):
+        try:
+            return left ** right if node.op == "^" else ir.ARITHMETIC[node.op](left, right)
+        except ZeroDivisionError:
+            raise MupError(Diagnostic("division by zero at these sizes", node.span)) from None
+
+    return ir.fold(expr, num=lambda node: node.numerator / node.denominator, sym=sym,
+                   neg=lambda value, _: -value, sqrt=sqrt, binary=binary)
 
 
 def hyper_values(spec: ir.Spec, overrides: Mapping[str, float] | None = None) -> dict[str, float]:

@@ -417,28 +417,15 @@ def _check_constants(expr, bag: DiagnosticBag) -> None:
 def constant_value(expr) -> Fraction | None:
     """The exact value of a symbol-free expression, or None if it has symbols
     or is not rational (sqrt of a non-square)."""
-    if isinstance(expr, ir.Num):
-        return expr.value
-    if isinstance(expr, ir.Sym):
-        return None
-    if isinstance(expr, ir.Neg):
-        v = constant_value(expr.operand)
-        return None if v is None else -v
-    if isinstance(expr, ir.Call):
-        v = constant_value(expr.arg)
-        return _exact_root(v, 2) if v is not None and v >= 0 else None
-    left, right = constant_value(expr.left), constant_value(expr.right)
-    if left is None or right is None:
-        return None
-    if expr.op == "+":
-        return left + right
-    if expr.op == "-":
-        return left - right
-    if expr.op == "*":
-        return left * right
-    if expr.op == "/":
-        return None if right == 0 else left / right
-    return _power(left, right)
+    def binary(node, left, right):
+        if left is None or right is None or (node.op == "/" and right == 0):
+            return None
+        return _power(left, right) if node.op == "^" else ir.ARITHMETIC[node.op](left, right)
+
+    return ir.fold(expr, num=lambda node: node.value, sym=lambda node: None,
+                   neg=lambda value, _: None if value is None else -value,
+                   sqrt=lambda value, _: _exact_root(value, 2) if value is not None and value >= 0 else None,
+                   binary=binary)
 
 
 def _power(base: Fraction, exponent: Fraction) -> Fraction | None:

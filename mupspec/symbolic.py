@@ -73,29 +73,19 @@ def to_sympy(expr, env: dict):
     """The sympy tree of an IR expression, symbols bound by `env`."""
     import sympy
 
-    if isinstance(expr, ir.Num):
-        return sympy.Rational(expr.numerator, expr.denominator)
-    if isinstance(expr, ir.Sym):
-        if expr.name not in env:
-            raise MupError(Diagnostic(f"`{expr.name}` has no meaning here", expr.span,
+    def sym(node):
+        if node.name not in env:
+            raise MupError(Diagnostic(f"`{node.name}` has no meaning here", node.span,
                                       "fan_in/fan_out belong to parameter classes; use a width or depth symbol"))
-        return env[expr.name]
-    if isinstance(expr, ir.Neg):
-        return -to_sympy(expr.operand, env)
-    if isinstance(expr, ir.Call):
-        return sympy.sqrt(to_sympy(expr.arg, env))
-    left, right = to_sympy(expr.left, env), to_sympy(expr.right, env)
-    if expr.op == "+":
-        return left + right
-    if expr.op == "-":
-        return left - right
-    if expr.op == "*":
-        return left * right
-    if expr.op == "/":
-        if right == 0:
-            raise MupError(Diagnostic("division by zero", expr.span))
-        return left / right
-    return left ** right
+        return env[node.name]
+
+    def binary(node, left, right):
+        if node.op == "/" and right == 0:
+            raise MupError(Diagnostic("division by zero", node.span))
+        return left ** right if node.op == "^" else ir.ARITHMETIC[node.op](left, right)
+
+    return ir.fold(expr, num=lambda node: sympy.Rational(node.numerator, node.denominator), sym=sym,
+                   neg=lambda value, _: -value, sqrt=lambda value, _: sympy.sqrt(value), binary=binary)
 
 
 def hyper_symbol(name: str):
