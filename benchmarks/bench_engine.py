@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mupspec.empirical.data import make_spiral  # noqa: E402  (first: sets OMP_WAIT_POLICY before torch)
 import torch  # noqa: E402
 
-from mupspec.empirical.engine import ONEDNN_LINEAR, TrainConfig, train_batched, train_reference
+from mupspec.empirical.engine import TrainConfig, train_batched, train_reference
+from mupspec.empirical.kernels import ONEDNN_LINEAR
 from mupspec.empirical.netplan import plan_from_spec
 from mupspec.empirical.sweep import SPECS_DIR
 from mupspec.resolve import load_spec

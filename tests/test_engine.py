@@ -6,7 +6,7 @@ import math
 import pytest
 
 from mupspec.empirical.data import SpiralConfig, make_spiral  # first: sets OMP_WAIT_POLICY before torch loads
-from mupspec.empirical import engine
+from mupspec.empirical import kernels
 from mupspec.empirical.engine import TrainConfig, train_batched, train_reference
 from mupspec.empirical.netplan import plan_from_codegen, plan_from_spec
 from mupspec.ir import optimizers
@@ -149,14 +149,14 @@ def test_shards_do_not_change_results():
         assert b["final"]["val_loss"] == pytest.approx(a["final"]["val_loss"], rel=1e-5)
 
 
-@pytest.mark.skipif(engine.ONEDNN_LINEAR is None, reason="this torch build has no oneDNN linear")
+@pytest.mark.skipif(kernels.ONEDNN_LINEAR is None, reason="this torch build has no oneDNN linear")
 @pytest.mark.parametrize("name,arch,optimizer", [("mup_table8", "mlp", "adam"), ("mup_table8", "mlp", "sgd"),
                                                  ("depth_mup", "resmlp", "adam")])
 def test_onednn_path_equals_sequential_loop(monkeypatch, name, arch, optimizer):
     """Large layers go through per-replica oneDNN calls (forward, input and weight
     gradients, measurements); forced on for every layer here, the replicas
     still match torch.optim one run at a time."""
-    monkeypatch.setattr(engine, "ONEDNN_MIN_WEIGHTS", 0)
+    monkeypatch.setattr(kernels, "ONEDNN_MIN_WEIGHTS", 0)
     plan = plan_from_spec(load_spec(f"specs/{name}.mup"), arch=arch, width=96, depth=3, d_in=2, d_out=3,
                           optimizer=optimizer, base_width=32, base_depth=2)
     cfg = TrainConfig(steps=30, batch=16, optimizer=optimizer, log_every=1)
@@ -165,7 +165,7 @@ def test_onednn_path_equals_sequential_loop(monkeypatch, name, arch, optimizer):
     for res in results:
         losses, _ = train_reference(plan, DATA, res["lr"], res["seed"], cfg)
         assert res["curves"]["train_loss"][1:] == pytest.approx(losses, rel=2e-4, abs=2e-5)
-    monkeypatch.setattr(engine, "ONEDNN_MIN_WEIGHTS", 10 ** 12)   # everything on torch.bmm
+    monkeypatch.setattr(kernels, "ONEDNN_MIN_WEIGHTS", 10 ** 12)   # everything on torch.bmm
     plain = train_batched(plan, DATA, lrs, [0, 5], cfg)
     for a, b in zip(results, plain):
         flat = lambda rows: [x for row in rows for x in row]

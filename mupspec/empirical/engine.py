@@ -6,10 +6,12 @@ from `netplan.py`), a `SpiralData`, a list of learning rates and a list of
 seeds; returns one result dict per (lr, seed).
 
 How it batches: each weight is a stacked tensor of shape (R, fan_in, fan_out)
-(R replicas), the forward pass is one `torch.baddbmm` per layer, and the
-backward pass is written out by hand (three batched matmuls per layer) into
-buffers allocated once: autograd would allocate every gradient afresh each
-step, and at width 1024 those are hundreds of MB of page faults per step.
+(R replicas), the forward pass is one batched matmul per layer, and the
+backward pass is written out by hand (two more per layer) into buffers
+allocated once: autograd would allocate every gradient afresh each step, and
+at width 1024 those are hundreds of MB of page faults per step. The matmuls
+(`kernels.py`) are one torch.bmm for small layers and one oneDNN call per
+replica for large ones, where oneDNN is about twice as fast on this CPU.
 The loss is each replica's mean cross-entropy, so every replica gets exactly
 its own gradient. Adam/SGD update all replicas with a per-replica LR times the
 layer's factor from the plan. Replicas with the same seed share init and
@@ -31,9 +33,6 @@ one run at a time) used by the equivalence test and the benchmark.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,7 +41,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from mupspec.empirical import kernels
 from mupspec.empirical.data import SpiralData
+from mupspec.empirical.kernels import batched_matmul, linear
 from mupspec.empirical.netplan import NetPlan, init_weights
 
 
@@ -61,6 +62,17 @@ def batch_indices(n_train: int, cfg: TrainConfig, seed: int) -> torch.Tensor:
     """(steps, batch) indices into the training set: the seed's mini-batch order."""
     gen = torch.Generator().manual_seed(1_000_003 + seed)
     return torch.randint(n_train, (cfg.steps, cfg.batch), generator=gen)
+
+
+def software() -> dict:
+    """What computes a run: rounding-level changes (another matmul kernel,
+    another torch) move training results measurably (docs/tutorial.md, §3),
+    so every saved run records them."""
+    from mupspec import __version__
+
+    kernel = (f"oneDNN per replica for layers of >= {kernels.ONEDNN_MIN_WEIGHTS} weights, torch.bmm below"
+              if kernels.ONEDNN_LINEAR is not None else "torch.bmm")
+    return {"mupspec": __version__, "torch": torch.__version__, "matmul": kernel}
 
 
 # ---------------------------------------------------------------- forward and backward
@@ -87,77 +99,6 @@ def replica_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(r * b, c), y.reshape(r * b), reduction="none").view(r, b).mean(1)
 
 
-def _onednn_linear():
-    """torch's oneDNN linear kernel (x @ W.T), or None where this build lacks it.
-    On the AMD CPUs measured here it runs float32 32 x n by n x n products about
-    2x faster than the MKL sgemm behind torch.bmm (MKL takes a slower code path
-    on non-Intel CPUs); benchmarks/bench_engine.py prints both rates."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        # a private op: check once that it exists here and computes x @ W.T
-        x, w = torch.arange(6.0).view(2, 3), torch.arange(12.0).view(4, 3)
-        return op if torch.equal(op(x, w, None, "none", [], ""), x @ w.T) else None
-    except (AttributeError, RuntimeError, TypeError):
-        return None
-
-
-ONEDNN_LINEAR = _onednn_linear()
-
-
-@functools.cache
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed blocks of up to 32 MB in the process. The oneDNN
-    weight gradients are fresh fan_in x fan_out tensors every step; by default
-    glibc returns such blocks to the OS when they are freed and page-faults them
-    back in at the next allocation, which made that matmul 2.3x slower than
-    torch.bmm into a fixed buffer, instead of 2.3x faster (width 1024, measured).
-    Process-wide, once; a no-op where the C library has no mallopt."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: serve blocks up to 32 MB from the heap
-        libc.mallopt(-1, 1 << 30)     # M_TRIM_THRESHOLD: do not hand the heap's top back to the OS
-    except (OSError, AttributeError, TypeError):
-        pass
-# Layers with at least this many weights per replica go through one oneDNN call
-# per replica (forward and input gradient); smaller ones through one torch.bmm,
-# where per-call overhead would dominate (crossover measured between 128^2 and 256^2).
-ONEDNN_MIN_WEIGHTS = 256 * 256
-
-
-def _onednn_sized(fan_in: int, fan_out: int) -> bool:
-    return ONEDNN_LINEAR is not None and fan_in * fan_out >= ONEDNN_MIN_WEIGHTS
-
-
-def batched_matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ w for every replica: (R, B, k) x (R, k, m) -> (R, B, m)."""
-    if not _onednn_sized(w.shape[1], w.shape[2]):
-        return torch.bmm(x, w, out=out)
-    out = x.new_empty(x.shape[0], x.shape[1], w.shape[2]) if out is None else out
-    for r in range(x.shape[0]):
-        out[r].copy_(ONEDNN_LINEAR(x[r], w[r].t(), None, "none", [], ""))
-    return out
-
-
-def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mult: float,
-           out: torch.Tensor | None = None) -> torch.Tensor:
-    """b + mult * x @ w for every replica (b: (R, 1, m))."""
-    if not _onednn_sized(w.shape[1], w.shape[2]):
-        return torch.baddbmm(b, x, w, alpha=mult, out=out)
-    product = batched_matmul(x, w, out=out)
-    return torch.add(b, product, alpha=mult, out=product)
-
-
-def software() -> dict:
-    """What computes a run: rounding-level changes (another matmul kernel,
-    another torch) move training results measurably (docs/tutorial.md, §3),
-    so every saved run records them."""
-    from mupspec import __version__
-
-    kernel = (f"oneDNN per replica for layers of >= {ONEDNN_MIN_WEIGHTS} weights, torch.bmm below"
-              if ONEDNN_LINEAR is not None else "torch.bmm")
-    return {"mupspec": __version__, "torch": torch.__version__, "matmul": kernel}
-
-
 class Workspace:
     """One training step of R replicas, forward and backward, in buffers
     allocated once. After `backward`, `grads` holds per parameter (weights,
@@ -172,7 +113,7 @@ class Workspace:
         self.d_in = [new(batch, l.fan_in) for l in plan.layers[1:]]  # gradient wrt a layer's input
         # weight gradients: a stacked buffer where torch.bmm computes them, a fresh
         # tensor per replica and step where oneDNN does (it has no out=)
-        self.fresh = [_onednn_sized(l.fan_in, l.fan_out) for l in plan.layers]
+        self.fresh = [kernels.onednn_sized(l.fan_in, l.fan_out) for l in plan.layers]
         self.grad_w = [None if fresh else new(l.fan_in, l.fan_out) for l, fresh in zip(plan.layers, self.fresh)]
         self.grad_b = [new(1, l.fan_out) for l in plan.layers]
         # per parameter (weights, then biases), one gradient per replica: views built once
@@ -216,7 +157,8 @@ class Workspace:
         if not self.fresh[i]:
             torch.baddbmm(self.grad_w[i], inp.transpose(1, 2), grad_z, beta=0, alpha=mult, out=self.grad_w[i])
             return
-        grads = [ONEDNN_LINEAR(inp[r].t(), grad_z[r].t(), None, "none", [], "") for r in range(inp.shape[0])]
+        grads = [kernels.ONEDNN_LINEAR(inp[r].t(), grad_z[r].t(), None, "none", [], "")
+                 for r in range(inp.shape[0])]
         if mult != 1.0:
             torch._foreach_mul_(grads, mult)
         self.grads[i] = grads
@@ -355,7 +297,7 @@ def train_batched(plan: NetPlan, data: SpiralData, lrs: list[float], seeds: list
     The pairs are split into `shards` (default: torch's thread count) trained
     side by side, each on one thread; a replica's result does not depend on
     which shard it is in."""
-    _keep_freed_memory()
+    kernels.keep_freed_memory()
     pairs = [(lr, s) for lr in lrs for s in seeds]
     shards = max(1, min(shards or torch.get_num_threads(), len(pairs)))
     if shards == 1:
