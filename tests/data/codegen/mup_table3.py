@@ -392,6 +392,18 @@ def _value(block, field, fan_in, fan_out, dims, hypers):
     return float(value)
 
 
+def _family(optimizer):
+    """The spec's LR-rule family of a torch optimizer (adam covers AdamW)."""
+    return "sgd" if optimizer == "sgd" else "adam"
+
+
+def _optimizer_factors(ratio, optimizer):
+    """(lr, weight decay, eps) factors of a block for this optimizer, given the
+    block's ratio(field); eps is Adam's only."""
+    family = _family(optimizer)
+    return ratio("lr." + family), ratio("wd." + family), (ratio("eps.adam") if family == "adam" else 1.0)
+
+
 def _ratio(block, field, target, base, hypers):
     """rule(target sizes, hypers) / rule(base sizes, default hypers): the
     anchoring that makes the base model the standard one."""
@@ -431,7 +443,7 @@ def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None,
     optimizer groups. See docs/codegen.md."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
-    if ("sgd" if optimizer == "sgd" else "adam") not in FAMILIES:
+    if _family(optimizer) not in FAMILIES:
         raise ValueError(f"{SPEC_NAME} has no {optimizer} LR rules (it covers {', '.join(FAMILIES)})")
     if init not in ("rescale", "normal", "none"):
         raise ValueError(f"init must be 'rescale', 'normal' or 'none', not {init!r}")
@@ -449,8 +461,8 @@ def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None,
     if init != "none":
         _initialize(model, base, records, init, init_scale, generator)
     hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
-    modules = dict(model.named_modules())
     if branch_mult != 1.0:
+        modules = dict(model.named_modules())
         hooks += [modules[b].register_forward_hook(_scale_output(branch_mult)) for b in branches]
     return Plan(records, optimizer, multipliers, init, hooks, branch_mult)
 
@@ -481,10 +493,9 @@ def _apply_residual(records, branches, optimizer, multipliers, env):
     if not branches:
         return 1.0
     target_dims, base_dims, hypers = env
-    family = "sgd" if optimizer == "sgd" else "adam"
     ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), (1, 1, base_dims), hypers)  # noqa: E731
-    mult, lr, wd = ratio("mult"), ratio("lr." + family), ratio("wd." + family)
-    eps = ratio("eps.adam") if family == "adam" else 1.0
+    mult = ratio("mult")
+    lr, wd, eps = _optimizer_factors(ratio, optimizer)
     if multipliers == "fold" and mult != 1.0:
         raise ValueError("a residual-branch multiplier cannot be folded into a whole branch; use multipliers='hooks'")
     for record in records:
@@ -529,14 +540,11 @@ def _record(name, shape, base_shape, role, module, pname, optimizer, multipliers
         record.init_ratio = 1.0 if len(shape) >= 1 else None
         return record
     target, base = (fan_in, fan_out, target_dims), (base_fan_in, base_fan_out, base_dims)
-    family = "sgd" if optimizer == "sgd" else "adam"
     ratio = lambda field: _ratio(record.block, field, target, base, hypers)  # noqa: E731
     record.mult = ratio("mult")
     if role != "norm":  # norm gains start at 1 by convention: no init rule
         record.init_ratio = ratio("init.var")
-    record.lr_factor = ratio("lr." + family)
-    record.wd_factor = ratio("wd." + family)
-    record.eps_factor = ratio("eps.adam") if family == "adam" else 1.0
+    record.lr_factor, record.wd_factor, record.eps_factor = _optimizer_factors(ratio, optimizer)
     if multipliers == "fold" and record.mult != 1.0:
         _fold(record, optimizer)
     return record
