@@ -150,15 +150,13 @@ class Workspace:
             grad_pre = torch.ops.aten.threshold_backward(grad_a, self.a[i - 1], 0)  # ReLU'
             grad_h = grad_pre.add_(grad_h) if layer.branch else grad_pre
 
-
     def _weight_grad(self, i: int, inp: torch.Tensor, grad_z: torch.Tensor) -> None:
         """mult * inp^T @ grad_z per replica: layer i's weight gradient."""
         mult = self.plan.layers[i].mult
         if not self.fresh[i]:
             torch.baddbmm(self.grad_w[i], inp.transpose(1, 2), grad_z, beta=0, alpha=mult, out=self.grad_w[i])
             return
-        grads = [kernels.ONEDNN_LINEAR(inp[r].t(), grad_z[r].t(), None, "none", [], "")
-                 for r in range(inp.shape[0])]
+        grads = list(kernels.per_replica_matmul(inp.transpose(1, 2), grad_z))
         if mult != 1.0:
             torch._foreach_mul_(grads, mult)
         self.grads[i] = grads

@@ -45,7 +45,7 @@ def keep_freed_memory() -> None:
 
 
 # Layers with at least this many weights per replica go through one oneDNN call
-# per replica (forward and input gradient); smaller ones through one torch.bmm,
+# per replica (forward, input and weight gradient); smaller ones through one torch.bmm,
 # where per-call overhead would dominate (crossover measured between 128^2 and 256^2).
 ONEDNN_MIN_WEIGHTS = 256 * 256
 
@@ -59,9 +59,14 @@ def batched_matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = 
     if not onednn_sized(w.shape[1], w.shape[2]):
         return torch.bmm(x, w, out=out)
     out = x.new_empty(x.shape[0], x.shape[1], w.shape[2]) if out is None else out
-    for r in range(x.shape[0]):
-        out[r].copy_(ONEDNN_LINEAR(x[r], w[r].t(), None, "none", [], ""))
+    for r, product in enumerate(per_replica_matmul(x, w)):
+        out[r].copy_(product)
     return out
+
+
+def per_replica_matmul(x: torch.Tensor, w: torch.Tensor):
+    """x[r] @ w[r] through oneDNN, one fresh tensor per replica (a generator)."""
+    return (ONEDNN_LINEAR(x[r], w[r].t(), None, "none", [], "") for r in range(x.shape[0]))
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mult: float,
