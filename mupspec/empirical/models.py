@@ -252,21 +252,19 @@ class CodegenNet(SpecNet):
             self.model, P.base_shapes(build_model(arch, base_width, depth, dtype)), optimizer=optimizer,
             roles=roles, widths=dims, base_widths=base_dims, init="normal", multipliers="hooks",
             generator=generator, residual=branches, **depths)
-        # the branch multiplier the generated module's hook applies (its own rule ratio)
-        branch = P._ratio("residual", "mult", (1, 1, P._dims(dims, depth, "widths")),
-                          (1, 1, P._dims(base_dims, 1, "base_widths")), P._hypers(None)) if branches else 1.0
+        params = dict(self.model.named_parameters())
         self.layers = []
         for index, (wname, norm) in enumerate(names):
             kind = "input" if index == 0 else "output" if index == len(names) - 1 else "hidden"
-            layer = Layer(f"{kind}{index}" if kind == "hidden" else kind, kind, self._param_named(wname),
+            layer = Layer(f"{kind}{index}" if kind == "hidden" else kind, kind, params[wname],
                           self._scale(wname, optimizer))
             bname = wname.rsplit(".", 1)[0] + ".bias"
             if kind != "output" and arch.bias:
-                layer.bias, layer.bias_scale = self._param_named(bname), self._scale(bname, optimizer)
+                layer.bias, layer.bias_scale = params[bname], self._scale(bname, optimizer)
             if kind == "hidden" and residual:
-                layer.branch = branch
+                layer.branch = self.plan.branch_mult  # what the generated module's hook applies
             if norm is not None:
-                layer.norm_gain, layer.norm_scale = self._param_named(norm), self._scale(norm, optimizer)
+                layer.norm_gain, layer.norm_scale = params[norm], self._scale(norm, optimizer)
             self.layers.append(layer)
 
     def _linear_names(self, residual: bool, depth: int) -> list[tuple[str, str | None]]:
@@ -278,9 +276,6 @@ class CodegenNet(SpecNet):
         return ([("inp.weight", None)] +
                 [(f"blocks.{i}.linear.weight", f"blocks.{i}.norm.weight" if prenorm else None) for i in range(depth)] +
                 [("out.weight", None)])
-
-    def _param_named(self, name: str) -> torch.nn.Parameter:
-        return dict(self.model.named_parameters())[name]
 
     def _scale(self, name: str, optimizer: str) -> ClassScale:
         record = self.plan[name]
