@@ -231,10 +231,10 @@ def _measure_sources(net: SpecNet, x, step, params, initial, record0, add) -> No
     layer's Θ(1) change under the hidden layers' n^-1/2 own updates); the
     parts are clean power laws. Quantities `delta@CLS` (last hidden layer)
     and `prop@CLS` (output, through the initial W_out)."""
-    current = [p.detach().clone() for _, p in params]
     last_hidden = max((i for i, (layer, _, _) in enumerate(record0) if layer.kind == "hidden"), default=None)
     if last_hidden is None:
         return
+    current = [p.detach().clone() for _, p in params]
     out_layer = record0[-1][0]
     w_out0 = dict((id(p), w0) for (_, p), (_, w0) in zip(params, initial))[id(out_layer.weight)]
     try:
