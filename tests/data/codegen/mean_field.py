@@ -25,9 +25,14 @@ DEPTH_SYMBOL = None
 HYPER_DEFAULTS = {}
 FAMILIES = ("sgd",)  # optimizer families the spec has LR rules for
 BLOCKS = ("input", "hidden", "output", "bias",)
-SUBROLES = {}  # sub-role -> its class; none in this spec
+SUBROLES = {}  # sub-role -> its class
+SUBROLE_OWN_FIELDS = {}  # fields where a sub-role's rule is not its class's
+TIES = ()  # (embedding, readout): one tensor with the embedding's init and group
 
 # ---- rules of the spec: one function per block and field, values at given sizes ----
+
+
+DERIVED_WIDTHS = {}  # derived width symbol -> its size from the widths before it
 
 
 def _input_init_var(fan_in, fan_out, dims, hypers):
@@ -360,6 +365,15 @@ def _dims(widths, depth, which):
     unknown = sorted(set(dims) - set(WIDTH_SYMBOLS))
     if unknown:
         raise ValueError(f"{which}: unknown width symbol(s) {unknown}; {SPEC_NAME} declares {list(WIDTH_SYMBOLS)}")
+    derived = sorted(set(dims) & set(DERIVED_WIDTHS))
+    if derived:
+        free = [w for w in WIDTH_SYMBOLS if w not in DERIVED_WIDTHS]
+        raise ValueError(f"{which}: {derived} follow from the other widths in {SPEC_NAME} (DERIVED_WIDTHS); "
+                         f"pass only {free}")
+    for name, size in DERIVED_WIDTHS.items():  # in declaration order: each from the sizes before it
+        value = size(dims)
+        if value is not None:
+            dims[name] = value
     if DEPTH_SYMBOL is not None and depth is not None:
         dims[DEPTH_SYMBOL] = depth
     return dims

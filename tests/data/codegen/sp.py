@@ -24,9 +24,14 @@ DEPTH_SYMBOL = None
 HYPER_DEFAULTS = {}
 FAMILIES = ("sgd", "adam",)  # optimizer families the spec has LR rules for
 BLOCKS = ("input", "hidden", "output", "bias", "attention",)
-SUBROLES = {}  # sub-role -> its class; none in this spec
+SUBROLES = {}  # sub-role -> its class
+SUBROLE_OWN_FIELDS = {}  # fields where a sub-role's rule is not its class's
+TIES = ()  # (embedding, readout): one tensor with the embedding's init and group
 
 # ---- rules of the spec: one function per block and field, values at given sizes ----
+
+
+DERIVED_WIDTHS = {}  # derived width symbol -> its size from the widths before it
 
 
 def _input_init_var(fan_in, fan_out, dims, hypers):
@@ -169,6 +174,12 @@ def _bias_eps_adam(fan_in, fan_out, dims, hypers):
     return 1.0
 
 
+def _attention_head_dim(fan_in, fan_out, dims, hypers):
+    # attention.head_dim = n  (language default; not in the spec)
+    w_n = _dim(dims, "n", "attention.head_dim")
+    return w_n
+
+
 def _attention_logit(fan_in, fan_out, dims, hypers):
     # specs/sp.mup:35: attention { logit = 1/sqrt(n) }
     w_n = _dim(dims, "n", "attention.logit")
@@ -204,6 +215,7 @@ RULES = {
     ("bias", "wd.sgd"): _bias_wd_sgd,
     ("bias", "wd.adam"): _bias_wd_adam,
     ("bias", "eps.adam"): _bias_eps_adam,
+    ("attention", "head_dim"): _attention_head_dim,
     ("attention", "logit"): _attention_logit,
 }
 
@@ -362,6 +374,15 @@ def _dims(widths, depth, which):
     unknown = sorted(set(dims) - set(WIDTH_SYMBOLS))
     if unknown:
         raise ValueError(f"{which}: unknown width symbol(s) {unknown}; {SPEC_NAME} declares {list(WIDTH_SYMBOLS)}")
+    derived = sorted(set(dims) & set(DERIVED_WIDTHS))
+    if derived:
+        free = [w for w in WIDTH_SYMBOLS if w not in DERIVED_WIDTHS]
+        raise ValueError(f"{which}: {derived} follow from the other widths in {SPEC_NAME} (DERIVED_WIDTHS); "
+                         f"pass only {free}")
+    for name, size in DERIVED_WIDTHS.items():  # in declaration order: each from the sizes before it
+        value = size(dims)
+        if value is not None:
+            dims[name] = value
     if DEPTH_SYMBOL is not None and depth is not None:
         dims[DEPTH_SYMBOL] = depth
     return dims
