@@ -308,14 +308,21 @@ def _name_spans(text: str, decl: ir.Span) -> list[ir.Span]:
     end = starts[decl.end_line - 1] + decl.end_column - 1
     words = [m for m in _WORD_OR_SKIP.finditer(text, begin, end) if m.group()[0] not in '#"']
     spans = []
-    for m in words[1:]:  # words[0] is the keyword
+    for i, m in enumerate(words[1:], 1):  # words[0] is the keyword
         if m.group() == "hyper" or spans and words[0].group() == "hyper":
             break  # a hyper declares one name; the rest is its value
+        if i > 1 and not _starts_item(text[begin:m.start()]):
+            continue  # a name inside a width symbol's definition (`d_ff = 4*d_model`)
         line = text.count("\n", 0, m.start()) + 1
         column = m.start() - starts[line - 1] + 1
         spans.append(ir.Span(file=decl.file, line=line, column=column, end_line=line,
                              end_column=column + len(m.group())))
     return spans + [decl] * 64
+
+
+def _starts_item(before: str) -> bool:
+    """Whether a word follows a top-level comma of its declaration."""
+    return before.rstrip().endswith(",") and before.count("(") == before.count(")")
 
 
 def _check_default_width_free(spec: ir.Spec, text: str, bag: DiagnosticBag) -> None:
