@@ -13,6 +13,7 @@ from mupspec.codegen.runtime.spec_stub import DEPTH_SYMBOL, DERIVED_WIDTHS, HYPE
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
+
 def _dims(widths, depth, which):
     dims = dict(widths or {})
     unknown = sorted(set(dims) - set(WIDTH_SYMBOLS))
@@ -48,7 +49,8 @@ def _hypers(overrides):
 
 def _value(block, field, fan_in, fan_out, dims, hypers):
     try:
-        value = RULES[(block, field)](fan_in, fan_out, dims, hypers)
+        rule = RULES.get((block, field)) or RULES[(SUBROLES.get(block, block), field)]  # a sub-role: its class's
+        value = rule(fan_in, fan_out, dims, hypers)
     except ZeroDivisionError:
         raise ValueError(f"{SPEC_NAME}: {block}.{field} divides by zero at "
                          f"fan_in={fan_in}, fan_out={fan_out}") from None
