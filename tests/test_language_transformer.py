@@ -291,3 +291,30 @@ def test_bundled_transformer_specs_check_and_are_canonical(name, expect, capsys)
     assert main(["check", path] + (["--expect", expect] if expect else [])) == 0
     assert main(["fmt", "--check", path]) == 0
     assert "Source:" in (SPECS / f"{name}.mup").read_text()
+
+
+def test_the_bundled_gpt_specs_drive_the_generated_runtime_on_the_reference_gpt(tmp_path):
+    """End to end with the runtime: gpt_mup zeroes only the query third of the
+    fused c_attn (key and value keep their class's init), the attention scale
+    follows 1/d_head with d_head derived from d_model; the tied Table 8 spec
+    puts the readout multiplier on the tied lm_head."""
+    import torch
+
+    from mupspec.empirical.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    gpt = load_module(load_spec(SPECS / "gpt_mup.mup"), "gpt_mup.mup", str(tmp_path))
+    model = GPT(GPTConfig(d_model=96, n_heads=4, tie=None))
+    plan = gpt.parametrize(model, GPT(GPTConfig(d_model=48, n_heads=4, tie=None)), optimizer="adamw",
+                           widths={"d_model": 96}, base_widths={"d_model": 48})
+    c_attn = model.transformer.h[0].attn.c_attn.weight.detach()
+    assert c_attn[:96].abs().max() == 0 and c_attn[96:].abs().min() > 0
+    assert [s["role"] for s in plan["transformer.h.0.attn.c_attn.weight"].slices] == ["query", "key", "value"]
+    assert gpt.attention_logit_scale(24, 12, widths={"d_model": 96}, base_widths={"d_model": 48}) == \
+        pytest.approx(12 ** -0.5 / 2)
+
+    tied = load_module(load_spec(SPECS / "gpt_table8_tied.mup"), "t.mup", str(tmp_path))
+    model = GPT(GPTConfig(d_model=256, n_heads=4, d_head=64, tie="wte"))
+    plan = tied.parametrize(model, GPT(GPTConfig(d_model=128, n_heads=2, d_head=64, tie="wte")), optimizer="adam",
+                            widths={"d_model": 256}, base_widths={"d_model": 128})
+    assert plan["lm_head.weight"].mult == 0.5 and plan["transformer.wte.weight"].role == "input"

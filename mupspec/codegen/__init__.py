@@ -99,8 +99,10 @@ def _transformer_constants(spec: ir.Spec) -> list[str]:
     own_items = ", ".join(f'"{r}": ({"".join(f"{chr(34)}{f}{chr(34)}, " for f in fs).rstrip()})'
                           for r, fs in own.items())
     ties = "".join(f'("{t.embedding}", "{t.readout}"), ' for t in spec.ties).rstrip()
+    every = ", ".join(f'"{r}": "{c}"' for r, c in ir.SUBROLES.items())
     return [
         f"SUBROLES = {{{subroles}}}  # sub-role -> its class",
+        f"SUBROLE_CLASSES = {{{every}}}  # every sub-role of the language -> its class",
         f"SUBROLE_OWN_FIELDS = {{{own_items}}}  # fields where a sub-role's rule is not its class's",
         f"TIES = ({ties})  # (embedding, readout): one tensor with the embedding's init and group",
     ]

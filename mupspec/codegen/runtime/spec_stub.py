@@ -10,6 +10,7 @@ BLOCKS: tuple = ()
 FAMILIES: tuple = ()
 WIDTH_SYMBOLS: tuple = ()  # every width symbol, free and derived, in declaration order
 DERIVED_WIDTHS: dict = {}  # derived width symbol -> function(dims) -> its size (None while an input is missing)
+SUBROLE_CLASSES: dict = {}  # every sub-role of the language -> its class (those without a block follow it)
 SUBROLE_OWN_FIELDS: dict = {}  # sub-role -> the fields where its rule is not its class's
 TIES: tuple = ()  # (embedding role, readout role) pairs sharing one tensor (MuSharedReadout)
 DEPTH_SYMBOL = None
