@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "codegen": "emit a standalone PyTorch module applying the spec",
     "verify": "measure scaling exponents on real networks and compare with check",
     "experiment": "run the bundled experiments (grad-ratio, spiral)",
+    "specs": "list the bundled specs (their names work wherever a spec file does)",
 }
 
 EXIT_USAGE = 2

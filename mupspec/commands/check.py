@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
 
 
 def configure(parser) -> None:
     from mupspec.check import EXPECTABLE
 
-    parser.add_argument("files", nargs="+", metavar="FILE", help=".mup specs")
+    parser.add_argument("files", nargs="+", metavar="FILE", type=locate, help=".mup specs or bundled spec names")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                         help="report format (json: schema mupspec.check/1, see docs/checking.md)")
     parser.add_argument("--expect", choices=EXPECTABLE, metavar="CLASS",

@@ -28,12 +28,12 @@ import dataclasses
 import math
 from pathlib import Path
 
+from mupspec import bundled
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
 from mupspec.errors import Diagnostic, MupError
 from mupspec.resolve import load_spec, parse_and_resolve
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
-EXPECT_ALIASES = {"mup": "mup_table8"}
 # (quantity, class) measured  <->  (role, kind) of check's Term
 TERM_OF = {
     ("act", "input"): ("init", "input"),
@@ -49,7 +49,7 @@ TERM_OF = {
 
 
 def configure(parser) -> None:
-    parser.add_argument("file", help="a .mup spec")
+    parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("--expect", metavar="SPEC",
                         help="compare with another spec's predictions instead (a file, or a bundled "
                              "name: mup, sp, ntk, mup_table3, ...); the networks are still FILE's")
@@ -113,12 +113,7 @@ def expected_spec(name_or_path: str):
     path = Path(name_or_path)
     if path.suffix == ".mup" or path.exists():
         return parse_and_resolve(read_text(name_or_path), name_or_path)
-    bundled = SPECS_DIR / f"{EXPECT_ALIASES.get(name_or_path, name_or_path)}.mup"
-    if not bundled.exists():
-        names = sorted(p.stem for p in SPECS_DIR.glob("*.mup")) + sorted(EXPECT_ALIASES)
-        raise MupError(Diagnostic(f"--expect: no spec file or bundled spec named `{name_or_path}`",
-                                  hint="give a .mup file or one of: " + ", ".join(names)))
-    return load_spec(bundled)
+    return load_spec(bundled.path(name_or_path))
 
 
 # ---------------------------------------------------------------- comparison

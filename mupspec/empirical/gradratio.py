@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
+from mupspec.bundled import DIR as SPECS_DIR
 from mupspec.empirical.fit import summarize, slope
 from mupspec.empirical.measure import spectral_norm
 from mupspec.empirical.models import Arch, build
 from mupspec.resolve import load_spec
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 SEED_SPECS = ("sp", "seed_mlp")
 REAL_SPECS = ("sp", "seed_mlp", "mup_table3", "mup_table8", "mup_table9")
 WIDTHS = (64, 128, 256, 512, 1024)

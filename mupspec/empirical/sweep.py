@@ -28,13 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from mupspec.bundled import DIR as SPECS_DIR
 from mupspec.empirical.data import SpiralConfig, make_spiral
 from mupspec.empirical.engine import TrainConfig, software, train_batched
 from mupspec.empirical.netplan import plan_from_codegen
 from mupspec.errors import Diagnostic, MupError
 from mupspec.resolve import load_spec
-
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 
 
 @dataclass(frozen=True)
