@@ -6,7 +6,7 @@ specs in one call), so that machine load hits them alike; the median of each
 is reported. Targets (issue 3): one spec <= 1.5x the floor, all bundled specs
 <= 2.5x the floor.
 
-    /work/venv/bin/python benchmarks/bench_check.py [--rounds 9]
+    .venv/bin/python benchmarks/bench_check.py [--rounds 9]
 """
 
 from __future__ import annotations

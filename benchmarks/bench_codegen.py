@@ -13,7 +13,7 @@ have nothing to do with the code being compared (--keep-denormals to see
 it; "plain, 2 groups" shows the effect without any generated code).
 Target: generated <= 1.02x plain.
 
-    /work/venv/bin/python benchmarks/bench_codegen.py [--rounds 30] [--steps 10]
+    .venv/bin/python benchmarks/bench_codegen.py [--rounds 30] [--steps 10]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stage 3c: a `check.CheckResult` -> findings with fixes -> text, markdown or JSON.
 
-`diagnose` compares every class's invariants with μP's (THEORY.md §1.4), the
+`diagnose` compares every class's invariants with μP's (docs/theory.md §3.1), the
 attention logit with 1/d (TP5 §6.1) and the residual block with TP6, and
 returns one `Finding` per rule that breaks them: the rule's span, the exponent
 found and needed, one sentence of why, and the spec edit that fixes it.
@@ -96,7 +96,7 @@ def diagnose(result: CheckResult) -> list[Finding]:
 
 def _eps_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
     """Warning (no verdict changes): Adam's eps above the gradient scale turns
-    Adam into SGD for this class at large width (THEORY.md §1.6, §3). The
+    Adam into SGD for this class at large width (docs/theory.md §5). The
     gradient of w is A·(backward ⊗ input): n^-(a + g), g = the backward signal's
     exponent, min(e_init,out, e_adam,out); the output's own gradient has g = 0."""
     out = result.exponents.get("output")

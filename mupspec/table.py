@@ -5,7 +5,7 @@ row per optimizer the spec covers, then whatever else the spec sets; columns:
 its blocks, with classes whose every cell agrees merged into one column, as
 the paper writes "input weights & all biases"). `render(table, format)` turns
 it into plain text, Markdown or LaTeX. With `invariants=True` the rows
-e_init, e_sgd, e_adam (THEORY.md §1.4) are added from `mupspec.symbolic`.
+e_init, e_sgd, e_adam (docs/theory.md §3.1) are added from `mupspec.symbolic`.
 """
 
 from __future__ import annotations

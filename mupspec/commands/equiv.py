@@ -1,8 +1,8 @@
 """`mupspec equiv A B [--strict]`: are two specs equivalent (TP5 Lemma J.1)?
 
 Two specs are equivalent when, for every layer class and optimizer both
-declare, the width exponents of the Lemma J.1 invariants agree (THEORY.md
-§1.4): e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam; attention logit
+declare, the width exponents of the Lemma J.1 invariants agree (docs/theory.md
+§3.1): e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam; attention logit
 and residual-branch (depth) exponents must agree too. The invariants that
 the symmetry also preserves once eps and weight decay move with it --
 Adam eps/multiplier, SGD lr·wd, AdamW lr·wd -- are reported as notes, and

@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 
 EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "grad-ratio": ("mupspec.empirical.gradratio", "the seed's ||grad W||/||W|| heatmaps, then done right"),
+    "grad-ratio": ("mupspec.empirical.gradratio", "the original ||grad W||/||W|| experiment repeated, then done right"),
     "spiral": ("mupspec.empirical.spiral", "training on a 2-D spiral across widths, depths and LRs"),
 }
 

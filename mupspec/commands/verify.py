@@ -8,7 +8,7 @@ fitted exponent with the exponent `mupspec.check` predicts for that term.
 Prints one table (predicted, measured ± CI, verdict); exit 0 only if every
 row agrees within --tol, 1 if one does not, 2 on bad input.
 
-What is compared (check's terms, THEORY.md §8, per optimizer):
+What is compared (check's terms, docs/theory.md §7, per optimizer):
   act   step 0   input/hidden pre-activations and the output at init
   own   step t   each class's own-update term (ΔW·x, Δb; output: ΔW_out·x)
   delta step t   the last hidden layer's change (TP4's feature change n^-r)

@@ -6,15 +6,11 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 """
 
 # generated from: specs/seed_mlp.mup
-# The "muP_MLP" of an experiment that set out to verify muP by measuring each
-# layer's gradient-to-weight norm ratio |grad W| / |W| over widths 64-1024 and
-# depths 2-32 after one backward pass (`mupspec experiment grad-ratio` repeats it):
+# The "muP_MLP" of the experiment that `mupspec experiment grad-ratio` repeats:
 # Linear(fan_in, width) ~ N(0, 1/fan_in), Linear(width, width) ~ N(0, 1/width),
 # Linear(width, fan_out) ~ N(0, 1/width), one global learning rate.
-# Source: the grad-ratio experiment's own model (docs/grad-ratio.md); not muP.
-# Hidden and output layers have fan_in = width, so this is exactly SP
-# (docs/theory.md, "abc-parametrizations"; Tensor Programs V, Table 3):
-# a teaching example of a wrong spec.
+# Source: the grad-ratio experiment's model (docs/grad-ratio.md §1). Not muP: hidden
+# and output layers have fan_in = width, so it is exactly SP (docs/theory.md §3.1).
 
 import math
 
@@ -33,7 +29,7 @@ BLOCKS = ("input", "hidden", "output", "bias",)
 
 
 def _input_init_var(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:15: input { init.var = 1/fan_in }
+    # specs/seed_mlp.mup:11: input { init.var = 1/fan_in }
     return (1.0 / fan_in)
 
 
@@ -43,12 +39,12 @@ def _input_mult(fan_in, fan_out, dims, hypers):
 
 
 def _input_lr_sgd(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:16: input { lr.sgd = 1 }
+    # specs/seed_mlp.mup:12: input { lr.sgd = 1 }
     return 1.0
 
 
 def _input_lr_adam(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:17: input { lr.adam = 1 }
+    # specs/seed_mlp.mup:13: input { lr.adam = 1 }
     return 1.0
 
 
@@ -68,7 +64,7 @@ def _input_eps_adam(fan_in, fan_out, dims, hypers):
 
 
 def _hidden_init_var(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:21: hidden { init.var = 1/n }
+    # specs/seed_mlp.mup:17: hidden { init.var = 1/n }
     w_n = _dim(dims, "n", "hidden.init.var")
     return (1.0 / w_n)
 
@@ -79,12 +75,12 @@ def _hidden_mult(fan_in, fan_out, dims, hypers):
 
 
 def _hidden_lr_sgd(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:22: hidden { lr.sgd = 1 }
+    # specs/seed_mlp.mup:18: hidden { lr.sgd = 1 }
     return 1.0
 
 
 def _hidden_lr_adam(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:23: hidden { lr.adam = 1 }
+    # specs/seed_mlp.mup:19: hidden { lr.adam = 1 }
     return 1.0
 
 
@@ -104,7 +100,7 @@ def _hidden_eps_adam(fan_in, fan_out, dims, hypers):
 
 
 def _output_init_var(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:27: output { init.var = 1/n }
+    # specs/seed_mlp.mup:23: output { init.var = 1/n }
     w_n = _dim(dims, "n", "output.init.var")
     return (1.0 / w_n)
 
@@ -115,12 +111,12 @@ def _output_mult(fan_in, fan_out, dims, hypers):
 
 
 def _output_lr_sgd(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:28: output { lr.sgd = 1 }
+    # specs/seed_mlp.mup:24: output { lr.sgd = 1 }
     return 1.0
 
 
 def _output_lr_adam(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:29: output { lr.adam = 1 }
+    # specs/seed_mlp.mup:25: output { lr.adam = 1 }
     return 1.0
 
 
@@ -140,7 +136,7 @@ def _output_eps_adam(fan_in, fan_out, dims, hypers):
 
 
 def _bias_init_var(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:33: bias { init.var = 1/fan_in }
+    # specs/seed_mlp.mup:29: bias { init.var = 1/fan_in }
     return (1.0 / fan_in)
 
 
@@ -150,12 +146,12 @@ def _bias_mult(fan_in, fan_out, dims, hypers):
 
 
 def _bias_lr_sgd(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:34: bias { lr.sgd = 1 }
+    # specs/seed_mlp.mup:30: bias { lr.sgd = 1 }
     return 1.0
 
 
 def _bias_lr_adam(fan_in, fan_out, dims, hypers):
-    # specs/seed_mlp.mup:35: bias { lr.adam = 1 }
+    # specs/seed_mlp.mup:31: bias { lr.adam = 1 }
     return 1.0
 
 
