@@ -8,6 +8,7 @@ Every command that takes a spec file also takes a bundled name (`mup_table8`).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -37,8 +38,11 @@ def locate(arg: str) -> str:
     name of a bundled spec (no directory, no suffix) becomes that spec's file."""
     if Path(arg).exists() or "/" in arg or "\\" in arg or arg.endswith(".mup"):
         return arg
-    name = ALIASES.get(arg, arg)
-    return str(DIR / f"{name}.mup") if (DIR / f"{name}.mup").is_file() else arg
+    file = DIR / f"{ALIASES.get(arg, arg)}.mup"
+    if not file.is_file():
+        return arg  # the command reports "no such file" with a pointer to `mupspec specs`
+    shorter = os.path.relpath(file)  # as diagnostics will show it: short inside a checkout
+    return str(file) if shorter.startswith("..") else shorter
 
 
 def describe(name: str) -> tuple[str, str]:
