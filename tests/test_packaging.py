@@ -103,3 +103,21 @@ def test_the_wheel_ships_every_bundled_spec(tmp_path):
     (wheel,) = tmp_path.glob("mupspec-*.whl")
     shipped = {Path(n).stem for n in zipfile.ZipFile(wheel).namelist() if n.startswith("mupspec/specs/")}
     assert sorted(shipped) == NAMES
+
+
+def test_the_pre_commit_hooks_run_on_mup_files(tmp_path):
+    """Each hook's entry, as pre-commit runs it (entry + the staged .mup files)."""
+    import re
+
+    manifest = (ROOT / ".pre-commit-hooks.yaml").read_text()
+    hooks = dict(re.findall(r"- id: (\S+)\n(?:  .*\n)*?  entry: (.+)\n", manifest))
+    assert set(hooks) == {"mupspec-fmt", "mupspec-check"}
+    assert manifest.count(r"files: \.mup$") == 2
+    good = [str(ROOT / "specs" / "mup_table8.mup"), str(ROOT / "specs" / "depth_mup.mup")]
+    messy = tmp_path / "messy.mup"
+    messy.write_text('parametrization messy "M"\nhidden { lr.adam = 1/fan_in; init.var = 1/fan_in }\nwidth n\n')
+    for hook, bad, expected in [("mupspec-fmt", str(messy), 1), ("mupspec-check", str(ROOT / "specs/sp.mup"), 1)]:
+        program, *args = hooks[hook].split()
+        assert program == "mupspec"
+        assert run(*args, *good, cwd=tmp_path).returncode == 0
+        assert run(*args, *good, bad, cwd=tmp_path).returncode == expected
