@@ -354,7 +354,8 @@ def _figures(figures: Path, axis: str, part: dict, g: Grid, scale_panels: list, 
     if fixed:
         plots.spiral_fixed_lr(figures / f"{axis}_fixed_lr.png", fixed, axis, g.fixed())
     if scale_panels:
-        plots.panel_grid(figures / f"{axis}_exponents.png", scale_panels, ncols=3, suptitle=title, xlabel=axis)
+        plots.panel_grid(figures / f"{axis}_exponents.png", scale_panels, ncols=3, suptitle=title, xlabel=axis,
+                         sharey="col")
     transfer = {k: v for k, v in part["transfer"].items() if v["optima"].get("val_loss")}
     if transfer:
         plots.spiral_transfer(figures / f"{axis}_transfer.png", transfer, g.lrs, axis)
