@@ -333,3 +333,9 @@ def test_table_and_convert_handle_min_max_and_show_what_a_subrole_inherits(tmp_p
     assert main(["table", str(SPECS / "gpt_mup.mup")]) == 0
     adam_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Adam LR"))
     assert adam_row.split()[-2] == "1/fan_in"  # the query column: hidden's LR, inherited
+
+
+def test_a_tie_needs_both_classes():
+    with pytest.raises(MupError, match="needs the `output` class, which this spec has no block for") as err:
+        parse_and_resolve("parametrization x\ninput { }\ntie input, output\n")
+    assert err.value.diagnostics[0].span.line == 3
