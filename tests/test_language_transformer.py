@@ -378,3 +378,17 @@ def test_derived_width_exponent_matches_its_growth(definition):
     value = spec.width_value("e")
     lo, hi = evaluate(value, {"d": 2.0 ** 40}), evaluate(value, {"d": 2.0 ** 44})
     assert abs(math.log(hi / lo) / math.log(2.0 ** 4) - float(k)) < 1e-9, (definition, k)
+
+
+def test_the_runtime_refuses_a_fused_part_whose_lr_differs_and_names_the_rule(tmp_path):
+    import torch
+
+    from mupspec.empirical.gpt import GPT, GPTConfig
+
+    text = (SPECS / "gpt_mup.mup").read_text().replace("query {\n  init.var = 0\n}",
+                                                       "query {\n  init.var = 0\n  lr.adam = 1\n}")
+    module = load_module(parse_and_resolve(text, str(SPECS / "q.mup")), "q.mup", str(tmp_path))
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"fused part query .*the spec's `query` block states its own lr.adam"):
+        module.parametrize(GPT(GPTConfig(d_model=96, n_heads=4, tie=None)), GPT(GPTConfig(d_model=48, n_heads=4, tie=None)),
+                           optimizer="adam", widths={"d_model": 96}, base_widths={"d_model": 48})
