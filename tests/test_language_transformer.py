@@ -392,3 +392,15 @@ def test_the_runtime_refuses_a_fused_part_whose_lr_differs_and_names_the_rule(tm
     with pytest.raises(ValueError, match=r"fused part query .*the spec's `query` block states its own lr.adam"):
         module.parametrize(GPT(GPTConfig(d_model=96, n_heads=4, tie=None)), GPT(GPTConfig(d_model=48, n_heads=4, tie=None)),
                            optimizer="adam", widths={"d_model": 96}, base_widths={"d_model": 48})
+
+
+def test_checking_a_transformer_spec_imports_neither_sympy_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\nfrom mupspec.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['check', 'specs/gpt_mup.mup', 'specs/gpt_table8_tied.mup'])\n"
+            "print('sympy' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
