@@ -148,9 +148,11 @@ def scale_exprs(draw, depth: int = 0) -> ir.Expr:
     leaf = ir.BinOp(op="*", left=ir.Num(numerator=draw(st.integers(1, 9))), right=_pow(k))
     if depth >= 2 or draw(st.booleans()):
         return leaf
-    op = draw(st.sampled_from(["+", "*", "/", "sqrt"]))
+    op = draw(st.sampled_from(["+", "*", "/", "sqrt", "min", "max"]))
     if op == "sqrt":
         return ir.Call(func="sqrt", arg=draw(scale_exprs(depth + 1)))
+    if op in ("min", "max"):
+        return ir.MinMax(func=op, args=(leaf, draw(scale_exprs(depth + 1))))
     return ir.BinOp(op=op, left=leaf, right=draw(scale_exprs(depth + 1)))
 
 
@@ -200,3 +202,11 @@ def test_check_imports_no_sympy_for_specs_without_subtraction():
             "assert 'sympy' not in sys.modules, 'sympy imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=SPECS.parent, capture_output=True, text=True)
     assert proc.returncode in (0, 1) and "sympy imported" not in proc.stderr, proc.stderr
+
+
+@settings(max_examples=60)
+@given(scale_exprs())
+def test_exact_path_equals_sympy_path_with_min_max(expr):
+    s = parse_and_resolve("parametrization t\nwidth n\n")
+    via_sympy = S.leading_exponent(S.to_sympy(expr, S.class_env(s, "hidden")))
+    assert S.to_sympy_number(S.exact_exponent(s, "hidden", expr)) == via_sympy, expr
