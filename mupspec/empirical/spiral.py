@@ -345,14 +345,13 @@ def _write_plans(sweep: Sweep, path: Path) -> None:
     """The per-layer numbers every cell trained with (from its saved runs)."""
     lines = ["| cell | layer | fan_in x fan_out | init std | multiplier | LR factor | bias LR factor | "
              "Adam eps factor | branch multiplier |", "|---|---|---|---|---|---|---|---|---|"]
-    for folder in sorted((sweep.out / "runs").iterdir(), key=lambda p: p.name):
-        first = next(iter(sorted(folder.glob("*.json"))), None)
-        if first is None:
-            continue
-        plan = json.loads(first.read_text())["plan"]
+    plans: dict = {}
+    for cell, run in sweep.all_runs():
+        plans.setdefault(cell, run["plan"])
+    for cell, plan in plans.items():
         for i, l in enumerate(plan["layers"]):
             branch = f"{plan['branch_mult']:.4g}" if l["branch"] else ""
-            lines.append(f"| {folder.name} | {i} {l['kind']} | {l['fan_in']}x{l['fan_out']} | {l['init_std']:.4g} | "
+            lines.append(f"| {cell} | {i} {l['kind']} | {l['fan_in']}x{l['fan_out']} | {l['init_std']:.4g} | "
                          f"{l['mult']:.4g} | {l['lr']:.4g} | {l['bias_lr']:.4g} | {l['eps']:.4g} | {branch} |")
     path.write_text("\n".join(lines) + "\n")
 
@@ -374,8 +373,7 @@ def _figures(figures: Path, axis: str, part: dict, g: Grid, scale_panels: list, 
 def _write_runs_csv(sweep: Sweep, path: Path) -> list[dict]:
     """runs.csv; returns the distinct `software` records of the runs (with counts)."""
     rows, software = [], {}
-    for f in sorted((sweep.out / "runs").glob("*/*.json")):
-        r = json.loads(f.read_text())
+    for _, r in sweep.all_runs():
         key = json.dumps(r.get("software", "not recorded"), sort_keys=True)
         software[key] = software.get(key, 0) + 1
         c = r["cell"]

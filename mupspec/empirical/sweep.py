@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from mupspec.empirical.data import SpiralConfig, make_spiral
 from mupspec.empirical.engine import TrainConfig
@@ -215,11 +215,17 @@ class Sweep:
             f.truncate(0)
             f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
             f.flush()
+            self._remove_partial_writes()
             yield
         finally:
             f.truncate(0)
             fcntl.flock(f, fcntl.LOCK_UN)
             f.close()
+
+    def _remove_partial_writes(self) -> None:
+        """Temporary files a killed writer left behind (never renamed: not runs)."""
+        for tmp in self.out.glob("*/**/.tmp-*"):
+            tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ runs
 
@@ -252,8 +258,16 @@ class Sweep:
     def errors(self) -> list[dict]:
         """The recorded failures: cells whose computation raised and is not finished since."""
         folder = self.out / "errors"
-        found = [_read_json(p) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+        found = [_read_json(p) for p in sorted(folder.glob("[!.]*.json"))]
         return [e for e in found if isinstance(e, dict)]
+
+    def all_runs(self) -> Iterator[tuple[str, dict]]:
+        """(cell key, run) of every finished run in the folder, by cell and file name;
+        damaged files and temporary files are skipped."""
+        for path in sorted((self.out / "runs").glob("*/[!.]*.json")):
+            run = _read_json(path)
+            if isinstance(run, dict) and "diverged" in run:
+                yield path.parent.name, run
 
     def load(self, cell: Cell) -> list[dict]:
         """Every finished run of a cell, in (lr, seed) order; missing runs are skipped."""
