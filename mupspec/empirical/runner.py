@@ -248,7 +248,7 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
 
     import torch
 
-    cells = list(cells)
+    cells = list(dict.fromkeys(cells))
     backend = backend or LocalBackend()
     threads = threads or torch.get_num_threads()
     report = Report()
@@ -258,7 +258,7 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
         total = sum(len(c.runs()) for c in cells)
         bar = Progress(total, total - sum(len(m) for _, m in todo),
                        stream=sys.stderr if progress else open(os.devnull, "w"))
-        wanted = {c.key: m for c, m in todo}
+        wanted = dict(todo)    # by Cell: cells may share a folder (the same shape, other LRs or seeds)
 
         def tasks() -> Iterator[Task]:
             for cell, missing in todo:
@@ -274,10 +274,10 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
             with backend:
                 for task, results, error in backend.run(tasks(), bar):
                     if error is None:
-                        report.trained += sweep.write_runs(task.cell, results, wanted[task.cell.key])
+                        report.trained += sweep.write_runs(task.cell, results, wanted[task.cell])
                     else:
-                        _failed(sweep, report, task.cell, wanted[task.cell.key], error)
-                    bar.finished(len(wanted[task.cell.key]))
+                        _failed(sweep, report, task.cell, wanted[task.cell], error)
+                    bar.finished(len(wanted[task.cell]))
                     if after_cell:
                         after_cell(task.cell)
         finally:

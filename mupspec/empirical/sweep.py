@@ -248,7 +248,10 @@ class Sweep:
             if (res["lr"], res["seed"]) in wanted:
                 atomic_write_json(self.run_path(cell, res["lr"], res["seed"]), res)
                 saved += 1
-        (self.out / "errors" / f"{cell.key}.json").unlink(missing_ok=True)
+        error = self.out / "errors" / f"{cell.key}.json"
+        failed = _read_json(error)
+        if failed is None or all(self._finished_run(cell, lr, s) for lr, s in failed["runs"]):
+            error.unlink(missing_ok=True)     # every run it failed on is finished now
         return saved
 
     def write_error(self, cell: Cell, runs: list[tuple[float, int]], error: str) -> None:
