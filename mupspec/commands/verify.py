@@ -28,6 +28,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+from mupspec.commands._backend import add_backend_options
 from mupspec.commands._io import read_text
 from mupspec.errors import Diagnostic, MupError
 from mupspec.resolve import load_spec, parse_and_resolve
@@ -74,6 +75,7 @@ def configure(parser) -> None:
     parser.add_argument("--depth-exponents", action="store_true",
                         help="also print the measured depth exponents of the compared terms (no verdict: "
                              "check predicts width exponents)")
+    add_backend_options(parser)
     parser.add_argument("--show-asymptotic", action="store_true",
                         help="also print check's prediction once W_out has moved (no verdict)")
 
@@ -206,12 +208,12 @@ def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> st
 
 def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: str = "auto",
                 optimizers=None, tol: float = 0.15, show_asymptotic: bool = False, ratios: bool = False,
-                builder: str = "codegen"):
+                builder: str = "codegen", backend=None):
     """Measure `spec`, fit, compare with `expect`'s (default: its own)
     predictions. Returns (rows, samples, fits, predictions)."""
     from mupspec import ir
     from mupspec.empirical.fit import fit_table
-    from mupspec.empirical.measure import Grid, measure
+    from mupspec.empirical.measure import Grid, measure, measure_on
     from mupspec.empirical.models import Arch
 
     expect = expect or spec
@@ -225,7 +227,7 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     grid = Grid(widths=tuple(widths), depths=tuple(depths), seeds=seeds, optimizers=opts,
                 steps=steps, arch=Arch(kind=kind), ratios=ratios, builder=builder)
-    samples = measure(spec, grid)
+    samples = measure(spec, grid) if backend is None else measure_on(backend, spec, grid)
     fits = fit_table(samples)
     preds = {o: predictions(expect, o) for o in opts}
     asym = {o: predictions(expect, o, first_steps=False) for o in opts} if show_asymptotic else None
@@ -256,7 +258,7 @@ def run(args) -> int:
     rows, samples, fits, preds = verify_spec(
         spec, expect, widths=args.widths, depths=args.depths, seeds=args.seeds, steps=args.steps,
         arch=args.arch, optimizers=args.optimizer, tol=args.tol, show_asymptotic=args.show_asymptotic,
-        ratios=bool(args.csv), builder=args.builder)
+        ratios=bool(args.csv), builder=args.builder, backend=_backend(args))
     from mupspec.empirical.measure import Grid, uses_codegen
     from mupspec.empirical.models import Arch
 
@@ -276,6 +278,14 @@ def run(args) -> int:
             print(f"wrote {path}")
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0 if all(r.agrees for r in rows) else 1
+
+
+def _backend(args):
+    """None (measure in this process, as always) unless --backend ray."""
+    if args.backend == "local":
+        return None
+    from mupspec.empirical.runner import make_backend
+    return make_backend(args.backend, args.address)
 
 
 def render_depth(samples, preds) -> str:
