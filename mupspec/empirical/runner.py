@@ -153,6 +153,10 @@ class RayBackend:
     RETRIES = 3          # a task whose worker process dies is run again this often
 
     def __init__(self, address: str = "local"):
+        if address == "local":
+            # a private cluster serves this process only: Ray's single-machine mode keeps
+            # every address it opens on 127.0.0.1 (read when ray is first imported)
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self.ray = import_ray()
         self.address = address
         self.owns = False
