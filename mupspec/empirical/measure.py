@@ -29,6 +29,7 @@ instabilities, are what is measured (`Grid.lr`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -285,7 +286,8 @@ def run_task(run: Run, on_step=None) -> list[Sample]:
     return run_one(run.spec, run.grid, run.optimizer, run.width, run.depth, run.seed, generated)
 
 
-def measure_on(backend, spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:
+def measure_on(backend, spec: ir.Spec, grid: Grid = Grid(),
+               on_run: Callable[[], None] = lambda: None) -> list[Sample]:
     """`measure` with every run a task of a sweep-runner backend; the same rows, in the same order."""
     from mupspec.errors import Diagnostic, MupError
 
@@ -298,11 +300,12 @@ def measure_on(backend, spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:
             if error is not None:
                 raise MupError(Diagnostic(f"{run.label} failed on the {backend.name} backend: {error}"))
             rows[index[id(run)]] = samples
+            on_run()
     return [row for samples in rows for row in samples]
 
 
-def measure(spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:
-    """Every run of the grid; torch uses 2 threads (the target machine)."""
+def measure(spec: ir.Spec, grid: Grid = Grid(), on_run: Callable[[], None] = lambda: None) -> list[Sample]:
+    """Every run of the grid (`on_run` after each); torch uses 2 threads (the target machine)."""
     torch.set_num_threads(2)
     generated = None
     if uses_codegen(spec, grid):
@@ -314,4 +317,5 @@ def measure(spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:
             for width in grid.widths:
                 for seed in grid.seeds:
                     rows.extend(run_one(spec, grid, optimizer, width, depth, seed, generated))
+                    on_run()
     return rows

@@ -34,9 +34,10 @@ from typing import Callable, Iterable, Iterator
 from mupspec.empirical.data import SpiralConfig, make_spiral
 from mupspec.empirical.engine import TrainConfig
 from mupspec.empirical.netplan import NetPlan, plan_from_codegen
-from mupspec.empirical.sweep import SPECS_DIR, Cell, Progress, Sweep, mark_divergence
+from mupspec.empirical.sweep import SPECS_DIR, Cell, Sweep, mark_divergence
 from mupspec.commands._backend import BACKENDS
 from mupspec.errors import Diagnostic, MupError
+from mupspec.progress import Progress
 
 RAY_INSTALL_HINT = 'install it with: pip install "mupspec[ray]"  (or: pip install "ray>=2.9")'
 
@@ -263,7 +264,7 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
         todo = [(c, m) for c, m in todo if m]
         total = sum(len(c.runs()) for c in cells)
         bar = Progress(total, total - sum(len(m) for _, m in todo),
-                       stream=sys.stderr if progress else open(os.devnull, "w"))
+                       stream=sys.stderr if progress else None)
         wanted = dict(todo)    # by Cell: cells may share a folder (the same shape, other LRs or seeds)
 
         def tasks() -> Iterator[Task]:
