@@ -24,6 +24,7 @@ DEPTH_SYMBOL = None
 HYPER_DEFAULTS = {}
 FAMILIES = ("adam",)  # optimizer families the spec has LR rules for
 BLOCKS = ("input", "hidden", "output", "bias", "norm", "attention",)
+SUBROLES = {}  # sub-role -> its class; none in this spec
 
 # ---- rules of the spec: one function per block and field, values at given sizes ----
 
@@ -242,6 +243,7 @@ RULES = {
     ("attention", "logit"): _attention_logit,
 }
 
+# ==================== runtime: plan (mupspec/codegen/runtime/plan.py) ====================
 
 ROLES = ("input", "hidden", "output", "bias", "norm", "scalar")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -306,8 +308,7 @@ class Plan:
         return format_table(self, lr)
 
 
-# ------------------------------------------------------------- roles and fans
-
+# ==================== runtime: roles (mupspec/codegen/runtime/roles.py) ====================
 
 def base_shapes(model):
     """{name: shape} of a model's parameters: what parametrize needs of the
@@ -390,8 +391,7 @@ def _block(role):
     return role
 
 
-# ------------------------------------------------------------- rule values
-
+# ==================== runtime: rules (mupspec/codegen/runtime/rules.py) ====================
 
 def _dims(widths, depth, which):
     dims = dict(widths or {})
@@ -452,6 +452,8 @@ def _ratio(block, field, target, base, hypers):
     return top / bottom
 
 
+# ==================== runtime: init (mupspec/codegen/runtime/init.py) ====================
+
 def _default_var_ratio(module, pname, shape, base_shapes_, prefix):
     """How PyTorch's default init variance changes from base to target: Linear
     and Conv weights and their biases draw with variance ~ 1/fan_in of the
@@ -468,8 +470,81 @@ def _default_var_ratio(module, pname, shape, base_shapes_, prefix):
     return 1.0
 
 
-# ------------------------------------------------------------- parametrize
+@torch.no_grad()
+def _initialize(model, base, records, init, init_scale, generator):
+    """init="normal": N(0, init_scale^2/base_fan_in * init_ratio), i.e. the
+    standard 1/fan_in init at the base model; init="rescale": multiply the
+    tensor already there (PyTorch's default init) so that its variance
+    follows the spec instead of PyTorch's 1/fan_in -- microsoft/mup's way."""
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    for record in records:
+        if record.init_ratio is None:
+            continue  # scalars and norm gains keep the init they have
+        p = params[record.name]
+        module, pname = _owner(modules, record.name)
+        prefix = record.name[: len(record.name) - len(pname)]
+        fold = record.mult if record.folded else 1.0
+        if init == "normal":
+            std = init_scale * math.sqrt(record.init_ratio / record.base_fan_in) * fold
+            if std > 0.0:
+                p.normal_(0.0, std, generator=generator)
+            else:
+                p.zero_()
+            record.init_std = std
+        else:
+            default = _default_var_ratio(module, pname, record.shape, base, prefix)
+            p.mul_(math.sqrt(record.init_ratio / default) * fold)
+            record.init_std = float(p.float().std()) if p.numel() > 1 else abs(float(p.float().sum()))
 
+
+# ==================== runtime: multipliers (mupspec/codegen/runtime/multipliers.py) ====================
+
+def _scale_input(mult):
+    def hook(module, args):
+        return (args[0] * mult,) + tuple(args[1:])
+    return hook
+
+
+def _scale_output(mult):
+    def hook(module, args, output):
+        return output * mult
+    return hook
+
+
+def _add_bias(extra):
+    """Post-hook adding (mult-1)*bias, so that the bias enters as mult*bias."""
+    def hook(module, args, output):
+        shape = (-1,) + (1,) * (output.dim() - 2) if isinstance(module, torch.nn.modules.conv._ConvNd) else (-1,)
+        return output + extra * module.bias.view(shape)
+    return hook
+
+
+def _attach_multipliers(model, records):
+    """Forward multipliers as module hooks: nothing is attached to a
+    parameter, the state_dict is the plain model's, and torch.compile traces
+    the hooks like any Python code. Linear/Conv: y = W(m_W x) + m_b b;
+    Embedding: m_W * E[x]."""
+    modules = dict(model.named_modules())
+    handles = []
+    for record in records:
+        if record.mult == 1.0 or record.folded:
+            continue
+        module, pname = _owner(modules, record.name)
+        linear = isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))
+        if linear and pname == "weight":
+            handles.append(module.register_forward_pre_hook(_scale_input(record.mult)))
+        elif linear and pname == "bias":
+            handles.append(module.register_forward_hook(_add_bias(record.mult - 1.0)))
+        elif isinstance(module, torch.nn.Embedding) and pname == "weight":
+            handles.append(module.register_forward_hook(_scale_output(record.mult)))
+        else:
+            raise ValueError(f"{record.name}: multiplier {record.mult:g} on a {type(module).__name__} cannot be "
+                             "applied by a hook (only Linear, Conv and Embedding); use multipliers='fold'")
+    return handles
+
+
+# ==================== runtime: parametrize (mupspec/codegen/runtime/parametrize.py) ====================
 
 def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None, base_widths=None,
                 depth=None, base_depth=None, hypers=None, init="rescale", init_scale=1.0,
@@ -598,83 +673,7 @@ def _fold(record, optimizer):
     record.folded = True
 
 
-@torch.no_grad()
-def _initialize(model, base, records, init, init_scale, generator):
-    """init="normal": N(0, init_scale^2/base_fan_in * init_ratio), i.e. the
-    standard 1/fan_in init at the base model; init="rescale": multiply the
-    tensor already there (PyTorch's default init) so that its variance
-    follows the spec instead of PyTorch's 1/fan_in -- microsoft/mup's way."""
-    modules = dict(model.named_modules())
-    params = dict(model.named_parameters())
-    for record in records:
-        if record.init_ratio is None:
-            continue  # scalars and norm gains keep the init they have
-        p = params[record.name]
-        module, pname = _owner(modules, record.name)
-        prefix = record.name[: len(record.name) - len(pname)]
-        fold = record.mult if record.folded else 1.0
-        if init == "normal":
-            std = init_scale * math.sqrt(record.init_ratio / record.base_fan_in) * fold
-            if std > 0.0:
-                p.normal_(0.0, std, generator=generator)
-            else:
-                p.zero_()
-            record.init_std = std
-        else:
-            default = _default_var_ratio(module, pname, record.shape, base, prefix)
-            p.mul_(math.sqrt(record.init_ratio / default) * fold)
-            record.init_std = float(p.float().std()) if p.numel() > 1 else abs(float(p.float().sum()))
-
-
-# ------------------------------------------------------------- multipliers
-
-
-def _scale_input(mult):
-    def hook(module, args):
-        return (args[0] * mult,) + tuple(args[1:])
-    return hook
-
-
-def _scale_output(mult):
-    def hook(module, args, output):
-        return output * mult
-    return hook
-
-
-def _add_bias(extra):
-    """Post-hook adding (mult-1)*bias, so that the bias enters as mult*bias."""
-    def hook(module, args, output):
-        shape = (-1,) + (1,) * (output.dim() - 2) if isinstance(module, torch.nn.modules.conv._ConvNd) else (-1,)
-        return output + extra * module.bias.view(shape)
-    return hook
-
-
-def _attach_multipliers(model, records):
-    """Forward multipliers as module hooks: nothing is attached to a
-    parameter, the state_dict is the plain model's, and torch.compile traces
-    the hooks like any Python code. Linear/Conv: y = W(m_W x) + m_b b;
-    Embedding: m_W * E[x]."""
-    modules = dict(model.named_modules())
-    handles = []
-    for record in records:
-        if record.mult == 1.0 or record.folded:
-            continue
-        module, pname = _owner(modules, record.name)
-        linear = isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))
-        if linear and pname == "weight":
-            handles.append(module.register_forward_pre_hook(_scale_input(record.mult)))
-        elif linear and pname == "bias":
-            handles.append(module.register_forward_hook(_add_bias(record.mult - 1.0)))
-        elif isinstance(module, torch.nn.Embedding) and pname == "weight":
-            handles.append(module.register_forward_hook(_scale_output(record.mult)))
-        else:
-            raise ValueError(f"{record.name}: multiplier {record.mult:g} on a {type(module).__name__} cannot be "
-                             "applied by a hook (only Linear, Conv and Embedding); use multipliers='fold'")
-    return handles
-
-
-# ------------------------------------------------------------- optimizer
-
+# ==================== runtime: optimizer (mupspec/codegen/runtime/optimizer.py) ====================
 
 def param_groups(model, plan, *, lr, weight_decay=0.0, eps=1e-8):
     """torch.optim parameter groups: one per distinct (lr, weight decay, eps)
@@ -703,6 +702,8 @@ def make_optimizer(model, plan, *, lr, weight_decay=0.0, eps=1e-8, **kwargs):
     return cls(groups, lr=lr, **kwargs)
 
 
+# ==================== runtime: attention (mupspec/codegen/runtime/attention.py) ====================
+
 def attention_scale(base_scale, widths, base_widths, hypers=None):
     """The attention-logit factor for q.k: base_scale (e.g. 1/sqrt(d_head) of
     the base model) times the spec's logit rule at `widths` over its value at
@@ -714,8 +715,7 @@ def attention_scale(base_scale, widths, base_widths, hypers=None):
     return base_scale * _ratio("attention", "logit", target, base, _hypers(hypers))
 
 
-# ------------------------------------------------------------- report
-
+# ==================== runtime: report (mupspec/codegen/runtime/report.py) ====================
 
 def format_table(plan, lr=None):
     """One line per parameter: name, shape, role, init std, multiplier, LR
