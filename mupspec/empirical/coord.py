@@ -28,7 +28,6 @@ are what is measured.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -359,7 +358,7 @@ def build_model(make_model, width: Width, factory_name: str) -> torch.nn.Module:
     return model
 
 
-def default_input(model: torch.nn.Module, batch: int = 8, seq: int = 8):
+def default_input(model: torch.nn.Module, batch: int = 32, seq: int = 8):
     """A float batch for a model whose first parametrized layer is a Linear
     or convolution, token ids for one that starts with an Embedding; the
     same at every width (fixed generator)."""
@@ -567,10 +566,15 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
             raise MupError(Diagnostic(f"`{spec.name}` has no {opt} LR rules (it covers {', '.join(families)})",
                                       hint="pick --optimizer among those, or pass an optimizer factory"))
         family = None
+        plan_kwargs = dict(optimizer=plan_family, widths=points[-1].symbols(P.WIDTH_SYMBOLS),
+                           base_widths=base.symbols(P.WIDTH_SYMBOLS), roles=roles, residual=residual)
+        param_roles, sites = _roles_and_sites(P, build_model(make_model, points[-1], name), base_shapes,
+                                              plan_kwargs, name, points[-1])
         for width in points:
+            plan_kwargs["widths"] = width.symbols(P.WIDTH_SYMBOLS)
             for seed in seeds:
-                run, family = _prepare(P, make_model, name, width, base, base_shapes, seed, opt, plan_family,
-                                       as_is, roles, residual, make_input, loss, lr, dtype)
+                run, family = _prepare(P, make_model, name, width, base_shapes, seed, opt, plan_kwargs, as_is,
+                                       make_input, loss, lr, dtype, param_roles, sites)
                 try:
                     by_step = train_and_record(run, steps, quantities, seed)
                 except MupError:
@@ -607,18 +611,14 @@ def _only_init(preds: dict) -> dict:
     return {k: v for k, v in preds.items() if k[1] == "act"}
 
 
-def _prepare(P, make_model, name, width, base, base_shapes, seed, opt, plan_family, as_is, roles, residual,
-             make_input, loss, lr, dtype) -> tuple[Run, str | None]:
-    torch.manual_seed(seed)
-    model = build_model(make_model, width, name).to(dtype)
-    kwargs = dict(optimizer=plan_family, widths=width.symbols(P.WIDTH_SYMBOLS),
-                  base_widths=base.symbols(P.WIDTH_SYMBOLS), roles=roles, residual=residual)
-    target = copy.deepcopy(model) if as_is else model  # as is: only the roles are wanted
+def _roles_and_sites(P, model, base_shapes, plan_kwargs, name, width) -> tuple[dict[str, str], list[Site]]:
+    """Parameter roles (the generated module's plan, made on `model`, a
+    throwaway built at the largest width: at the base width nothing differs
+    from the base model, so shapes say nothing) and the recorded sites."""
     try:
-        plan = P.parametrize(target, base_shapes, init="none" if as_is else "rescale",
-                             generator=torch.Generator().manual_seed(seed), **kwargs)
+        plan = P.parametrize(model, base_shapes, init="none", **plan_kwargs)
     except ValueError as err:
-        raise MupError(Diagnostic(f"{name}({width}): cannot parametrize with the spec: {err}")) from None
+        raise MupError(Diagnostic(f"{name}({width}): cannot place the parameters with the spec: {err}")) from None
     param_roles = {r.name: r.role for r in plan}
 
     def alias_role(mname, module, owner):  # e.g. a readout tied to the token embedding
@@ -626,7 +626,19 @@ def _prepare(P, make_model, name, width, base, base_shapes, seed, opt, plan_fami
         role, _ = P._role_by_shape(mname, shape, base_shapes.get(owner, shape), module, "weight")
         return role or "scalar"
 
-    sites = module_sites(model, param_roles, alias_role)
+    return param_roles, module_sites(model, param_roles, alias_role)
+
+
+def _prepare(P, make_model, name, width, base_shapes, seed, opt, plan_kwargs, as_is, make_input, loss, lr, dtype,
+             param_roles, sites) -> tuple[Run, str | None]:
+    torch.manual_seed(seed)
+    model = build_model(make_model, width, name).to(dtype)
+    plan = None
+    if not as_is:
+        try:
+            plan = P.parametrize(model, base_shapes, generator=torch.Generator().manual_seed(seed), **plan_kwargs)
+        except ValueError as err:
+            raise MupError(Diagnostic(f"{name}({width}): cannot parametrize with the spec: {err}")) from None
     if isinstance(opt, str):
         rate = lr if lr is not None else DEFAULT_LR[P._family(opt)]
         if as_is:

@@ -1,0 +1,174 @@
+"""Tests of the coordinate check of any nn.Module (mupspec.empirical.coord)
+and `mupspec coord-check`: the user's own MLP and GPT (tests/data/user_models.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mupspec.commands import verify
+from mupspec.empirical import coord
+from mupspec.empirical.coord import Recorder, Run, coord_check, module_sites, role_predictions, train_and_record
+from mupspec.resolve import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+MODELS = ROOT / "tests" / "data" / "user_models.py"
+sys.path.insert(0, str(MODELS.parent))
+import user_models  # noqa: E402
+
+FAST = dict(steps=2, seeds=2)
+
+
+def mupspec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mupspec", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def main(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (torch is already imported: fast)."""
+    from mupspec.cli import main as cli_main
+
+    try:
+        code = cli_main(list(args))
+    except SystemExit as exit_:  # argparse usage errors
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@pytest.mark.parametrize("name", ["sp", "mup_table8", "ntk"])
+@pytest.mark.parametrize("family", ["sgd", "adam"])
+def test_role_predictions_agree_with_verify(name, family):
+    spec = load_spec(SPECS / f"{name}.mup")
+    roles = role_predictions(spec, family)
+    for (quantity, cls), k in verify.predictions(spec, family).items():
+        key = ("output", "delta") if (quantity, cls) == ("prop", "output") else (cls, quantity)
+        if key == ("output", "delta"):
+            assert roles[key] >= k  # the output's whole change: the larger of own and W_out·Δx
+        else:
+            assert roles[key] == pytest.approx(k), key
+
+
+def test_adam_relative_update_is_init_std_over_lr():
+    preds = role_predictions(load_spec(SPECS / "mup_table8.mup"), "adam")
+    assert preds[("hidden", "upd")] == -0.5  # std n^-1/2, LR n^-1
+    assert role_predictions(load_spec(SPECS / "sp.mup"), "adam")[("hidden", "upd")] == 0.5
+
+
+# ---------------------------------------------------------------- the own-update term
+
+
+def test_own_update_term_includes_the_hook_multiplier():
+    """For a Linear whose multiplier is a forward pre-hook, the recorded
+    own-update term is exactly mult * (W_t - W_0) x_t."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3, bias=False)).double()
+    model[1].register_forward_pre_hook(lambda m, args: (args[0] * 0.25,))
+    sites = module_sites(model, {"0.weight": "input", "0.bias": "bias", "1.weight": "output"}, None)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    w0 = model[1].weight.detach().clone()
+    by_step = train_and_record(Run(model, opt, (x,), {}, None, {}, sites), 1, coord.QUANTITIES, seed=0)
+    with torch.no_grad():
+        h = model[0](x)
+        expected = coord.rms(0.25 * h @ (model[1].weight - w0).T)
+    assert by_step[1][("1", "own")] == pytest.approx(expected, rel=1e-12)
+    assert by_step[1][("1:input", "act")] == pytest.approx(coord.rms(h), rel=1e-12)  # the readout's features
+    assert ("1.weight", "upd") in by_step[1]
+
+
+def test_tied_readout_takes_the_output_role():
+    model = user_models.gpt(128)
+    base = {n: tuple(p.shape) for n, p in user_models.gpt(64).named_parameters()}
+    from mupspec.codegen import load_module
+    P = load_module(load_spec(SPECS / "mup_table8.mup"), "mup_table8.mup")
+    roles, sites = coord._roles_and_sites(P, model, base, dict(optimizer="adam", widths={"n": 128},
+                                                                base_widths={"n": 64}), "gpt", 128)
+    by_name = {s.name: s.role for s in sites}
+    assert roles["wte.weight"] == "input" and by_name["wte"] == "input"
+    assert by_name["lm_head"] == "output"
+
+
+# ---------------------------------------------------------------- verdicts on real models
+
+
+def test_mlp_under_mup_passes_and_sp_fails_against_mup():
+    mup = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "mup_table8.mup"),
+                      optimizer="adam", **FAST)
+    assert mup.ok, mup.render()
+    assert {r.role for r in mup.rows} >= {"input", "hidden", "output", "features"}
+    sp = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "sp.mup"), expect=str(SPECS / "mup_table8.mup"),
+                     optimizer="adam", **FAST)
+    assert not sp.ok
+    text = sp.render()
+    failed = {(r.role, r.quantity) for r in sp.rows if not r.agrees}
+    assert ("hidden", "own") in failed and ("hidden", "upd") in failed
+    hidden_own = next(r for r in sp.rows if (r.role, r.quantity) == ("hidden", "own"))
+    assert hidden_own.measured == pytest.approx(1.0, abs=0.2)  # SP + Adam: ΔW·x grows like n
+    assert "2 +" in text and "(predicted +0.00)" in text  # names the failing layer and the gap
+
+
+def test_gpt_with_sqrt_attention_fails_mup_on_the_logits_only():
+    """The user's GPT parametrized by μP Table 8 but keeping 1/sqrt(d_head)
+    attention: every weight scales as μP says, the attention logits do not."""
+    result = coord_check(user_models.gpt_untied, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
+                         make_input=user_models.tokens, optimizer="adam", **FAST)
+    failed = {r.role for r in result.rows if not r.agrees}
+    assert failed == {"logits"}, result.render()
+    fixed = coord_check(user_models.gpt_mup_attention, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
+                        make_input=user_models.tokens, optimizer="adam", **FAST)
+    assert fixed.ok, fixed.render()
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_cli_passes_json_and_plot(tmp_path):
+    out = mupspec("coord-check", "specs/mup_table8.mup", "--model", f"{MODELS}:mlp", "--widths", "64,128,256,512",
+                  "--steps", "1", "--seeds", "2", "--format", "json", "--plot", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(out.stdout)
+    assert data["ok"] and data["rows"] and all(r["agrees"] for r in data["rows"])
+    assert Path(data["figures"][0]).stat().st_size > 10_000
+
+
+def test_cli_exit_1_names_the_failing_layers(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, out, err = main(capsys, "coord-check", "specs/sp.mup", "--model", f"{MODELS}:mlp", "--widths",
+                          "64,128,256,512", "--steps", "1", "--seeds", "2", "--expect", "mup")
+    assert code == 1, out + err
+    assert "FAIL" in out and "hidden own-update term" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", f"{MODELS}:not_a_module"], "not_a_module(width=64) returned list, not a torch.nn.Module"),
+    (["--model", f"{MODELS}:fails_at_large_width"], "fails_at_large_width(width=512) failed: RuntimeError"),
+    (["--model", f"{MODELS}:nope"], "defines no function `nope`"),
+    (["--model", "missing.py:f"], "no such file missing.py"),
+    (["--model", f"{MODELS}:mlp", "--widths", "64,32,128"], "strictly increasing"),
+    (["--model", f"{MODELS}:mlp", "--widths", "64,128"], "at least 3 widths"),
+    (["--model", f"{MODELS}:gpt", "--input", f"{MODELS}:mlp"], "input function failed"),
+])
+def test_cli_bad_input_exit_2(args, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, out, err = main(capsys, "coord-check", "specs/mup_table8.mup", *args, "--steps", "1", "--seeds", "1")
+    assert code == 2, out + err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_forward_failing_at_a_width_names_it():
+    def bad_input():
+        return torch.randn(2, 3)  # the MLP wants 16 features
+    with pytest.raises(coord.MupError, match=r"mlp\(width=64\): the forward/backward pass failed"):
+        coord_check(user_models.mlp, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"), make_input=bad_input,
+                    steps=1, seeds=1)
