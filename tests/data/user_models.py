@@ -63,7 +63,59 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for block in self.blocks:
             x = block(x)
+        return self.readout(x)
+
+    def readout(self, x):
         return self.lm_head(self.ln_f(x))
+
+
+class HandMupGPT(GPT):
+    """μP written by hand, the way the practitioner's guide to μP and
+    EleutherAI's nanoGPT-mup do it: std 0.02 / sqrt(width_mult) for hidden
+    weights, 0.02 for the (tied) embedding, zero biases, the readout's input
+    divided by width_mult, attention 1/d_head, hidden LR / width_mult
+    (`hand_mup_adamw`)."""
+
+    def __init__(self, width: int, base: int = 64):
+        super().__init__(width, tied=True, logit_power=1.0)
+        self.width_mult = width / base
+        for name, p in self.named_parameters():
+            if name.endswith(".bias") and "ln" not in name:
+                nn.init.zeros_(p)
+            elif p.dim() == 2:
+                embedding = name.startswith(("wte", "wpe"))
+                nn.init.normal_(p, std=0.02 if embedding else 0.02 / self.width_mult ** 0.5)
+
+    def readout(self, x):
+        return self.lm_head(self.ln_f(x) / self.width_mult)
+
+
+def hand_mup_gpt(width: int) -> nn.Module:
+    return HandMupGPT(width)
+
+
+def hand_mup_adamw(model: HandMupGPT) -> torch.optim.Optimizer:
+    hidden = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith(("wte", "wpe"))]
+    ids = {id(p) for p in hidden}
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and id(p) not in ids]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    lr = 1e-3
+    return torch.optim.AdamW([{"params": hidden, "lr": lr / model.width_mult, "weight_decay": 0.1},
+                              {"params": decay, "lr": lr, "weight_decay": 0.1},
+                              {"params": rest, "lr": lr, "weight_decay": 0.0}], lr=lr)
+
+
+def adamw_one_group(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+
+def hf_gpt2(width: int) -> nn.Module:
+    """Hugging Face GPT-2 from a config (nothing downloaded), default init."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=width, n_layer=LAYERS, n_head=HEADS,
+                        attn_pdrop=0.0, embd_pdrop=0.0, resid_pdrop=0.0)
+    return GPT2LMHeadModel(config)
 
 
 def gpt(width: int) -> nn.Module:
