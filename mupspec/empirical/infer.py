@@ -99,16 +99,6 @@ def _plain_output(P, module, x):
 
 
 @torch.no_grad()
-def _bias_part(module, x):
-    saved = module.weight.detach().clone()
-    module.weight.zero_()
-    try:
-        return _first_tensor(module(x))
-    finally:
-        module.weight.copy_(saved)
-
-
-@torch.no_grad()
 def read_code(P, model, optimizers, inputs, kwargs, roles: dict[str, str]) -> tuple[dict, dict]:
     """({parameter name: {field: value}}, {"logit": scale}) at one width."""
     params = _named(model)
@@ -153,7 +143,7 @@ def read_code(P, model, optimizers, inputs, kwargs, roles: dict[str, str]) -> tu
             continue  # not used by this forward
         module, y = item["module"], _first_tensor(item["y"])
         if isinstance(getattr(module, "bias", None), torch.Tensor):
-            y = y - _bias_part(module, item["x"])
+            y = y - P._bias_part(module, item["x"])
         c, residual = P._fit_scale(y, _plain_output(P, module, item["x"]))
         if c is None or residual > 1e-3:
             continue
