@@ -172,3 +172,26 @@ def test_forward_failing_at_a_width_names_it():
     with pytest.raises(coord.MupError, match=r"mlp\(width=64\): the forward/backward pass failed"):
         coord_check(user_models.mlp, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"), make_input=bad_input,
                     steps=1, seeds=1)
+
+
+# ---------------------------------------------------------------- mupspec.testing and the built-in MLP
+
+
+def test_assert_coord_check_on_the_built_in_mlp_factory():
+    from mupspec.empirical.models import mlp_factory
+    from mupspec.testing import assert_coord_check
+
+    result = assert_coord_check(mlp_factory(depth=3), SPECS / "mup_table8.mup", optimizer="sgd", **FAST)
+    assert result.ok and len(result.rows) >= 8
+    with pytest.raises(AssertionError, match="hidden own-update term"):
+        assert_coord_check(mlp_factory(depth=3), str(SPECS / "sp.mup"), expect=str(SPECS / "mup_table8.mup"),
+                           optimizer="adam", **FAST)
+
+
+def test_package_api_is_lazy():
+    import mupspec
+
+    assert mupspec.coord_check is coord_check
+    assert callable(mupspec.audit)
+    code = "import mupspec, sys; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from pathlib import PurePath
 from typing import Callable, Sequence
 
 import torch
@@ -540,10 +541,10 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     name = factory_name or getattr(make_model, "__name__", "make_model")
-    spec = load_spec(spec) if isinstance(spec, str) else spec
+    spec = load_spec(spec) if isinstance(spec, (str, PurePath)) else spec
     if spec is None:
         raise MupError(Diagnostic("coord_check needs a spec (what the model should follow)"))
-    expect = load_spec(expect) if isinstance(expect, str) else (expect or spec)
+    expect = load_spec(expect) if isinstance(expect, (str, PurePath)) else (expect or spec)
     points = as_widths(widths)
     base = Width(base_width) if isinstance(base_width, int) else (as_widths([base_width] * 3)[0]
                                                                     if base_width else points[0])
