@@ -36,10 +36,9 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from mupspec.empirical.fit import Fit, fit_table
-from mupspec.empirical.measure import Sample, rms
+from mupspec.empirical.measure import Sample
 from mupspec.errors import Diagnostic, MupError
 
 QUANTITIES = ("act", "delta", "own", "upd")
@@ -48,6 +47,11 @@ DESCRIBE = {"act": "size at init", "delta": "change after t steps", "own": "own-
 ROLE_ORDER = ("input", "hidden", "output", "bias", "norm", "features", "logits", "scalar")
 DEFAULT_LR = {"sgd": 1e-4, "adam": 1e-5}
 OUTPUT_SITE = "[output]"
+
+
+def rms(t: torch.Tensor) -> float:
+    """Per-coordinate RMS in one fused reduction (no squared copy)."""
+    return float(torch.linalg.vector_norm(t.detach())) / math.sqrt(max(t.numel(), 1))
 
 
 # ---------------------------------------------------------------- predictions
@@ -158,18 +162,20 @@ class Recorder:
         self.step, self.active = 0, True
         self.values: dict[tuple[str, str], float] = {}
         self.initial_out: dict[str, torch.Tensor] = {}
-        params = dict(model.named_parameters())
-        self.initial = {n: p.detach().clone() for n, p in params.items()}
-        self.params = params
-        self.handles = []
+        self.params = dict(model.named_parameters())
+        # θ_0, only when a quantity needs it (the own-update term, the relative update)
+        self.initial = ({n: p.detach().clone() for n, p in self.params.items()}
+                        if self.quantities & {"own", "upd"} else {})
+        names = {id(p): n for n, p in self.params.items()}
         modules = dict(model.named_modules())
+        self.handles, self._local = [], {}
         for site in sites:
             module = modules[site.module]
+            self._local[site.name] = [(k, p, names[id(p)]) for k, p in module.named_parameters(recurse=False)]
             self.handles.append(module.register_forward_pre_hook(self._pre(site), prepend=True, with_kwargs=True))
             self.handles.append(module.register_forward_hook(self._post(site, module)))
         self._raw: dict[str, tuple] = {}
         self._logit_index = 0
-        self.logit_roles: dict[str, str] = {}
 
     def remove(self):
         for h in self.handles:
@@ -179,7 +185,7 @@ class Recorder:
     def _record(self, name: str, out: torch.Tensor) -> None:
         out = out.detach()
         self.values[(name, "act")] = rms(out)
-        if self.step == 0:
+        if self.step == 0 and "delta" in self.quantities:
             self.initial_out[name] = out.clone()  # clone: a later in-place op may overwrite it
         elif "delta" in self.quantities and name in self.initial_out:
             self.values[(name, "delta")] = rms(out - self.initial_out[name])
@@ -187,7 +193,8 @@ class Recorder:
     def _pre(self, site: Site):
         def hook(module, args, kwargs):
             if self.active:
-                self._raw[site.name] = (args, kwargs)
+                if "own" in self.quantities:
+                    self._raw[site.name] = (args, kwargs)
                 if site.role == "output" and args and isinstance(args[0], torch.Tensor):
                     self._record(f"{site.name}:input", args[0])
         return hook
@@ -209,15 +216,19 @@ class Recorder:
     def _own(self, site: Site, module) -> float:
         """The module re-run on its raw input with θ_t - θ_0 in place of its
         parameters (every hook of the parametrization fires again, so its
-        multipliers are included; ours are off)."""
+        multipliers are included; ours are off). The tensors are swapped in
+        the module's parameter table directly: torch.func.functional_call
+        does the same with several times the Python overhead."""
         args, kwargs = self._raw.pop(site.name)
-        local = dict(module.named_parameters(recurse=False))
-        names = {id(p): n for n, p in self.params.items()}
-        change = {k: p.detach() - self.initial[names[id(p)]] for k, p in local.items()}
+        table = module._parameters
         self.active = False
         try:
-            out = _first_tensor(functional_call(module, change, args, kwargs, tie_weights=False))
+            for k, p, full in self._local[site.name]:
+                table[k] = p.detach() - self.initial[full]
+            out = _first_tensor(module(*args, **kwargs))
         finally:
+            for k, p, _ in self._local[site.name]:
+                table[k] = p
             self.active = True
         return rms(out) if out is not None else math.nan
 
@@ -246,7 +257,6 @@ class Recorder:
                         logits = logits.masked_select(torch.ones(t, u, dtype=torch.bool, device=q.device).tril())
                 name = f"attention[{self._logit_index}]"
                 self._logit_index += 1
-                self.logit_roles[name] = "logits"
                 self._record(name, logits)
             return original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                             scale=scale, **kwargs)
@@ -642,12 +652,13 @@ def _prepare(P, make_model, name, width, base_shapes, seed, opt, plan_kwargs, as
             raise MupError(Diagnostic(f"{name}({width}): cannot parametrize with the spec: {err}")) from None
     if isinstance(opt, str):
         rate = lr if lr is not None else DEFAULT_LR[P._family(opt)]
+        # foreach: one fused update over all tensors (torch's CPU default is a per-tensor loop)
+        extra = {"foreach": True} if opt == "sgd" else {"eps": 1e-12, "foreach": True}
         if as_is:
             cls = torch.optim.SGD if opt == "sgd" else torch.optim.Adam
-            extra = {} if opt == "sgd" else {"eps": 1e-12}
             optimizer = cls(model.parameters(), lr=rate, **extra)
         else:
-            optimizer = P.make_optimizer(model, plan, lr=rate, **({} if opt == "sgd" else {"eps": 1e-12}))
+            optimizer = P.make_optimizer(model, plan, lr=rate, **extra)
         family = P._family(opt)
     else:
         try:
