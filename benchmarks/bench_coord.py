@@ -79,7 +79,7 @@ def mlp_run(width=1024, batch=256):
 
 def sites_of(model, plan):
     roles = {r.name: r.role for r in plan}
-    return coord.module_sites(model, roles, lambda *a: "output")
+    return coord.module_sites(model, roles)
 
 
 def plain_steps(model, opt, inputs, steps):

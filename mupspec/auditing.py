@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 
 
-def audit(model, optimizer, spec, *, plan=None, base_model=None, widths=None, base_widths=None, roles=None,
-          residual=None, example=None, check_init: bool = True, generated=None):
+def audit(model, optimizer, spec, *, plan=None, base_model=None, delta=None, widths=None, base_widths=None,
+          roles=None, residual=None, example=None, check_init: bool = True, generated=None):
     """Raise the generated module's AuditError (a ValueError) listing every
     way `model` and `optimizer` differ from `spec` (an ir.Spec or a path);
     returns the plan's records otherwise."""
@@ -26,7 +26,9 @@ def audit(model, optimizer, spec, *, plan=None, base_model=None, widths=None, ba
             raise ValueError("mupspec.audit: pass plan= (what parametrize returned) or base_model= (and widths= / "
                              "base_widths=) to plan the model again")
         family = _family(optimizer)
-        plan = P.parametrize(copy.deepcopy(model), base_model, optimizer=family, roles=roles, widths=widths,
+        twin = copy.deepcopy(model)
+        twin.__dict__.pop("_mupspec_parametrized", None)  # planning a copy again changes nothing of the model
+        plan = P.parametrize(twin, base_model, optimizer=family, roles=roles, delta=delta, widths=widths,
                              base_widths=base_widths, residual=residual, init="none")
         check_init = False  # a re-plan prescribes no init
     return P.audit(model, optimizer, plan, example=example, check_init=check_init)

@@ -104,8 +104,22 @@ def test_a_multiplier_applied_twice_is_caught(P):
 
 def test_a_tied_readout_without_its_multiplier_is_caught(P):
     model, plan = build(P, factory=user_models.gpt)
+    assert plan["lm_head.weight"].tied_to == "wte.weight"
+    P.audit(model, P.make_optimizer(model, plan, lr=1e-3), plan, example=user_models.tokens())
+    # re-tying code replaces the readout after parametrize (as HF's tie_weights / resize can): its hook is gone
+    model.lm_head = torch.nn.Linear(128, user_models.VOCAB, bias=False)
+    model.lm_head.weight = model.wte.weight
     text = problems(P, model, P.make_optimizer(model, plan, lr=1e-3), plan, example=user_models.tokens())
-    assert "lm_head.weight" in text and "multiplier" in text
+    assert "lm_head.weight (output): effective forward multiplier 1, the spec's 0.5 (x2)" in text
+
+
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate parameters")
+def test_a_tie_the_plan_does_not_know_is_caught(P):
+    """Tied after parametrize: the plan saw two tensors, the model has one."""
+    model, plan = build(P)
+    model.lm_head.weight = model.wte.weight
+    text = problems(P, model, P.make_optimizer(model, plan, lr=1e-3), plan, example=user_models.tokens())
+    assert "lm_head.weight: the same tensor as wte.weight, but the plan gives them separate init" in text
 
 
 def test_an_uncovered_parameter_is_caught(P):

@@ -73,7 +73,7 @@ def test_own_update_term_includes_the_hook_multiplier():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3, bias=False)).double()
     model[1].register_forward_pre_hook(lambda m, args: (args[0] * 0.25,))
-    sites = module_sites(model, {"0.weight": "input", "0.bias": "bias", "1.weight": "output"}, None)
+    sites = module_sites(model, {"0.weight": "input", "0.bias": "bias", "1.weight": "output"})
     x = torch.randn(4, 5, dtype=torch.float64)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     w0 = model[1].weight.detach().clone()
@@ -87,15 +87,16 @@ def test_own_update_term_includes_the_hook_multiplier():
 
 
 def test_tied_readout_takes_the_output_role():
-    model = user_models.gpt(128)
-    base = {n: tuple(p.shape) for n, p in user_models.gpt(64).named_parameters()}
     from mupspec.codegen import load_module
+
     P = load_module(load_spec(SPECS / "mup_table8.mup"), "mup_table8.mup")
+    model = user_models.gpt(128)
+    base = P.base_shapes(user_models.gpt(64))
     roles, sites = coord._roles_and_sites(P, model, base, dict(optimizer="adam", widths={"n": 128},
                                                                 base_widths={"n": 64}), "gpt", 128)
     by_name = {s.name: s.role for s in sites}
     assert roles["wte.weight"] == "input" and by_name["wte"] == "input"
-    assert by_name["lm_head"] == "output"
+    assert roles["lm_head.weight"] == "output" and by_name["lm_head"] == "tied-out"
 
 
 # ---------------------------------------------------------------- verdicts on real models
@@ -127,6 +128,18 @@ def test_gpt_with_sqrt_attention_fails_mup_on_the_logits_only():
     fixed = coord_check(user_models.gpt_mup_attention, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
                         make_input=user_models.tokens, optimizer="adam", **FAST)
     assert fixed.ok, fixed.render()
+
+
+def test_tied_gpt_passes_mup_and_its_readout_is_measured_as_tied_output():
+    """A readout tied to the token embedding: its output at init is Θ(1)
+    (the self-logit: the stream still carries the token's embedding, n
+    aligned terms times μP's 1/n), not the CLT's n^-1/2; a readout without
+    the 1/n multiplier would grow like n."""
+    result = coord_check(user_models.gpt_tied_mup_attention, [128, 256, 512], spec=str(SPECS / "mup_table8.mup"),
+                         make_input=user_models.tokens, optimizer="adam", **FAST)
+    assert result.ok, result.render()
+    output = next(r for r in result.rows if (r.role, r.quantity) == ("tied-out", "act"))
+    assert {"lm_head", "[output]"} == {s.site for s in output.sites} and output.predicted == 0.0
 
 
 # ---------------------------------------------------------------- the command

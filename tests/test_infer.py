@@ -116,7 +116,8 @@ def test_mupspec_codegen_module_infers_its_source():
     def make(width):
         model = user_models.gpt_mup_attention(width)
         model.plan = P.parametrize(model, P.base_shapes(user_models.gpt_mup_attention(64)), optimizer="adam",
-                                   widths={"n": width}, base_widths={"n": 64})
+                                   widths={"n": width}, base_widths={"n": 64},
+                                   delta=P.base_shapes(user_models.gpt_mup_attention(128)))
         return model
 
     result, spec = inferred_spec(make, lambda m: P.make_optimizer(m, m.plan, lr=1e-3), user_models.tokens)

@@ -44,7 +44,8 @@ from mupspec.errors import Diagnostic, MupError
 QUANTITIES = ("act", "delta", "own", "upd")
 DESCRIBE = {"act": "size at init", "delta": "change after t steps", "own": "own-update term",
             "upd": "relative update |Δθ|/|θ|"}
-ROLE_ORDER = ("input", "hidden", "output", "bias", "norm", "features", "logits", "scalar")
+TIED_OUTPUT = "tied-out"  # the role of a readout that reads the token embedding's tensor
+ROLE_ORDER = ("input", "hidden", "output", TIED_OUTPUT, "bias", "norm", "features", "logits", "scalar")
 DEFAULT_LR = {"sgd": 1e-4, "adam": 1e-5}
 OUTPUT_SITE = "[output]"
 
@@ -95,6 +96,11 @@ def role_predictions(spec, family: str) -> dict[tuple[str, str], float]:
     if logit is not None:
         out[("logits", "act")] = logit + Fraction(1, 2)  # CLT over d_head terms
         out[("logits", "delta")] = terms[("attention", "attention")]
+    # a readout tied to the token embedding: the residual stream still carries the token's own
+    # embedding, so W_out·x has a coherent part (the self-logit): n aligned terms, not a CLT sum
+    for quantity in ("act", "delta", "own"):
+        if ("output", quantity) in out:
+            out[(TIED_OUTPUT, quantity)] = out[("output", quantity)] + (Fraction(1, 2) if quantity == "act" else 0)
     if family != "sgd":  # Adam's first steps move every entry by ~lr: |Δθ|/|θ| ~ lr / init std
         for kind, e in ex.items():
             if math.isfinite(float(e.b)) and kind != "norm":
@@ -131,25 +137,24 @@ def _first_tensor(value):
     return None
 
 
-def module_sites(model: torch.nn.Module, roles: dict[str, str], alias_role: Callable) -> list[Site]:
+def module_sites(model: torch.nn.Module, roles: dict[str, str]) -> list[Site]:
     """One site per module that owns parameters directly (the model itself
-    only when it is a single layer). A weight tied to another module's
-    (named there) takes its role from this module's shape: `alias_role(module
-    name, module, the weight's name)`."""
+    only when it is a single layer), its role that of its weight (or first
+    parameter) under the module's own name: a readout tied to the token
+    embedding is `output` under its name, as the generated plan says."""
     names = {id(p): n for n, p in model.named_parameters()}
     sites = []
     for mname, module in model.named_modules():
         own = list(module.named_parameters(recurse=False))
         if not own or (mname == "" and any(True for _ in module.children())):
             continue
-        pnames = tuple(names[id(p)] for _, p in own)
-        weight = dict(own).get("weight")
-        local = f"{mname}.weight" if mname else "weight"
-        if weight is not None and names[id(weight)] != local:  # tied: this module reads another's weight
-            role = alias_role(mname, module, names[id(weight)])
-        else:
-            role = roles.get(names[id(weight if weight is not None else own[0][1])], "scalar")
-        sites.append(Site(mname or "(model)", role, pnames, mname))
+        local = dict(own)
+        key = "weight" if "weight" in local else own[0][0]
+        full = f"{mname}.{key}" if mname else key
+        role = roles.get(full, "scalar")
+        if role == "output" and names[id(local[key])] != full:  # its tensor is named elsewhere first: tied
+            role = TIED_OUTPUT
+        sites.append(Site(mname or "(model)", role, tuple(names[id(p)] for _, p in own), mname))
     return sites
 
 
@@ -195,7 +200,7 @@ class Recorder:
             if self.active:
                 if "own" in self.quantities:
                     self._raw[site.name] = (args, kwargs)
-                if site.role == "output" and args and isinstance(args[0], torch.Tensor):
+                if site.role in ("output", TIED_OUTPUT) and args and isinstance(args[0], torch.Tensor):
                     self._record(f"{site.name}:input", args[0])
         return hook
 
@@ -577,10 +582,12 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
             raise MupError(Diagnostic(f"`{spec.name}` has no {opt} LR rules (it covers {', '.join(families)})",
                                       hint="pick --optimizer among those, or pass an optimizer factory"))
         family = None
+        largest = build_model(make_model, points[-1], name)
+        # delta: what grows, so that the rules apply at the base width too (set_base_shapes' delta)
         plan_kwargs = dict(optimizer=plan_family, widths=points[-1].symbols(P.WIDTH_SYMBOLS),
-                           base_widths=base.symbols(P.WIDTH_SYMBOLS), roles=roles, residual=residual)
-        param_roles, sites = _roles_and_sites(P, build_model(make_model, points[-1], name), base_shapes,
-                                              plan_kwargs, name, points[-1])
+                           base_widths=base.symbols(P.WIDTH_SYMBOLS), roles=roles, residual=residual,
+                           delta=P.base_shapes(largest) if points[-1].x != base.x else None)
+        param_roles, sites = _roles_and_sites(P, largest, base_shapes, plan_kwargs, name, points[-1])
         for width in points:
             plan_kwargs["widths"] = width.symbols(P.WIDTH_SYMBOLS)
             for seed in seeds:
@@ -596,11 +603,13 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
                                               hint="check the model and its example input (--input)")) from None
                 for site in run.sites:
                     site_roles[site.name] = site.role
-                    own_roles[site.name] = tuple(dict.fromkeys(run.roles.get(p, site.role) for p in site.params))
-                    if site.role == "output":
+                    own_roles[site.name] = (TIED_OUTPUT,) if site.role == TIED_OUTPUT else \
+                        tuple(dict.fromkeys(run.roles.get(p, site.role) for p in site.params))
+                    if site.role in ("output", TIED_OUTPUT):
                         site_roles[f"{site.name}:input"] = "features"
                 site_roles.update({p: r for p, r in run.roles.items()})
-                site_roles[OUTPUT_SITE] = "output"
+                tied = any(site.role == TIED_OUTPUT for site in run.sites)
+                site_roles[OUTPUT_SITE] = TIED_OUTPUT if tied else "output"
                 for step, values in by_step.items():
                     for (site, quantity), value in values.items():
                         site_roles.setdefault(site, "logits" if site.startswith("attention[") else "scalar")
@@ -623,21 +632,15 @@ def _only_init(preds: dict) -> dict:
 
 
 def _roles_and_sites(P, model, base_shapes, plan_kwargs, name, width) -> tuple[dict[str, str], list[Site]]:
-    """Parameter roles (the generated module's plan, made on `model`, a
-    throwaway built at the largest width: at the base width nothing differs
-    from the base model, so shapes say nothing) and the recorded sites."""
+    """Parameter roles (the generated module's plan, tied names included),
+    made on `model`, a throwaway built at the largest width, and the sites."""
+    model.__dict__.pop("_mupspec_parametrized", None)  # a factory may have parametrized it: re-plan, init untouched
     try:
         plan = P.parametrize(model, base_shapes, init="none", **plan_kwargs)
     except ValueError as err:
         raise MupError(Diagnostic(f"{name}({width}): cannot place the parameters with the spec: {err}")) from None
     param_roles = {r.name: r.role for r in plan}
-
-    def alias_role(mname, module, owner):  # e.g. a readout tied to the token embedding
-        shape = tuple(module.weight.shape)
-        role, _ = P._role_by_shape(mname, shape, base_shapes.get(owner, shape), module, "weight")
-        return role or "scalar"
-
-    return param_roles, module_sites(model, param_roles, alias_role)
+    return param_roles, module_sites(model, param_roles)
 
 
 def _prepare(P, make_model, name, width, base_shapes, seed, opt, plan_kwargs, as_is, make_input, loss, lr, dtype,

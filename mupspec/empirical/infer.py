@@ -213,12 +213,8 @@ def infer(make_model, widths, *, optimizer="adam", make_input=None, lr: float = 
     largest = build_model(make_model, points[-1], name)
     plan_kwargs = dict(optimizer="adam", widths=points[-1].symbols(P.WIDTH_SYMBOLS),
                        base_widths=points[0].symbols(P.WIDTH_SYMBOLS), roles=None, residual=None)
-    roles, sites = _roles_and_sites(P, largest, base_shapes, plan_kwargs, name, points[-1])
     tied = _ties(largest)
-    for site in sites:  # a tied name takes its module's role (a readout reading the embedding)
-        for alias, owner in tied.items():
-            if alias.rpartition(".")[0] == site.module:
-                roles[alias] = site.role
+    roles, _ = _roles_and_sites(P, largest, base_shapes, plan_kwargs, name, points[-1])
     readings, logits, family = [], [], None
     for width in points:
         runs = []

@@ -131,6 +131,11 @@ def gpt_mup_attention(width: int) -> nn.Module:
     return GPT(width, tied=False, logit_power=1.0)
 
 
+def gpt_tied_mup_attention(width: int) -> nn.Module:
+    """Readout tied to the token embedding, attention logits scaled 1/d_head."""
+    return GPT(width, tied=True, logit_power=1.0)
+
+
 def tokens() -> torch.Tensor:
     return torch.randint(VOCAB, (4, SEQ), generator=torch.Generator().manual_seed(0))
 

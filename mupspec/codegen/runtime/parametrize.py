@@ -1,29 +1,55 @@
-"""Runtime part `parametrize`: parametrize(): roles, rule factors, residual branches, init and hooks, in that order.
+"""Runtime part `parametrize`: the entry point: check the arguments, plan every
+parameter, apply residual-branch rules, initialize, attach the multipliers.
 
 Copied below its RUNTIME marker into every generated module (see
 mupspec/codegen/runtime/__init__.py); the imports above the marker only
 name what this part uses from the others.
 """
 
-import math
-
 import torch
 
 from mupspec.codegen.runtime.init import _initialize
-from mupspec.codegen.runtime.multipliers import _attach_multipliers, _scale_output
-from mupspec.codegen.runtime.plan import OPTIMIZERS, ROLES, ParamPlan, Plan
-from mupspec.codegen.runtime.roles import _block, _fans, _glob, _owner, _role, base_shapes
+from mupspec.codegen.runtime.multipliers import _attach_multipliers, _ScaleOutput
+from mupspec.codegen.runtime.plan import OPTIMIZERS, ROLES, Plan
+from mupspec.codegen.runtime.records import _Options, _plan_records
+from mupspec.codegen.runtime.roles import _glob, base_shapes
 from mupspec.codegen.runtime.rules import _dims, _family, _hypers, _optimizer_factors, _ratio
-from mupspec.codegen.runtime.spec_stub import BLOCKS, FAMILIES, SPEC_NAME
+from mupspec.codegen.runtime.spec_stub import BLOCKS, FAMILIES, SPEC_NAME, SUBROLE_CLASSES
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
-def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None, base_widths=None,
-                depth=None, base_depth=None, hypers=None, init="rescale", init_scale=1.0,
-                multipliers="hooks", generator=None, residual=None):
+
+def parametrize(model, base_model, *, optimizer="adam", roles=None, delta=None, fan_axes=None, fused=None,
+                widths=None, base_widths=None, depth=None, base_depth=None, hypers=None, init="rescale",
+                init_scale=1.0, multipliers="hooks", generator=None, residual=None):
     """Assign a role to every parameter of `model`, initialize it, attach the
     forward multipliers, and return the Plan that param_groups() turns into
     optimizer groups. See docs/codegen.md."""
+    _check_arguments(optimizer, init, multipliers, roles, fused)
+    env = (_dims(widths, depth, "widths"), _dims(base_widths, base_depth, "base_widths"), _hypers(hypers))
+    _check_not_parametrized(model, init)
+    base = base_model if isinstance(base_model, dict) else base_shapes(base_model)
+    grow = None if delta is None else delta if isinstance(delta, dict) else base_shapes(delta)
+    opts = _Options(base, grow, list((roles or {}).items()), list((fan_axes or {}).items()),
+                    list((fused or {}).items()), optimizer, multipliers, env)
+    _check_growth_is_known(model, opts)
+    branches = _branches(model, residual)
+    records = _plan_records(model, opts)
+    _check_patterns_matched(opts)
+    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env)
+    if init != "none":
+        base_tensors = None if isinstance(base_model, dict) else dict(base_model.named_parameters(remove_duplicate=False))
+        _initialize(model, base, base_tensors, records, init, init_scale, generator)
+    hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
+    if branch_mult != 1.0:
+        modules = dict(model.named_modules())
+        hooks += [modules[b].register_forward_hook(_ScaleOutput(branch_mult)) for b in branches]
+    marker = {"spec": SPEC_NAME, "hooks": bool(hooks)}
+    model.__dict__["_mupspec_parametrized"] = marker  # a plain attribute: not in the state_dict
+    return Plan(records, optimizer, multipliers, init, hooks, branch_mult, marker)
+
+
+def _check_arguments(optimizer, init, multipliers, roles, fused):
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     if _family(optimizer) not in FAMILIES:
@@ -32,22 +58,48 @@ def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None,
         raise ValueError(f"init must be 'rescale', 'normal' or 'none', not {init!r}")
     if multipliers not in ("hooks", "fold"):
         raise ValueError(f"multipliers must be 'hooks' or 'fold', not {multipliers!r}")
-    patterns = list((roles or {}).items())
-    bad = [r for _, r in patterns if r not in ROLES]
+    known = ROLES + tuple(SUBROLE_CLASSES)
+    bad = [r for r in (roles or {}).values() if r not in known]
+    bad += [r for parts in (fused or {}).values() for r in parts if r not in known]
     if bad:
-        raise ValueError(f"unknown role(s) {bad}; roles are {ROLES}")
-    env = (_dims(widths, depth, "widths"), _dims(base_widths, base_depth, "base_widths"), _hypers(hypers))
-    base = base_model if isinstance(base_model, dict) else base_shapes(base_model)
-    branches = _branches(model, residual)
-    records = _plan_records(model, base, patterns, optimizer, multipliers, env)
-    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env)
-    if init != "none":
-        _initialize(model, base, records, init, init_scale, generator)
-    hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
-    if branch_mult != 1.0:
-        modules = dict(model.named_modules())
-        hooks += [modules[b].register_forward_hook(_scale_output(branch_mult)) for b in branches]
-    return Plan(records, optimizer, multipliers, init, hooks, branch_mult)
+        raise ValueError(f"unknown role(s) {bad}; roles are {known}")
+
+
+def _check_not_parametrized(model, init):
+    """Refuse a second parametrize on the same model (it would rescale the
+    init again and stack a second multiplier; microsoft/mup refuses too);
+    allowed again with init="none" once the first plan's hooks are removed
+    (e.g. to re-plan the same tensors for another optimizer)."""
+    marker = model.__dict__.get("_mupspec_parametrized")
+    if marker is not None and (marker["hooks"] or init != "none"):
+        raise ValueError(f"this model was already parametrized (by {marker['spec']}): build a fresh model, or call "
+                         "plan.remove_hooks() and parametrize again with init='none' to re-plan the same tensors")
+
+
+def _check_growth_is_known(model, opts):
+    """At the base sizes no dimension differs from the base model, so shapes
+    cannot tell input, hidden and output apart: the growing dimensions must
+    come from a delta model (microsoft/mup's set_base_shapes(delta=)) or every
+    parameter needs a role by name."""
+    if opts.grow is not None:
+        return
+    names = [(n, tuple(p.shape)) for n, p in model.named_parameters(remove_duplicate=False)]
+    if any(opts.base.get(n, shape) != shape for n, shape in names):
+        return
+    unnamed = [n for n, _ in names if not any(_glob(pattern, n) for pattern, _ in opts.roles)]
+    if unnamed:
+        raise ValueError(f"every parameter has the base model's shape, so shapes cannot tell which dimensions grow "
+                         f"with width (e.g. {unnamed[0]}): pass delta= (the same model at another width, as "
+                         "microsoft/mup's set_base_shapes(delta=)) so that the rules apply at the base width as at "
+                         "every other, or roles= for every parameter")
+
+
+def _check_patterns_matched(opts):
+    for argument in ("roles", "fan_axes", "fused"):
+        for pattern, _ in getattr(opts, argument):
+            if (argument, pattern) not in opts.matched:
+                raise ValueError(f"{argument} pattern {pattern!r} matches no parameter of the model "
+                                 "(names as in model.named_parameters(remove_duplicate=False))")
 
 
 def _branches(model, residual):
@@ -89,57 +141,3 @@ def _apply_residual(records, branches, optimizer, multipliers, env):
             record.wd_factor *= wd
             record.eps_factor *= eps
     return mult
-
-
-def _plan_records(model, base, patterns, optimizer, multipliers, env):
-    modules = dict(model.named_modules())
-    records, problems = [], []
-    for name, p in model.named_parameters():
-        module, pname = _owner(modules, name)
-        shape = tuple(p.shape)
-        role, problem = _role(name, shape, base.get(name), module, pname, patterns)
-        if problem is None and _block(role) is not None and _block(role) not in BLOCKS:
-            problem = f"{name}: role {role!r} but {SPEC_NAME} has no `{_block(role)}` block"
-        if problem is not None:
-            problems.append(problem)
-            continue
-        records.append(_record(name, shape, base[name], role, module, pname, optimizer, multipliers, env))
-    if problems:
-        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems) +
-                         "\nhint: give the base model the same parameter names, or pass roles={'pattern': 'role'}"
-                         f" with a role from {ROLES}")
-    return records
-
-
-def _record(name, shape, base_shape, role, module, pname, optimizer, multipliers, env):
-    target_dims, base_dims, hypers = env
-    fan_in, fan_out = _fans(module, pname, shape)
-    base_fan_in, base_fan_out = _fans(module, pname, base_shape)
-    record = ParamPlan(name=name, shape=shape, role=role, block=_block(role), fan_in=fan_in, fan_out=fan_out,
-                       base_fan_in=base_fan_in, base_fan_out=base_fan_out, init_ratio=None, init_std=None, mult=1.0,
-                       lr_factor=1.0, wd_factor=1.0, eps_factor=1.0, folded=False)
-    if record.block is None:
-        # nothing grows: keep the base model's init variance (undo PyTorch's fan_in dependence)
-        record.init_ratio = 1.0 if len(shape) >= 1 else None
-        return record
-    target, base = (fan_in, fan_out, target_dims), (base_fan_in, base_fan_out, base_dims)
-    ratio = lambda field: _ratio(record.block, field, target, base, hypers)  # noqa: E731
-    record.mult = ratio("mult")
-    if role != "norm":  # norm gains start at 1 by convention: no init rule
-        record.init_ratio = ratio("init.var")
-    record.lr_factor, record.wd_factor, record.eps_factor = _optimizer_factors(ratio, optimizer)
-    if multipliers == "fold" and record.mult != 1.0:
-        _fold(record, optimizer)
-    return record
-
-
-def _fold(record, optimizer):
-    """Lemma J.1 with theta = 1/mult: store mult*W and train it with multiplier
-    1; LR, eps and weight decay move so that training is unchanged."""
-    m = record.mult
-    if m <= 0.0:
-        raise ValueError(f"{record.name}: cannot fold the multiplier {m} (must be > 0); use multipliers='hooks'")
-    record.lr_factor *= m * m if optimizer == "sgd" else m
-    record.eps_factor /= m if optimizer != "sgd" else 1.0
-    record.wd_factor /= m if optimizer == "adamw" else m * m
-    record.folded = True

@@ -9,15 +9,25 @@ import math
 
 import torch
 
-from mupspec.codegen.runtime.spec_stub import DEPTH_SYMBOL, HYPER_DEFAULTS, RULES, SPEC_NAME, WIDTH_SYMBOLS
+from mupspec.codegen.runtime.spec_stub import DEPTH_SYMBOL, DERIVED_WIDTHS, HYPER_DEFAULTS, RULES, SPEC_NAME, WIDTH_SYMBOLS
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
+
 
 def _dims(widths, depth, which):
     dims = dict(widths or {})
     unknown = sorted(set(dims) - set(WIDTH_SYMBOLS))
     if unknown:
         raise ValueError(f"{which}: unknown width symbol(s) {unknown}; {SPEC_NAME} declares {list(WIDTH_SYMBOLS)}")
+    derived = sorted(set(dims) & set(DERIVED_WIDTHS))
+    if derived:
+        free = [w for w in WIDTH_SYMBOLS if w not in DERIVED_WIDTHS]
+        raise ValueError(f"{which}: {derived} follow from the other widths in {SPEC_NAME} (DERIVED_WIDTHS); "
+                         f"pass only {free}")
+    for name, size in DERIVED_WIDTHS.items():  # in declaration order: each from the sizes before it
+        value = size(dims)
+        if value is not None:
+            dims[name] = value
     if DEPTH_SYMBOL is not None and depth is not None:
         dims[DEPTH_SYMBOL] = depth
     return dims
@@ -39,7 +49,8 @@ def _hypers(overrides):
 
 def _value(block, field, fan_in, fan_out, dims, hypers):
     try:
-        value = RULES[(block, field)](fan_in, fan_out, dims, hypers)
+        rule = RULES.get((block, field)) or RULES[(SUBROLES.get(block, block), field)]  # a sub-role: its class's
+        value = rule(fan_in, fan_out, dims, hypers)
     except ZeroDivisionError:
         raise ValueError(f"{SPEC_NAME}: {block}.{field} divides by zero at "
                          f"fan_in={fan_in}, fan_out={fan_out}") from None
