@@ -45,17 +45,23 @@ def main(capsys, *args: str) -> tuple[int, str, str]:
 # ---------------------------------------------------------------- predictions
 
 
-@pytest.mark.parametrize("name", ["sp", "mup_table8", "ntk"])
-@pytest.mark.parametrize("family", ["sgd", "adam"])
-def test_role_predictions_agree_with_verify(name, family):
-    spec = load_spec(SPECS / f"{name}.mup")
-    roles = role_predictions(spec, family)
-    for (quantity, cls), k in verify.predictions(spec, family).items():
-        key = ("output", "delta") if (quantity, cls) == ("prop", "output") else (cls, quantity)
-        if key == ("output", "delta"):
-            assert roles[key] >= k  # the output's whole change: the larger of own and W_out·Δx
-        else:
-            assert roles[key] == pytest.approx(k), key
+@pytest.mark.parametrize("name, family, expected", [
+    ("mup_table8", "adam", {("hidden", "act"): 0, ("output", "act"): -0.5, ("hidden", "own"): 0,
+                            ("hidden", "delta"): 0, ("output", "delta"): 0, ("logits", "act"): -0.5,
+                            ("logits", "delta"): 0, ("tied-out", "act"): 0}),
+    ("sp", "adam", {("hidden", "own"): 1, ("hidden", "delta"): 1, ("output", "own"): 1, ("output", "prop"): 1.5,
+                    ("output", "delta"): 1.5, ("logits", "act"): 0, ("logits", "delta"): 1.5}),
+    ("sp", "sgd", {("input", "own"): -0.5, ("hidden", "own"): 0.5, ("output", "prop"): 1.0}),
+])
+def test_role_predictions(name, family, expected):
+    preds = role_predictions(load_spec(SPECS / f"{name}.mup"), family)
+    assert {k: preds[k] for k in expected} == expected
+
+
+def test_verify_takes_its_predictions_from_the_same_place():
+    spec = load_spec(SPECS / "sp.mup")
+    assert verify.predictions(spec, "adam")[("prop", "output")] == 1.5
+    assert verify.predictions(spec, "adam", first_steps=False)[("prop", "output")] == 2.0  # W_out moved by n^0
 
 
 def test_adam_relative_update_is_init_std_over_lr():

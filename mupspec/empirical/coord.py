@@ -58,11 +58,13 @@ def rms(t: torch.Tensor) -> float:
 # ---------------------------------------------------------------- predictions
 
 
-def role_predictions(spec, family: str) -> dict[tuple[str, str], float]:
-    """check's width exponent for every (role, quantity) it predicts, with
-    the output weights held at their init scale (the first steps; see
-    commands/verify.py). Roles of parameters (input, hidden, output, bias,
-    norm) and of the other sites (features: the readout's input; logits)."""
+def role_predictions(spec, family: str, first_steps: bool = True) -> dict[tuple[str, str], float]:
+    """check's width exponent for every (role, quantity) it predicts (floats;
+    +-inf for a zero init). `first_steps`: the output weights held at their
+    init scale (what a few small steps see; see commands/verify.py). Roles of
+    parameters (input, hidden, output, bias, norm) and of the other sites
+    (features: the readout's input; logits; tied-out: a tied readout);
+    ("output", "prop") is the output's change through W_out·Δx alone."""
     from mupspec import check, symbolic
     from mupspec.symbolic import OO
 
@@ -70,7 +72,7 @@ def role_predictions(spec, family: str) -> dict[tuple[str, str], float]:
     logit = symbolic.logit_exponent(spec, exact=True)
     init = {(t.role, t.kind): t.k for t in check.init_terms(ex)}
     terms = {(t.role, t.kind): t.k for t in check.step_terms(ex, family, logit)[2]}
-    if "output" in ex:  # W_out still at init: what the first steps see
+    if first_steps and "output" in ex:  # W_out still at init: what the first steps see
         frozen = dict(ex, output=replace(ex["output"], c_sgd=OO, c_adam=OO))
         early = {(t.role, t.kind): t.k for t in check.step_terms(frozen, family, logit)[2]}
         terms = {**early, ("own_update", "output"): terms[("own_update", "output")]}
@@ -92,6 +94,7 @@ def role_predictions(spec, family: str) -> dict[tuple[str, str], float]:
     if ("norm", "own") in out:
         out[("norm", "delta")] = max(out[("norm", "own")], -r)
     if ("output_change", "output") in terms:
+        out[("output", "prop")] = terms[("output_change", "output")]
         out[("output", "delta")] = max(out[("output", "own")], terms[("output_change", "output")])
     if logit is not None:
         out[("logits", "act")] = logit + Fraction(1, 2)  # CLT over d_head terms
@@ -103,9 +106,9 @@ def role_predictions(spec, family: str) -> dict[tuple[str, str], float]:
             out[(TIED_OUTPUT, quantity)] = out[("output", quantity)] + (Fraction(1, 2) if quantity == "act" else 0)
     if family != "sgd":  # Adam's first steps move every entry by ~lr: |Δθ|/|θ| ~ lr / init std
         for kind, e in ex.items():
-            if math.isfinite(float(e.b)) and kind != "norm":
+            if math.isfinite(float(e.b)) and math.isfinite(float(e.c_adam)) and kind != "norm":
                 out[(kind, "upd")] = e.b - e.c_adam
-    return {key: float(v) for key, v in out.items() if math.isfinite(float(v))}
+    return {key: float(v) for key, v in out.items()}
 
 
 # ---------------------------------------------------------------- sites
@@ -446,8 +449,8 @@ def compare(fits: dict, site_roles: dict[str, str], own_roles: dict[str, tuple[s
             pred = max(options) if options else None
         else:
             pred = table.get((role, quantity))
-        if pred is None:
-            continue
+        if pred is None or not math.isfinite(pred):
+            continue  # e.g. a zero-init readout: nothing to fit a slope to
         agrees = fit.ok and abs(fit.exponent - pred) <= tol
         grouped.setdefault((opt, role, quantity, step, pred), []).append(SiteFit(site, role, fit, pred, agrees))
     rows = []
