@@ -122,6 +122,7 @@ def test_mupspec_codegen_module_infers_its_source():
 
     result, spec = inferred_spec(make, lambda m: P.make_optimizer(m, m.plan, lr=1e-3), user_models.tokens)
     assert not equivalent_core(spec, source, ("input", "hidden", "output", "bias")), to_spec_text(result)
+    assert check_spec(spec).ok
 
 
 @pytest.mark.slow  # importing transformers takes most of it
