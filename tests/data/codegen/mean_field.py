@@ -11,7 +11,7 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 # "MFP (L=1)": a = 0 (input), 1 (output); b = 0; c = -1. SGD only.
 # Hidden layers (L >= 2) are not in that table; the hidden block below is the
 # mean-field normalization (b = 0, c = -1) of muP's hidden layer, a = 1/2
-# [derived: THEORY.md section 1.4]. MFP is equivalent to muP (Everett et al. 2024).
+# [derived: docs/theory.md §4]. MFP is equivalent to muP (Everett et al. 2024).
 
 import math
 
@@ -1190,6 +1190,13 @@ def _coverage(model, plan):
     params = _named(model)
     known = {id(params[r.name]): r.name for r in plan if r.name in params}
     problems = []
+    owners = {}
+    for r in plan:  # two untied records, one tensor: tied after parametrize planned them apart
+        if r.name in params and not getattr(r, "tied_to", None):
+            other = owners.setdefault(id(params[r.name]), r.name)
+            if other != r.name:
+                problems.append(f"{r.name}: the same tensor as {other}, but the plan gives them separate init and "
+                                f"LR (tied after parametrize?): tie first, then parametrize")
     for name, p in params.items():
         if any(r.name == name for r in plan):
             continue

@@ -1199,6 +1199,13 @@ def _coverage(model, plan):
     params = _named(model)
     known = {id(params[r.name]): r.name for r in plan if r.name in params}
     problems = []
+    owners = {}
+    for r in plan:  # two untied records, one tensor: tied after parametrize planned them apart
+        if r.name in params and not getattr(r, "tied_to", None):
+            other = owners.setdefault(id(params[r.name]), r.name)
+            if other != r.name:
+                problems.append(f"{r.name}: the same tensor as {other}, but the plan gives them separate init and "
+                                f"LR (tied after parametrize?): tie first, then parametrize")
     for name, p in params.items():
         if any(r.name == name for r in plan):
             continue

@@ -6,8 +6,8 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 """
 
 # generated from: specs/sp_lr_inv_width.mup
-# SP with the global learning rate scaled as 1/width: the stable SP of
-# Tensor Programs IV (Yang & Hu 2021, arXiv 2011.14522), Table 1, column "SP":
+# SP with the global learning rate scaled as 1/width: the stable SP.
+# Source: Tensor Programs IV (Yang & Hu 2021, arXiv 2011.14522), Table 1, column "SP":
 # a = 0, b = 0 (input) and 1/2 (others), c = 1. Stable, but in the kernel regime.
 
 import math
@@ -1205,6 +1205,13 @@ def _coverage(model, plan):
     params = _named(model)
     known = {id(params[r.name]): r.name for r in plan if r.name in params}
     problems = []
+    owners = {}
+    for r in plan:  # two untied records, one tensor: tied after parametrize planned them apart
+        if r.name in params and not getattr(r, "tied_to", None):
+            other = owners.setdefault(id(params[r.name]), r.name)
+            if other != r.name:
+                problems.append(f"{r.name}: the same tensor as {other}, but the plan gives them separate init and "
+                                f"LR (tied after parametrize?): tie first, then parametrize")
     for name, p in params.items():
         if any(r.name == name for r in plan):
             continue
