@@ -214,3 +214,27 @@ def test_package_api_is_lazy():
     assert callable(mupspec.audit)
     code = "import mupspec, sys; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_logits_through_the_generated_attention_helper_are_recorded():
+    from mupspec.codegen import load_module
+
+    P = load_module(load_spec(SPECS / "mup_table8.mup"), "mup_table8.mup")
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qk = torch.nn.Linear(8, 16, bias=False)
+
+        def forward(self, x):
+            q, k = self.qk(x).split(8, dim=-1)
+            return P.attention(q, k, k, 0.125, causal=True)
+
+    torch.manual_seed(0)
+    model, x = Head().double(), torch.randn(2, 5, 8, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    by_step = train_and_record(Run(model, opt, (x,), {}, None, {}, module_sites(model, {})), 1, ("act",), seed=0)
+    q, k = model.qk(x).detach().split(8, dim=-1)
+    logits = (q @ k.transpose(-2, -1) * 0.125).masked_select(torch.ones(5, 5, dtype=torch.bool).tril())
+    assert by_step[0][("attention[0]", "act")] == pytest.approx(coord.rms(logits), rel=1e-12)
+    assert P.attention.__name__ == "attention"  # put back

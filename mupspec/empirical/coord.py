@@ -29,6 +29,7 @@ are what is measured.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import PurePath
@@ -254,21 +255,42 @@ class Recorder:
                     self.values[(name, "upd")] = float((p.detach() - p0).norm()) / base
 
     # -- attention logits
-    def attention(self, original):
+    @torch.no_grad()
+    def logits(self, q, k, scale, causal) -> None:
+        if not self.active:
+            return
+        logits = (q @ k.transpose(-2, -1)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+        if causal:  # only the entries attention uses
+            t, u = logits.shape[-2:]
+            logits = logits.masked_select(torch.ones(t, u, dtype=torch.bool, device=q.device).tril(u - t))
+        self._record(f"attention[{self._logit_index}]", logits)
+        self._logit_index += 1
+
+    def sdpa(self, original):
         def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
-            if self.active:
-                with torch.no_grad():
-                    s = scale if scale is not None else q.shape[-1] ** -0.5
-                    logits = (q @ k.transpose(-2, -1)) * s
-                    if is_causal:  # only the entries attention uses
-                        t, u = logits.shape[-2:]
-                        logits = logits.masked_select(torch.ones(t, u, dtype=torch.bool, device=q.device).tril())
-                name = f"attention[{self._logit_index}]"
-                self._logit_index += 1
-                self._record(name, logits)
+            self.logits(q, k, scale, is_causal)
             return original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                             scale=scale, **kwargs)
         return sdpa
+
+    def helper(self, original):
+        """The generated module's attention(q, k, v, scale, causal=, mask=)."""
+        def attention(q, k, v, scale, *, causal=False, mask=None):
+            self.logits(q, k, scale, causal)
+            return original(q, k, v, scale, causal=causal, mask=mask)
+        return attention
+
+
+def _attention_functions(recorder) -> list[tuple[object, str, object]]:
+    """(owner, attribute, replacement) for every attention entry point a
+    model may call: F.scaled_dot_product_attention and the `attention`
+    helper of every generated module imported (they are looked up at call
+    time, so replacing the attribute instruments the user's code)."""
+    targets = [(F, "scaled_dot_product_attention", recorder.sdpa(F.scaled_dot_product_attention))]
+    for name, module in list(sys.modules.items()):
+        if name.startswith("mupspec_generated_") and callable(getattr(module, "attention", None)):
+            targets.append((module, "attention", recorder.helper(module.attention)))
+    return targets
 
 
 # ---------------------------------------------------------------- one run
@@ -292,8 +314,9 @@ def train_and_record(run: Run, steps: int, quantities: Sequence[str], seed: int)
     in the forward after t optimizer steps)."""
     recorder = Recorder(run.model, run.sites, quantities)
     optimizers = run.optimizer if isinstance(run.optimizer, (list, tuple)) else [run.optimizer]
-    original = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = recorder.attention(original)
+    patched = [(owner, attr, getattr(owner, attr), new) for owner, attr, new in _attention_functions(recorder)]
+    for owner, attr, _, new in patched:
+        setattr(owner, attr, new)
     cotangent = None
     by_step: dict[int, dict] = {}
     try:
@@ -319,7 +342,8 @@ def train_and_record(run: Run, steps: int, quantities: Sequence[str], seed: int)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
     finally:
-        F.scaled_dot_product_attention = original
+        for owner, attr, old, _ in patched:
+            setattr(owner, attr, old)
         recorder.remove()
     return by_step
 
