@@ -98,20 +98,12 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def predictions(spec, optimizer: str, first_steps: bool = True) -> dict[tuple[str, str], float]:
     """check's exponent for every compared (quantity, class), as floats.
-    `first_steps`: output weights still at their init scale (see module doc)."""
-    from mupspec import check, symbolic
-    from mupspec.symbolic import OO
+    `first_steps`: output weights still at their init scale (see module doc).
+    The same predictions as the coordinate check of any model (coord.py)."""
+    from mupspec.empirical.coord import role_predictions
 
-    ex = symbolic.spec_exponents(spec)
-    terms = check.init_terms(ex) + check.step_terms(ex, optimizer, None)[2]
-    if first_steps and "output" in ex:
-        frozen = dict(ex, output=dataclasses.replace(ex["output"], c_sgd=OO, c_adam=OO))
-        early = [t for t in check.step_terms(frozen, optimizer, None)[2]
-                 if not (t.role == "own_update" and t.kind == "output")]
-        own_out = [t for t in terms if t.role == "own_update" and t.kind == "output"]
-        terms = check.init_terms(ex) + early + own_out
-    by_term = {(t.role, t.kind): t.k for t in terms}
-    return {q: float(by_term[term]) for q, term in TERM_OF.items() if term in by_term}
+    by_role = role_predictions(spec, optimizer, first_steps)
+    return {(q, cls): by_role[(cls, q)] for q, cls in TERM_OF if (cls, q) in by_role}
 
 
 def expected_spec(name_or_path: str):
