@@ -23,7 +23,9 @@ missing run and returns a `Report` (runs computed now, cells that failed).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -164,6 +166,9 @@ class RayBackend:
 
     def __enter__(self):
         ray = self.ray
+        # Ray prints its own notices (a worker died, ...) on stdout: keep stdout for mupspec's output
+        self.quiet = contextlib.redirect_stdout(sys.stderr)
+        self.quiet.__enter__()
         if not ray.is_initialized():
             # ship mupspec itself: every worker runs the driver's code, whatever is installed there
             env = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
@@ -174,6 +179,7 @@ class RayBackend:
                 ray.init(address=self.address, runtime_env=env, log_to_driver=False,
                          configure_logging=False, **options)
             except ConnectionError as err:
+                self.quiet.__exit__(None, None, None)
                 raise MupError(Diagnostic(f"cannot reach a Ray cluster at --address {self.address}: {err}",
                                           hint="start one with `ray start --head`, or use --address local "
                                           "to start a private one on this machine")) from None
@@ -185,6 +191,7 @@ class RayBackend:
         if self.owns:
             self.ray.shutdown()
             self.owns = False
+        self.quiet.__exit__(None, None, None)
 
     def map(self, fn: Callable, items: Iterable, on_start: Callable | None = None) -> Iterator[tuple]:
         ray, items = self.ray, iter(items)
@@ -251,8 +258,6 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
     """Compute every missing run of `cells` on `backend` (default local), saving each
     task's runs the moment it returns. With a deadline (time.monotonic()), no task
     starts after it (run again to resume)."""
-    import sys
-
     import torch
 
     cells = list(dict.fromkeys(cells))
