@@ -699,9 +699,11 @@ def _split_fused(record, opts):
     for role, start, stop in parts:
         factors = _rule_factors(_rules_key(role), record, opts)
         if factors[1:] != (record.mult, record.lr_factor, record.wd_factor, record.eps_factor):
+            own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
+            why = f" (the spec's `{role}` block states its own {', '.join(own)})" if own else ""
             return (f"{record.name}: its fused part {role} needs the multiplier / LR / weight decay / eps factors "
                     f"{factors[1:]}, the whole tensor {(record.mult, record.lr_factor, record.wd_factor, record.eps_factor)}"
-                    ": one tensor has one forward and one LR group; split it into separate parameters")
+                    f"{why}: one tensor has one forward and one LR group; split it into separate parameters")
         record.slices.append({"role": role, "axis": axis, "start": start, "stop": stop, "init_ratio": factors[0],
                               "init_std": None})
     return None
@@ -825,9 +827,11 @@ def _initialize(model, base, base_tensors, records, init, init_scale, generator)
         fold = record.mult if record.folded else 1.0
         parts = record.slices or [{"axis": 0, "start": 0, "stop": p.shape[0] if p.dim() else 1,
                                    "init_ratio": record.init_ratio}]
-        if init == "rescale":
+        if init == "rescale" and any(part["init_ratio"] for part in parts):  # zeroing needs no law
             law, own = _init_law(record, module, pname, p, (base_tensors or {}).get(record.name), base)
             record.init_law = law
+        elif init == "rescale":
+            own = 1.0
         for part in parts:
             view = p.narrow(part["axis"], part["start"], part["stop"] - part["start"]) if p.dim() else p
             if init == "normal":

@@ -6,8 +6,9 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 """
 
 # generated from: specs/umup_gpt.mup
-# u-muP for a Transformer (Adam): every weight starts N(0, 1), scale lives in
-# multipliers and LRs; attention logits q.k * alpha_attn/d_head.
+# u-muP for a Transformer (Adam): the rules of umup.mup for every class, d_ff a
+# fixed multiple of d_model, heads added at a fixed d_head, and attention
+# logits q.k * alpha_attn/d_head.
 # Source: Blake et al. 2024, "u-muP: The Unit-Scaled Maximal Update
 # Parametrization" (arXiv 2407.17465); unit-scaling 0.3.5 (graphcore-research),
 # whose scaled_dot_product_attention uses scale = mult/d_head.
@@ -33,7 +34,7 @@ TIES = ()  # (embedding, readout): one tensor with the embedding's init and grou
 
 
 def _width_d_ff(dims):
-    # specs/umup_gpt.mup:8: width d_ff = 4*d_model
+    # specs/umup_gpt.mup:9: width d_ff = 4*d_model
     if "d_model" not in dims:
         return None
     w_d_model = dims["d_model"]
@@ -41,7 +42,7 @@ def _width_d_ff(dims):
 
 
 def _width_d_head(dims):
-    # specs/umup_gpt.mup:8: width d_head = 64
+    # specs/umup_gpt.mup:9: width d_head = 64
     return 64.0
 
 
@@ -219,13 +220,13 @@ def _norm_eps_adam(fan_in, fan_out, dims, hypers):
 
 
 def _attention_head_dim(fan_in, fan_out, dims, hypers):
-    # specs/umup_gpt.mup:12: attention { head_dim = d_head }
+    # specs/umup_gpt.mup:13: attention { head_dim = d_head }
     w_d_head = _dim(dims, "d_head", "attention.head_dim")
     return w_d_head
 
 
 def _attention_logit(fan_in, fan_out, dims, hypers):
-    # specs/umup_gpt.mup:13: attention { logit = alpha_attn/d_head }
+    # specs/umup_gpt.mup:14: attention { logit = alpha_attn/d_head }
     h_alpha_attn = hypers["alpha_attn"]
     w_d_head = _dim(dims, "d_head", "attention.logit")
     return (h_alpha_attn / w_d_head)
@@ -750,9 +751,11 @@ def _split_fused(record, opts):
     for role, start, stop in parts:
         factors = _rule_factors(_rules_key(role), record, opts)
         if factors[1:] != (record.mult, record.lr_factor, record.wd_factor, record.eps_factor):
+            own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
+            why = f" (the spec's `{role}` block states its own {', '.join(own)})" if own else ""
             return (f"{record.name}: its fused part {role} needs the multiplier / LR / weight decay / eps factors "
                     f"{factors[1:]}, the whole tensor {(record.mult, record.lr_factor, record.wd_factor, record.eps_factor)}"
-                    ": one tensor has one forward and one LR group; split it into separate parameters")
+                    f"{why}: one tensor has one forward and one LR group; split it into separate parameters")
         record.slices.append({"role": role, "axis": axis, "start": start, "stop": stop, "init_ratio": factors[0],
                               "init_std": None})
     return None
@@ -876,9 +879,11 @@ def _initialize(model, base, base_tensors, records, init, init_scale, generator)
         fold = record.mult if record.folded else 1.0
         parts = record.slices or [{"axis": 0, "start": 0, "stop": p.shape[0] if p.dim() else 1,
                                    "init_ratio": record.init_ratio}]
-        if init == "rescale":
+        if init == "rescale" and any(part["init_ratio"] for part in parts):  # zeroing needs no law
             law, own = _init_law(record, module, pname, p, (base_tensors or {}).get(record.name), base)
             record.init_law = law
+        elif init == "rescale":
+            own = 1.0
         for part in parts:
             view = p.narrow(part["axis"], part["start"], part["stop"] - part["start"]) if p.dim() else p
             if init == "normal":
