@@ -137,11 +137,12 @@ def versus_mup(rounds, widths=(64, 128, 256, 512), seeds=3):
     tokens = torch.randint(user_models.VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
     targets = torch.randint(user_models.VOCAB, (4 * 16,), generator=torch.Generator().manual_seed(1))
 
+    base, delta = (P.base_shapes(user_models.gpt_mup_attention(w)) for w in (64, 128))
+
     def lazy(width):
         def build():
             model = user_models.gpt_mup_attention(width)
-            P.parametrize(model, P.base_shapes(user_models.gpt_mup_attention(64)), optimizer="adam",
-                          widths={"n": width}, base_widths={"n": 64})
+            P.parametrize(model, base, optimizer="adam", widths={"n": width}, base_widths={"n": 64}, delta=delta)
             return model
         return build
 

@@ -247,12 +247,14 @@ class Recorder:
     def record_updates(self) -> None:
         if "upd" not in self.quantities or self.step == 0:
             return
-        with torch.no_grad():
-            for name, p in self.params.items():
-                p0 = self.initial[name]
-                base = float(p0.norm())
+        names = list(self.params)
+        with torch.no_grad():  # one fused pass over every tensor (foreach), ||θ_0|| computed once
+            if not hasattr(self, "_initial_norms"):
+                self._initial_norms = [float(n) for n in torch._foreach_norm([self.initial[n] for n in names])]
+            moved = torch._foreach_sub([self.params[n].detach() for n in names], [self.initial[n] for n in names])
+            for name, top, base in zip(names, torch._foreach_norm(moved), self._initial_norms):
                 if base > 0:
-                    self.values[(name, "upd")] = float((p.detach() - p0).norm()) / base
+                    self.values[(name, "upd")] = float(top) / base
 
     # -- attention logits
     @torch.no_grad()
@@ -399,6 +401,17 @@ def build_model(make_model, width: Width, factory_name: str) -> torch.nn.Module:
         raise MupError(Diagnostic(f"{factory_name}({width}) returned {type(model).__name__}, not a torch.nn.Module",
                                   hint="FACTORY(width) must return the model (an nn.Module)"))
     return model
+
+
+def shape_model(make_model, width: Width, factory_name: str) -> torch.nn.Module:
+    """The model for its shapes only (base shapes, roles): built on the meta
+    device, where no tensor is allocated or initialized; a factory that
+    cannot build there (it reads a value) is built for real."""
+    try:
+        with torch.device("meta"):
+            return build_model(make_model, width, factory_name)
+    except MupError:
+        return build_model(make_model, width, factory_name)
 
 
 def default_input(model: torch.nn.Module, batch: int = 32, seq: int = 8):
@@ -594,7 +607,7 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
     if steps < 1 or not seeds:
         raise MupError(Diagnostic("steps and seeds must be at least 1"))
     P = generated or load_module(spec, f"{spec.name}.mup")
-    base_shapes = P.base_shapes(build_model(make_model, base, name))
+    base_shapes = P.base_shapes(shape_model(make_model, base, name))
     families = ir.optimizers(spec)
     opts = optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]
     samples: list[Sample] = []
@@ -609,7 +622,7 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
             raise MupError(Diagnostic(f"`{spec.name}` has no {opt} LR rules (it covers {', '.join(families)})",
                                       hint="pick --optimizer among those, or pass an optimizer factory"))
         family = None
-        largest = build_model(make_model, points[-1], name)
+        largest = shape_model(make_model, points[-1], name)
         # delta: what grows, so that the rules apply at the base width too (set_base_shapes' delta)
         plan_kwargs = dict(optimizer=plan_family, widths=points[-1].symbols(P.WIDTH_SYMBOLS),
                            base_widths=base.symbols(P.WIDTH_SYMBOLS), roles=roles, residual=residual,

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from mupspec.empirical.coord import (Width, _first_tensor, _roles_and_sites, as_widths, build_model,
-                                     default_input, prepare_inputs)
+                                     default_input, prepare_inputs, shape_model)
 from mupspec.empirical.fit import slope
 from mupspec.errors import Diagnostic, MupError
 
@@ -209,8 +209,8 @@ def infer(make_model, widths, *, optimizer="adam", make_input=None, lr: float = 
     # the role rules live in every generated module; any bundled spec with the parameter blocks will do
     P = generated or load_module(load_spec(Path(__file__).resolve().parents[2] / "specs" / "mup_table8.mup"),
                                  "mup_table8.mup")
-    base_shapes = P.base_shapes(build_model(make_model, points[0], name))
-    largest = build_model(make_model, points[-1], name)
+    base_shapes = P.base_shapes(shape_model(make_model, points[0], name))
+    largest = shape_model(make_model, points[-1], name)
     plan_kwargs = dict(optimizer="adam", widths=points[-1].symbols(P.WIDTH_SYMBOLS),
                        base_widths=points[0].symbols(P.WIDTH_SYMBOLS), roles=None, residual=None)
     tied = _ties(largest)
