@@ -1,0 +1,477 @@
+"""`mupspec experiment transformer`: muP on a byte-level GPT language model,
+the design of "A thorough reproduction and evaluation of muP" (TMLR 2025) at
+laptop scale.
+
+Takes the command-line options; trains, per cell (spec x width x depth), every
+(LR x seed) replica together (`lm_engine.py`), saving each run the moment its
+cell finishes (`RunStore`), and writes under --out:
+  runs/<cell>/lr..._s..json  one run: loss curves, coordinate statistics, the
+                             generated plan's numbers, the software;
+  runs.csv                   final train/validation loss of every run;
+  optima.csv                 best LR per variant and size (bootstrap interval),
+                             and the best reachable loss there;
+  exponents.csv              width exponents of the coordinate statistics over
+                             training (mean and 95% t-interval over seeds);
+  summary.json / summary.md  the shift of the optimal LR per doubling, the tables;
+  figures/                   the PNGs of docs/lm-study.md.
+
+Parts: `width` (SP against muP, and u-muP in --full, over d_model at a fixed
+depth) and `depth` (muP with no depth rule against CompleteP over blocks).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mupspec.empirical.spiral import _json_safe, _unique
+from mupspec.empirical.sweep import Cell, Progress, atomic_write_json, run_name
+from mupspec.errors import Diagnostic, MupError
+
+WIDTH_VARIANTS = {"SP": "sp", "muP": "mup_table8"}
+DEPTH_VARIANTS = {"muP (no depth rule)": "mup_table8", "CompleteP": "completep"}
+QUANTITIES = ("act", "upd", "w", "dw")
+ARCH = "gpt"   # the cells' architecture (a cell is spec x arch x width x depth, as in the spiral sweep)
+
+
+@dataclass(frozen=True)
+class Grid:
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    depth: int = 2                                  # blocks, in the width sweep
+    depths: tuple[int, ...] = (2, 4, 8)
+    depth_width: int = 64                           # d_model of the depth sweep
+    lrs: tuple[float, ...] = tuple(10 ** (-3 + k / 4) for k in range(9))
+    seeds: tuple[int, ...] = (0, 1)
+    coord_seeds: tuple[int, ...] = (2, 3, 4)        # more seeds at the fixed LR, for the exponents' intervals
+    fixed_lr: float = 1e-2                          # the coordinate statistics' LR (nearest grid value)
+    width_variants: tuple[str, ...] = ("SP", "muP")
+    steps: int = 200
+    batch: int = 16
+    context: int = 32
+    heads: int = 4
+    warmup: int = 20
+    log_every: int = 50
+    base_width: int = 32
+    base_depth: int = 2
+
+    def fixed(self) -> float:
+        return min(self.lrs, key=lambda lr: abs(math.log(lr / self.fixed_lr)))
+
+
+DEFAULT = Grid()
+QUICK = Grid(widths=(32, 64, 128), depths=(2, 4), depth_width=32, lrs=tuple(10 ** (-3 + k / 2) for k in range(5)),
+             coord_seeds=(2,), steps=40, batch=8, context=16, warmup=5, log_every=20)
+FULL = Grid(widths=(32, 64, 128, 256, 512, 1024), depth=4, depths=(2, 4, 8, 16), depth_width=256,
+            lrs=tuple(10 ** (-3.5 + k / 4) for k in range(13)), seeds=(0, 1, 2), coord_seeds=(3, 4),
+            fixed_lr=3e-3, width_variants=("SP", "muP", "u-muP"), steps=2000, batch=32, context=128,
+            warmup=100, log_every=250, base_depth=4)
+ALL_WIDTH_VARIANTS = WIDTH_VARIANTS | {"u-muP": "umup"}
+
+
+def configure(parser) -> None:
+    parser.add_argument("--out", required=True, help="folder for runs, tables and (by default) figures")
+    parser.add_argument("--figures-dir", help="where the PNGs go (default: OUT/figures)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small grid, 40 steps (about a minute; used in CI)")
+    size.add_argument("--full", action="store_true",
+                      help="d_model up to 1024, 2000 steps (for a GPU: --device cuda; hours on a CPU)")
+    parser.add_argument("--part", choices=("all", "width", "depth"), default="all")
+    parser.add_argument("--text", help="train on this text file instead of the built-in corpus "
+                        "(CPython's pydoc_data.topics)")
+    parser.add_argument("--lrs", help="comma-separated learning rates replacing the grid's (each > 0)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--budget-minutes", type=float,
+                        help="start no new cell after this many minutes; the report covers what finished "
+                        "(run again to resume)")
+
+
+# ---------------------------------------------------------------- cells and the run store
+
+class RunStore:
+    """Where runs live: DIR/runs/<cell>/<run>.json, each written atomically by
+    the driver the moment its cell finishes; DIR/sweep.json holds the settings
+    fingerprint, and a folder made with other settings is refused. This is the
+    seam to a shared sweep runner: `missing`, `save` and `load` are all the
+    training loop needs."""
+
+    def __init__(self, out: Path, settings: dict):
+        self.out, self.settings = out, settings
+        path = out / "sweep.json"
+        if path.exists():
+            if json.loads(path.read_text()) != settings:
+                raise MupError(Diagnostic(f"{path} was made with other settings; refusing to mix results",
+                                          hint="use a new --out folder, or delete the old one"))
+        else:
+            atomic_write_json(path, settings)
+
+    def path(self, cell: Cell, lr: float, seed: int) -> Path:
+        return self.out / "runs" / cell.key / run_name(lr, seed)
+
+    def missing(self, cell: Cell) -> list[tuple[float, int]]:
+        return [(lr, s) for lr, s in cell.runs() if not self.path(cell, lr, s).exists()]
+
+    def save(self, cell: Cell, run: dict) -> None:
+        atomic_write_json(self.path(cell, run["lr"], run["seed"]), run)
+
+    def load(self, cell: Cell) -> list[dict]:
+        return [json.loads(p.read_text()) for lr, s in cell.runs() if (p := self.path(cell, lr, s)).exists()]
+
+
+def settings_of(grid: Grid, data) -> dict:
+    """What makes runs comparable: the training settings and the text itself."""
+    from mupspec.empirical.lm_engine import RESIDUAL_BRANCHES
+
+    digest = hashlib.sha256(data.train.numpy().tobytes() + data.val.numpy().tobytes()).hexdigest()[:16]
+    keep = ("steps", "batch", "context", "heads", "warmup", "log_every", "base_width", "base_depth")
+    return {"train": {k: getattr(grid, k) for k in keep}, "text": {"source": data.source, "sha256": digest},
+            "residual_branches": RESIDUAL_BRANCHES}
+
+
+def width_cells(g: Grid) -> list[Cell]:
+    cells = []
+    for label in g.width_variants:
+        spec = ALL_WIDTH_VARIANTS[label]
+        for w in g.widths:
+            cells.append(Cell(spec, ARCH, w, g.depth, g.lrs, g.seeds))
+            if g.coord_seeds:
+                cells.append(Cell(spec, ARCH, w, g.depth, (g.fixed(),), g.coord_seeds))
+    return cells
+
+
+def depth_cells(g: Grid) -> list[Cell]:
+    return [Cell(spec, ARCH, g.depth_width, d, g.lrs, g.seeds) for spec in DEPTH_VARIANTS.values() for d in g.depths]
+
+
+def _cost(cell: Cell) -> float:
+    """Matrix parameters x replicas: what a step of the cell costs, roughly."""
+    return len(cell.runs()) * (12 * cell.depth * cell.width ** 2 + 256 * cell.width)
+
+
+def train_cells(store: RunStore, cells: list[Cell], grid: Grid, data, device: str,
+                deadline: float | None, progress: bool) -> tuple[int, int]:
+    """Train the missing runs of each cell (cheapest cells first); no new cell
+    starts after the deadline. Returns (runs trained now, cells skipped)."""
+    from mupspec.empirical.lm_engine import LMTrainConfig, Shape, software, train_batched
+
+    cfg = LMTrainConfig(steps=grid.steps, batch=grid.batch, warmup=grid.warmup, log_every=grid.log_every)
+    base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
+    todo = [(c, store.missing(c)) for c in sorted(cells, key=_cost)]
+    total = sum(len(c.runs()) for c in cells)
+    bar = Progress(total, total - sum(len(m) for _, m in todo), stream=sys.stderr if progress else open(os.devnull, "w"))
+    trained = skipped = 0
+    try:
+        for cell, missing in todo:
+            if not missing:
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                skipped += 1
+                continue
+            lrs = [lr for lr in cell.lrs if any(m[0] == lr for m in missing)]
+            seeds = [s for s in cell.seeds if any(m[1] == s for m in missing)]
+            bar.cell(cell.key, grid.steps)
+            shape = Shape(cell.width, cell.depth, grid.heads, grid.context)
+            results = train_batched(cell.spec, shape, base, data, lrs, seeds, cfg, device=device,
+                                    on_step=bar.on_step)
+            header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth},
+                      "software": software(device, "torch.float32")}
+            for run in results:
+                if (run["lr"], run["seed"]) in missing:
+                    store.save(cell, header | run)
+                    trained += 1
+            bar.finished(len(missing))
+    finally:
+        bar.close()
+    return trained, skipped
+
+
+# ---------------------------------------------------------------- the command
+
+def _parse_lrs(text: str) -> tuple[float, ...]:
+    try:
+        lrs = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise MupError(Diagnostic(f"--lrs {text!r}: expected comma-separated numbers",
+                                  hint="e.g. --lrs 1e-3,3e-3,1e-2")) from None
+    bad = [x for x in lrs if not (x > 0 and math.isfinite(x))]
+    if bad:
+        raise MupError(Diagnostic(f"--lrs: every learning rate must be a positive number, got {bad[0]}",
+                                  hint="e.g. --lrs 1e-3,3e-3,1e-2"))
+    return tuple(sorted(set(lrs)))
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if device.split(":")[0] != "cuda":
+        raise MupError(Diagnostic(f"--device {device!r}: expected cpu or cuda"))
+    if not torch.cuda.is_available():
+        raise MupError(Diagnostic("--device cuda: no CUDA device is available to this torch",
+                                  hint="run with --device cpu"))
+
+
+def run(args) -> int:
+    import torch
+
+    from mupspec.empirical.text import TextConfig, load_text
+
+    torch.set_num_threads(args.threads)
+    grid = QUICK if args.quick else FULL if args.full else DEFAULT
+    if args.lrs:
+        grid = Grid(**{**asdict(grid), "lrs": _parse_lrs(args.lrs)})
+    _check_device(args.device)
+    data = load_text(TextConfig(path=args.text, context=grid.context))   # bad text: error before --out is touched
+    out = Path(args.out)
+    figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
+    store = RunStore(out, settings_of(grid, data))
+    parts = ("width", "depth") if args.part == "all" else (args.part,)
+    cells = _unique((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else []))
+    start = time.monotonic()
+    deadline = start + 60 * args.budget_minutes if args.budget_minutes else None
+    trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress)
+    seconds = time.monotonic() - start
+    summary = analyse(store, grid, parts, figures)
+    done = sum(not store.missing(c) for c in cells)
+    summary["timing"] = {"runs_trained_now": trained, "train_seconds": round(seconds, 1), "threads": args.threads,
+                         "device": args.device, "grid": "quick" if args.quick else "full" if args.full else "default",
+                         "cells_finished": done, "cells_total": len(cells), "cells_not_started": skipped}
+    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1))
+    (out / "summary.md").write_text(markdown(summary))
+    print(f"trained {trained} runs in {seconds:.0f}s; {done}/{len(cells)} cells finished"
+          + (f" ({skipped} not started: budget reached; run again to resume)" if skipped else "")
+          + f"; tables in {out}, figures in {figures}")
+    return 0
+
+
+# ---------------------------------------------------------------- analysis: LR transfer
+
+def _best_loss(table: np.ndarray, rng, boots: int = 300) -> dict:
+    """Best reachable loss: the minimum over LRs of the seed-mean curve, with a
+    95% bootstrap interval over seeds."""
+    def best(t):
+        m = t.mean(1)
+        return float(np.min(np.where(np.isfinite(m), m, np.inf)))
+    s = table.shape[1]
+    samples = [best(table[:, rng.integers(s, size=s)]) for _ in range(boots)]
+    lo, hi = np.percentile(samples, [2.5, 97.5]) if s > 1 else (math.nan, math.nan)
+    return {"loss": best(table), "lo": float(lo), "hi": float(hi)}
+
+
+def transfer(store: RunStore, g: Grid, variants: dict, axis: str, sizes, rng) -> dict:
+    """Per variant: loss-vs-LR tables, the best LR per size with its bootstrap
+    interval, its shift per doubling, and the best reachable loss per size."""
+    from mupspec.empirical.spiral import _loss_table, _optimum, _shift
+
+    log_lrs = np.log10(np.array(g.lrs))
+    out = {}
+    for label, spec in variants.items():
+        entry = {"curves": {}, "optima": {}, "shift": {}, "best": {}, "diverged": {}}
+        runs = {s: store.load(_cell(g, spec, axis, s)) for s in sizes}
+        done = [s for s in sizes if len(runs[s]) == len(g.lrs) * len(g.seeds)]   # skip unfinished cells
+        for which in ("train_loss", "val_loss"):
+            optima, best = [], []
+            for size in done:
+                table = _loss_table(runs[size], list(g.lrs), list(g.seeds), which)
+                optima.append(_optimum(table, log_lrs, rng))
+                best.append(dict(_best_loss(table, rng), size=size))
+                entry["curves"].setdefault(which, {})[size] = table.tolist()
+                entry["diverged"][size] = int(np.isinf(table).sum())
+            entry["optima"][which] = [dict(o, samples=None, size=s) for o, s in zip(optima, done)]
+            entry["shift"][which] = _shift(done, optima) if len(done) >= 2 else None
+            entry["best"][which] = best
+        out[label] = entry
+    return out
+
+
+def _cell(g: Grid, spec: str, axis: str, size: int, lrs=None, seeds=None) -> Cell:
+    width, depth = (size, g.depth) if axis == "width" else (g.depth_width, size)
+    return Cell(spec, ARCH, width, depth, lrs or g.lrs, seeds or g.seeds)
+
+
+# ---------------------------------------------------------------- analysis: coordinate statistics
+
+def _group(name: str) -> str:
+    """blocks.3.mlp.fc -> blocks.*.mlp.fc: the same weight in every block."""
+    return re.sub(r"^blocks\.\d+\.", "blocks.*.", name)
+
+
+def _coord_values(run: dict) -> dict[str, dict[str, list[float]]]:
+    """{group: {quantity: [value per logged step]}}: geometric mean over blocks;
+    the logits as group 'logits' (quantity act)."""
+    out: dict = {"logits": {"act": [row["logits"] for row in run["coords"]]}}
+    for q in QUANTITIES:
+        per_group: dict = {}
+        for row in run["coords"]:
+            logs: dict = {}
+            for name, stats in row["modules"].items():
+                logs.setdefault(_group(name), []).append(math.log(max(stats[q], 1e-30)))
+            for grp, vals in logs.items():
+                per_group.setdefault(grp, []).append(math.exp(sum(vals) / len(vals)))
+        for grp, series in per_group.items():
+            out.setdefault(grp, {})[q] = series
+    return out
+
+
+def coordinates(store: RunStore, g: Grid, variants: dict) -> dict:
+    """Width exponents of every coordinate statistic at every logged step, at
+    the fixed LR: value ~ width^k fitted per seed, mean and 95% t-interval over
+    seeds (a seed that diverged at some width is left out of every fit)."""
+    from mupspec.empirical.fit import slope, summarize
+
+    seeds, lr = tuple(g.seeds) + tuple(g.coord_seeds), g.fixed()
+    out = {}
+    for label, spec in variants.items():
+        runs = {w: {r["seed"]: r for r in store.load(Cell(spec, ARCH, w, g.depth, (lr,), seeds))} for w in g.widths}
+        widths = [w for w in g.widths if runs[w]]
+        ok = [s for s in seeds if all(s in runs[w] and not runs[w][s]["diverged"] for w in widths)]
+        if len(widths) < 2 or not ok:
+            continue
+        values = {w: {s: _coord_values(runs[w][s]) for s in ok} for w in widths}
+        steps = [row["step"] for row in runs[widths[0]][ok[0]]["coords"]]
+        rows, means = [], {}
+        for grp, qs in values[widths[0]][ok[0]].items():
+            for q in qs:
+                for i, step in enumerate(steps):
+                    per_seed = [[values[w][s][grp][q][i] for w in widths] for s in ok]
+                    if step == 0 and q in ("upd", "dw"):
+                        continue   # no change yet at initialization
+                    k, ci = summarize([slope(widths, ys) for ys in per_seed])
+                    rows.append({"group": grp, "quantity": q, "step": step, "exponent": k, "ci": ci,
+                                 "seeds": len(ok)})
+                means.setdefault(grp, {})[q] = [float(np.exp(np.mean(np.log(np.maximum(
+                    [values[w][s][grp][q][-1] for s in ok], 1e-30))))) for w in widths]
+        out[label] = {"widths": widths, "steps": steps, "seeds": ok, "exponents": rows, "final_means": means}
+    return out
+
+
+# ---------------------------------------------------------------- analysis: tables and figures
+
+def analyse(store: RunStore, g: Grid, parts, figures: Path) -> dict:
+    rng = np.random.default_rng(0)
+    summary = {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(g).items()},
+               "fixed_lr": g.fixed(), "settings": store.settings}
+    summary["software"] = _write_runs_csv(store, store.out / "runs.csv")
+    width_variants = {label: ALL_WIDTH_VARIANTS[label] for label in g.width_variants}
+    if "width" in parts:
+        summary["width"] = {"transfer": transfer(store, g, width_variants, "width", list(g.widths), rng),
+                            "coordinates": coordinates(store, g, width_variants)}
+    if "depth" in parts:
+        summary["depth"] = {"transfer": transfer(store, g, DEPTH_VARIANTS, "depth", list(g.depths), rng)}
+    _write_tables(summary, store.out)
+    _figures(summary, g, figures)
+    return summary
+
+
+def _figures(summary: dict, g: Grid, figures: Path) -> None:
+    from mupspec.empirical import plots
+
+    for axis in ("width", "depth"):
+        part = summary.get(axis, {}).get("transfer", {})
+        ready = {k: v for k, v in part.items() if v["optima"].get("val_loss")}
+        if ready:
+            plots.spiral_transfer(figures / f"{axis}_transfer.png", ready, g.lrs, axis, optimizer="AdamW")
+            plots.lm_best_loss(figures / f"{axis}_best_loss.png", ready, axis)
+    coords = summary.get("width", {}).get("coordinates", {})
+    if coords:
+        plots.lm_coordinates(figures / "coordinates_width.png", coords, g.fixed())
+        plots.lm_exponents_over_training(figures / "exponents_over_training.png", coords, COORD_PANELS)
+
+
+# (group, quantity, title) of the exponent-over-training figure
+COORD_PANELS = (("logits", "act", "output logits"), ("lm_head", "upd", "readout update (dW x)"),
+                ("blocks.*.mlp.fc", "upd", "hidden update (MLP in, dW x)"),
+                ("blocks.*.attn.q", "upd", "hidden update (query, dW x)"),
+                ("wte", "upd", "token-embedding update"), ("blocks.*.mlp.fc", "w", "hidden weights (RMS)"))
+
+
+def _write_runs_csv(store: RunStore, path: Path) -> list[dict]:
+    rows, software = [], {}
+    for f in sorted((store.out / "runs").glob("*/*.json")):
+        r = json.loads(f.read_text())
+        key = json.dumps(r.get("software", "not recorded"), sort_keys=True)
+        software[key] = software.get(key, 0) + 1
+        c = r["cell"]
+        rows.append([c["spec"], c["width"], c["depth"], r["lr"], r["seed"], r["diverged"],
+                     r["final"].get("train_loss"), r["final"].get("val_loss")])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["spec", "width", "depth", "lr", "seed", "diverged", "train_loss", "val_loss"])
+        w.writerows(rows)
+    return [{"runs": n, "software": json.loads(key)} for key, n in software.items()]
+
+
+def _write_tables(summary: dict, out: Path) -> None:
+    with open(out / "optima.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["axis", "variant", "loss", "size", "best_lr", "ci_lo", "ci_hi", "at_edge",
+                    "best_loss", "best_loss_lo", "best_loss_hi"])
+        for axis in ("width", "depth"):
+            for label, e in summary.get(axis, {}).get("transfer", {}).items():
+                for which, optima in e["optima"].items():
+                    for o, b in zip(optima, e["best"][which]):
+                        w.writerow([axis, label, which, o["size"], o["lr"], o["lo"], o["hi"], o["edge"],
+                                    b["loss"], b["lo"], b["hi"]])
+    with open(out / "exponents.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "group", "quantity", "step", "exponent", "ci95", "seeds"])
+        for label, c in summary.get("width", {}).get("coordinates", {}).items():
+            for r in c["exponents"]:
+                w.writerow([label, r["group"], r["quantity"], r["step"], r["exponent"], r["ci"], r["seeds"]])
+
+
+def markdown(summary: dict) -> str:
+    """The tables docs/lm-study.md quotes."""
+    fmt = lambda v: "—" if v is None or not math.isfinite(v) else f"{v:.3f}"  # noqa: E731
+    t = summary.get("timing", {})
+    lines = [f"Grid: {t.get('grid', '?')}; fixed LR {summary['fixed_lr']:.3g}; "
+             f"settings {json.dumps(summary['settings'])}", ""]
+    for entry in summary.get("software", []):
+        lines += [f"{entry['runs']} runs computed with: {json.dumps(entry['software'])}", ""]
+    for axis in ("width", "depth"):
+        if axis not in summary:
+            continue
+        lines += [f"## {axis}: best LR per {axis} (95% bootstrap interval over seeds) and its shift", "",
+                  f"| variant | loss | {axis}: best LR [interval] | shift per doubling (log2) [95%] |",
+                  "|---|---|---|---|"]
+        for label, e in summary[axis]["transfer"].items():
+            for which, optima in e["optima"].items():
+                cells = ", ".join(f"{o['size']}: {o['lr']:.2g} [{o['lo']:.2g}, {o['hi']:.2g}]"
+                                  + ("*" if o["edge"] else "") for o in optima)
+                sh = e["shift"][which]
+                shift = "—" if sh is None else f"{sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}]"
+                lines.append(f"| {label} | {which} | {cells} | {shift} |")
+        lines += ["", "(* = optimum on the edge of the LR grid)", "",
+                  f"## {axis}: best reachable loss per {axis} (min over LR of the seed mean, 95% bootstrap)", "",
+                  f"| variant | loss | {axis}: best [interval] | diverged runs per {axis} |", "|---|---|---|---|"]
+        for label, e in summary[axis]["transfer"].items():
+            for which, best in e["best"].items():
+                cells = ", ".join(f"{b['size']}: {fmt(b['loss'])} [{fmt(b['lo'])}, {fmt(b['hi'])}]" for b in best)
+                div = ", ".join(f"{s}: {n}" for s, n in e["diverged"].items())
+                lines.append(f"| {label} | {which} | {cells} | {div} |")
+        lines.append("")
+    coords = summary.get("width", {}).get("coordinates", {})
+    if coords:
+        lines += [f"## width exponents at the fixed LR (value ~ width^k; mean ± 95% t-interval over seeds)", "",
+                  "| variant | statistic | " + " | ".join(f"step {s}" for s in next(iter(coords.values()))["steps"])
+                  + " |", "|---|---|" + "---|" * len(next(iter(coords.values()))["steps"])]
+        for label, c in coords.items():
+            by: dict = {}
+            for r in c["exponents"]:
+                by.setdefault((r["group"], r["quantity"]), {})[r["step"]] = f"{r['exponent']:+.2f} ± {r['ci']:.2f}"
+            for (grp, q), per_step in by.items():
+                lines.append(f"| {label} | {grp} {q} | " + " | ".join(per_step.get(s, "") for s in c["steps"]) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
