@@ -251,10 +251,13 @@ def coordinate_stats(model, params: dict, init: dict, x: torch.Tensor) -> dict:
 # ---------------------------------------------------------------- training
 
 def software(device: str, dtype: torch.dtype) -> dict:
+    import platform
+
     from mupspec import __version__
 
     name = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
-    return {"mupspec": __version__, "torch": torch.__version__, "device": name, "dtype": str(dtype)}
+    return {"mupspec": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": name, "dtype": str(dtype)}
 
 
 def _loss(model):

@@ -50,7 +50,7 @@ class Grid:
     depth: int = 2                                  # blocks, in the width sweep
     depths: tuple[int, ...] = (2, 4, 8)
     depth_width: int = 64                           # d_model of the depth sweep
-    lrs: tuple[float, ...] = tuple(10 ** (-3 + k / 4) for k in range(9))
+    lrs: tuple[float, ...] = tuple(10 ** (-3.25 + k / 4) for k in range(10))   # 5.6e-4 .. 0.1
     seeds: tuple[int, ...] = (0, 1)
     coord_seeds: tuple[int, ...] = (2, 3, 4)        # more seeds at the fixed LR, for the exponents' intervals
     fixed_lr: float = 1e-2                          # the coordinate statistics' LR (nearest grid value)
