@@ -80,7 +80,7 @@ def load_text(cfg: TextConfig) -> TextData:
 
 def windows(stream: torch.Tensor, starts: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets), each (*starts.shape, context) int64: next-byte prediction."""
-    idx = starts.unsqueeze(-1) + torch.arange(context + 1)
+    idx = starts.unsqueeze(-1) + torch.arange(context + 1, device=starts.device)
     w = stream[idx].long()
     return w[..., :-1], w[..., 1:]
 
