@@ -138,6 +138,12 @@ def test_store_resumes_without_redoing_and_refuses_other_settings(tmp_path):
     assert lm_study.train_cells(store, cells, GRID, DATA, "cpu", None, False)[0] == 1 + 6
     assert all(p.read_bytes() == b for p, b in first.items() if p != lost)
     assert lm_study.train_cells(store, cells, GRID, DATA, "cpu", None, False) == (0, 0)
+    # a damaged run file (zero bytes, truncated) is not finished: it is trained again
+    lost.write_bytes(b"")
+    other = next(p for p in first if p != lost)
+    other.write_text(other.read_text()[:50])
+    assert lm_study.train_cells(store, cells, GRID, DATA, "cpu", None, False)[0] == 2
+    assert json.loads(other.read_text())["final"]["val_loss"] > 0
     assert not list(tmp_path.rglob(".tmp-*"))
     with pytest.raises(MupError, match="other settings"):
         lm_study.RunStore(tmp_path, lm_study.settings_of(lm_study.Grid(steps=5), DATA))

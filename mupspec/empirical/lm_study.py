@@ -70,7 +70,7 @@ class Grid:
 
 DEFAULT = Grid()
 QUICK = Grid(widths=(32, 64, 128), depths=(2, 4), depth_width=32, lrs=tuple(10 ** (-3 + k / 2) for k in range(5)),
-             coord_seeds=(2,), steps=40, batch=8, context=16, warmup=5, log_every=20)
+             coord_seeds=(2,), steps=30, batch=8, context=16, warmup=5, log_every=15)
 FULL = Grid(widths=(32, 64, 128, 256, 512, 1024), depth=4, depths=(2, 4, 8, 16), depth_width=256,
             lrs=tuple(10 ** (-3.5 + k / 4) for k in range(13)), seeds=(0, 1, 2), coord_seeds=(3, 4),
             fixed_lr=3e-3, width_variants=("SP", "muP", "u-muP"), steps=2000, batch=32, context=128,
@@ -82,7 +82,7 @@ def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="folder for runs, tables and (by default) figures")
     parser.add_argument("--figures-dir", help="where the PNGs go (default: OUT/figures)")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="small grid, 40 steps (about a minute; used in CI)")
+    size.add_argument("--quick", action="store_true", help="small grid, 30 steps (about a minute; used in CI)")
     size.add_argument("--full", action="store_true",
                       help="d_model up to 1024, 2000 steps (for a GPU: --device cuda; hours on a CPU)")
     parser.add_argument("--part", choices=("all", "width", "depth"), default="all")
@@ -120,13 +120,22 @@ class RunStore:
         return self.out / "runs" / cell.key / run_name(lr, seed)
 
     def missing(self, cell: Cell) -> list[tuple[float, int]]:
-        return [(lr, s) for lr, s in cell.runs() if not self.path(cell, lr, s).exists()]
+        return [(lr, s) for lr, s in cell.runs() if self._read(self.path(cell, lr, s)) is None]
+
+    @staticmethod
+    def _read(path: Path) -> dict | None:
+        """A finished run, or None: absent, or damaged (zero bytes or truncated, which
+        atomic writes never leave, but a copy or a full disk elsewhere can)."""
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
 
     def save(self, cell: Cell, run: dict) -> None:
         atomic_write_json(self.path(cell, run["lr"], run["seed"]), run)
 
     def load(self, cell: Cell) -> list[dict]:
-        return [json.loads(p.read_text()) for lr, s in cell.runs() if (p := self.path(cell, lr, s)).exists()]
+        return [r for lr, s in cell.runs() if (r := self._read(self.path(cell, lr, s))) is not None]
 
 
 def settings_of(grid: Grid, data) -> dict:
