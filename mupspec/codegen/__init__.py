@@ -4,7 +4,7 @@
 spec and mupspec version, one Python function per (block, field) rule,
 each commented with the spec line it came from (or marked as the language
 default), the `RULES` table, and the spec-independent runtime
-(`runtime.py`, copied verbatim). The output imports only `math` and
+(the parts of `runtime/`, copied verbatim in a fixed order). The output imports only `math` and
 `torch`, is deterministic (no timestamps, fixed order) and never contains
 spec text outside comments and validated identifiers.
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 from types import ModuleType
 
 from mupspec import __version__, ir
+from mupspec.codegen import runtime
 from mupspec.codegen.emit import Symbols, check_name, comment, python_expr, used_symbols
 from mupspec.errors import Diagnostic, MupError
 from mupspec.numeric import evaluate
 from mupspec.printer import format_expr
 
-_RUNTIME_MARKER = "# ---- RUNTIME (everything below is copied into each generated module) ----\n"
 
 
 def generate(spec: ir.Spec, source: str) -> str:
@@ -82,6 +82,7 @@ def _constants(spec: ir.Spec) -> str:
         f"FAMILIES = ({', '.join(f'{chr(34)}{o}{chr(34)}' for o in ir.optimizers(spec))},)"
         "  # optimizer families the spec has LR rules for",
         f"BLOCKS = ({', '.join(f'{chr(34)}{b}{chr(34)}' for b in blocks)},)",
+        "SUBROLES = {}  # sub-role -> its class; none in this spec",
     ])
 
 
@@ -124,7 +125,13 @@ def _provenance(block: ir.Block, field: str, value, source: str) -> str:
 
 
 def _runtime() -> str:
-    text = (Path(__file__).parent / "runtime.py").read_text(encoding="utf-8")
-    if _RUNTIME_MARKER not in text:
-        raise MupError(Diagnostic("mupspec/codegen/runtime.py lost its RUNTIME marker"))
-    return text.split(_RUNTIME_MARKER, 1)[1]
+    """The runtime parts, each from its RUNTIME marker on, under a heading
+    that names its source file."""
+    out = []
+    for part in runtime.PARTS:
+        text = (Path(runtime.__file__).parent / f"{part}.py").read_text(encoding="utf-8")
+        if runtime.MARKER not in text:
+            raise MupError(Diagnostic(f"mupspec/codegen/runtime/{part}.py lost its RUNTIME marker"))
+        heading = f"# {'=' * 20} runtime: {part} (mupspec/codegen/runtime/{part}.py) {'=' * 20}"
+        out.append(heading + "\n\n" + text.split(runtime.MARKER, 1)[1].strip("\n"))
+    return "\n\n\n".join(out)
