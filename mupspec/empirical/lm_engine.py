@@ -162,12 +162,15 @@ def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32):
         dims |= {"depth": shape.depth, "base_depth": base.depth}
     if "residual" in P.BLOCKS:
         dims["residual"] = RESIDUAL_BRANCHES
-    with torch.device("meta"):   # only its shapes are read; same depth, the depth rule anchors depth
-        base_model = GPT(Shape(base.width, shape.depth, base.heads, shape.context), scale)
+    with torch.device("meta"):   # only its shapes are read: which dimensions grow, also at the base width
+        delta = GPT(Shape(2 * base.width, shape.depth, base.heads, shape.context), scale)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT(shape, scale).to(dtype)
-        plan = P.parametrize(model, base_model, optimizer="adamw", init="rescale", **dims)
+        # the same architecture at the base width (same depth: the depth rule anchors depth),
+        # built for real: the generated module learns the model's own init law from it
+        base_model = GPT(Shape(base.width, shape.depth, base.heads, shape.context), scale)
+        plan = P.parametrize(model, base_model, optimizer="adamw", init="rescale", delta=delta, **dims)
     return model, plan
 
 
