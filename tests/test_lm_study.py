@@ -149,6 +149,14 @@ def test_store_resumes_without_redoing_and_refuses_other_settings(tmp_path):
         lm_study.RunStore(tmp_path, lm_study.settings_of(lm_study.Grid(steps=5), DATA))
 
 
+def test_one_writer_per_out_folder(tmp_path):
+    store = lm_study.RunStore(tmp_path, lm_study.settings_of(GRID, DATA))
+    with store.lock():
+        other = lm_study.RunStore(tmp_path, lm_study.settings_of(GRID, DATA))
+        with pytest.raises(MupError, match="being written by another sweep"):
+            lm_study.train_cells(other, lm_study.width_cells(GRID), GRID, DATA, "cpu", None, False)
+
+
 def test_budget_reached_starts_no_new_cell(tmp_path):
     store = lm_study.RunStore(tmp_path, lm_study.settings_of(GRID, DATA))
     cells = lm_study.width_cells(GRID)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from mupspec.empirical.spiral import _json_safe, _unique
-from mupspec.empirical.sweep import Cell, Progress, atomic_write_json, run_name
+from mupspec.empirical.sweep import Cell, Progress, Sweep
 from mupspec.errors import Diagnostic, MupError
 
 WIDTH_VARIANTS = {"SP": "sp", "muP": "mup_table8"}
@@ -99,43 +99,26 @@ def configure(parser) -> None:
 
 # ---------------------------------------------------------------- cells and the run store
 
-class RunStore:
-    """Where runs live: DIR/runs/<cell>/<run>.json, each written atomically by
-    the driver the moment its cell finishes; DIR/sweep.json holds the settings
-    fingerprint, and a folder made with other settings is refused. This is the
-    seam to a shared sweep runner: `missing`, `save` and `load` are all the
-    training loop needs."""
+class RunStore(Sweep):
+    """The results store of the spiral sweep (`sweep.py`: one JSON per run under
+    DIR/runs/<cell>/, atomic writes by the driver alone, damaged files counted
+    as missing, a settings fingerprint in DIR/sweep.json, one writer at a time)
+    holding this study's runs. `missing`, `save` and `load` are all the training
+    loop needs: the seam where the sweep runner's backends can take over."""
 
     def __init__(self, out: Path, settings: dict):
-        self.out, self.settings = out, settings
-        path = out / "sweep.json"
-        if path.exists():
-            if json.loads(path.read_text()) != settings:
-                raise MupError(Diagnostic(f"{path} was made with other settings; refusing to mix results",
-                                          hint="use a new --out folder, or delete the old one"))
-        else:
-            atomic_write_json(path, settings)
-
-    def path(self, cell: Cell, lr: float, seed: int) -> Path:
-        return self.out / "runs" / cell.key / run_name(lr, seed)
-
-    def missing(self, cell: Cell) -> list[tuple[float, int]]:
-        return [(lr, s) for lr, s in cell.runs() if self._read(self.path(cell, lr, s)) is None]
-
-    @staticmethod
-    def _read(path: Path) -> dict | None:
-        """A finished run, or None: absent, or damaged (zero bytes or truncated, which
-        atomic writes never leave, but a copy or a full disk elsewhere can)."""
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        super().__init__(out, _Fingerprint(settings))
 
     def save(self, cell: Cell, run: dict) -> None:
-        atomic_write_json(self.path(cell, run["lr"], run["seed"]), run)
+        self.write_runs(cell, [run], [(run["lr"], run["seed"])])
 
-    def load(self, cell: Cell) -> list[dict]:
-        return [r for lr, s in cell.runs() if (r := self._read(self.path(cell, lr, s))) is not None]
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    values: dict
+
+    def fingerprint(self) -> dict:
+        return self.values
 
 
 def settings_of(grid: Grid, data) -> dict:
@@ -170,39 +153,44 @@ def _cost(cell: Cell) -> float:
 
 def train_cells(store: RunStore, cells: list[Cell], grid: Grid, data, device: str,
                 deadline: float | None, progress: bool) -> tuple[int, int]:
-    """Train the missing runs of each cell (cheapest cells first); no new cell
-    starts after the deadline. Returns (runs trained now, cells skipped)."""
+    """Train the missing runs of each cell (cheapest cells first), holding the
+    store's lock; no new cell starts after the deadline. Returns (runs trained
+    now, cells not started)."""
+    todo = [(c, store.missing(c)) for c in sorted(cells, key=_cost)]
+    total = sum(len(c.runs()) for c in cells)
+    bar = Progress(total, total - sum(len(m) for _, m in todo),
+                   stream=sys.stderr if progress else open(os.devnull, "w"))
+    trained = skipped = 0
+    with store.lock():
+        try:
+            for cell, missing in todo:
+                if missing and deadline is not None and time.monotonic() > deadline:
+                    skipped += 1
+                elif missing:
+                    trained += _train_cell(store, cell, missing, grid, data, device, bar)
+        finally:
+            bar.close()
+    return trained, skipped
+
+
+def _train_cell(store: RunStore, cell: Cell, missing, grid: Grid, data, device: str, bar: Progress) -> int:
+    """Train the smallest (lr x seed) product covering a cell's missing runs; save those."""
     from mupspec.empirical.lm_engine import LMTrainConfig, Shape, software, train_batched
 
     cfg = LMTrainConfig(steps=grid.steps, batch=grid.batch, warmup=grid.warmup, log_every=grid.log_every)
     base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
-    todo = [(c, store.missing(c)) for c in sorted(cells, key=_cost)]
-    total = sum(len(c.runs()) for c in cells)
-    bar = Progress(total, total - sum(len(m) for _, m in todo), stream=sys.stderr if progress else open(os.devnull, "w"))
-    trained = skipped = 0
-    try:
-        for cell, missing in todo:
-            if not missing:
-                continue
-            if deadline is not None and time.monotonic() > deadline:
-                skipped += 1
-                continue
-            lrs = [lr for lr in cell.lrs if any(m[0] == lr for m in missing)]
-            seeds = [s for s in cell.seeds if any(m[1] == s for m in missing)]
-            bar.cell(cell.key, grid.steps)
-            shape = Shape(cell.width, cell.depth, grid.heads, grid.context)
-            results = train_batched(cell.spec, shape, base, data, lrs, seeds, cfg, device=device,
-                                    on_step=bar.on_step)
-            header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth},
-                      "software": software(device, "torch.float32")}
-            for run in results:
-                if (run["lr"], run["seed"]) in missing:
-                    store.save(cell, header | run)
-                    trained += 1
-            bar.finished(len(missing))
-    finally:
-        bar.close()
-    return trained, skipped
+    lrs = [lr for lr in cell.lrs if any(m[0] == lr for m in missing)]
+    seeds = [s for s in cell.seeds if any(m[1] == s for m in missing)]
+    bar.cell(cell.key, grid.steps)
+    results = train_batched(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
+                            lrs, seeds, cfg, device=device, on_step=bar.on_step)
+    header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth},
+              "software": software(device, "torch.float32")}
+    for run in results:
+        if (run["lr"], run["seed"]) in missing:
+            store.save(cell, header | run)
+    bar.finished(len(missing))
+    return len(missing)
 
 
 # ---------------------------------------------------------------- the command
@@ -371,7 +359,7 @@ def coordinates(store: RunStore, g: Grid, variants: dict) -> dict:
 def analyse(store: RunStore, g: Grid, parts, figures: Path) -> dict:
     rng = np.random.default_rng(0)
     summary = {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(g).items()},
-               "fixed_lr": g.fixed(), "settings": store.settings}
+               "fixed_lr": g.fixed(), "settings": store.settings.fingerprint()}
     summary["software"] = _write_runs_csv(store, store.out / "runs.csv")
     width_variants = {label: ALL_WIDTH_VARIANTS[label] for label in g.width_variants}
     if "width" in parts:
@@ -408,8 +396,7 @@ COORD_PANELS = (("logits", "act", "output logits"), ("lm_head", "upd", "readout 
 
 def _write_runs_csv(store: RunStore, path: Path) -> list[dict]:
     rows, software = [], {}
-    for f in sorted((store.out / "runs").glob("*/*.json")):
-        r = json.loads(f.read_text())
+    for _, r in store.all_runs():
         key = json.dumps(r.get("software", "not recorded"), sort_keys=True)
         software[key] = software.get(key, 0) + 1
         c = r["cell"]
