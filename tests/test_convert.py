@@ -101,6 +101,10 @@ BUNDLED = sorted(p.stem for p in (ROOT / "specs").glob("*.mup"))
 @pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("src", BUNDLED)
 def test_every_bundled_spec_converts_to_every_form(src, form):
+    if spec(src).ties and form not in ("table8",):  # the forms move a tied embedding and readout apart
+        with pytest.raises(MupError, match="share one tensor, so they must move by one θ"):
+            convert(spec(src), form)
+        return
     result = convert(spec(src), form)
     text = format_spec(result.spec)
     assert format_spec(parse_and_validate(text)) == text

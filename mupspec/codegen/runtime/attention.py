@@ -11,7 +11,7 @@ import math
 import torch
 
 from mupspec.codegen.runtime.rules import _dims, _hypers, _ratio
-from mupspec.codegen.runtime.spec_stub import BLOCKS, WIDTH_SYMBOLS
+from mupspec.codegen.runtime.spec_stub import BLOCKS, DERIVED_WIDTHS, WIDTH_SYMBOLS
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
@@ -37,7 +37,7 @@ def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None,
     def dims(given, head):
         dims = dict(given or {})
         symbol = "d_head" if "d_head" in WIDTH_SYMBOLS else WIDTH_SYMBOLS[0] if len(WIDTH_SYMBOLS) == 1 else None
-        if symbol is not None:
+        if symbol is not None and symbol not in DERIVED_WIDTHS:  # a derived d_head follows from widths=
             dims.setdefault(symbol, head)
         return dims
     return attention_scale(1.0 / math.sqrt(base_d_head), dims(widths, d_head), dims(base_widths, base_d_head), hypers)

@@ -14,7 +14,7 @@ from mupspec.codegen.runtime.plan import OPTIMIZERS, ROLES, Plan
 from mupspec.codegen.runtime.records import _Options, _plan_records
 from mupspec.codegen.runtime.roles import _glob, base_shapes
 from mupspec.codegen.runtime.rules import _dims, _family, _hypers, _optimizer_factors, _ratio
-from mupspec.codegen.runtime.spec_stub import BLOCKS, FAMILIES, SPEC_NAME, SUBROLES
+from mupspec.codegen.runtime.spec_stub import BLOCKS, FAMILIES, SPEC_NAME, SUBROLE_CLASSES
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
@@ -58,7 +58,7 @@ def _check_arguments(optimizer, init, multipliers, roles, fused):
         raise ValueError(f"init must be 'rescale', 'normal' or 'none', not {init!r}")
     if multipliers not in ("hooks", "fold"):
         raise ValueError(f"multipliers must be 'hooks' or 'fold', not {multipliers!r}")
-    known = ROLES + tuple(SUBROLES)
+    known = ROLES + tuple(SUBROLE_CLASSES)
     bad = [r for r in (roles or {}).values() if r not in known]
     bad += [r for parts in (fused or {}).values() for r in parts if r not in known]
     if bad:

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from mupspec.codegen.runtime.spec_stub import BLOCKS, RULES, SUBROLES
+from mupspec.codegen.runtime.spec_stub import BLOCKS, RULES, SUBROLE_CLASSES, SUBROLES
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
@@ -80,7 +80,7 @@ def _tensors(model):
 
 
 def _role_class(role):
-    return SUBROLES.get(role, role)
+    return SUBROLES.get(role) or SUBROLE_CLASSES.get(role, role)
 
 
 def _is_norm(module):
@@ -172,7 +172,8 @@ def _fused(name, role, shape, axes, declared):
     """[(sub-role, start, stop)] along the fan_out axis for a fused parameter
     (e.g. nanoGPT's c_attn: query | key | value), or None."""
     parts = declared if declared is not None else _first_match(NAME_FUSED, name)
-    if parts is None or (declared is None and not all(SUBROLES.get(p) == role for p in parts)):
+    if parts is None or (declared is None and (not all(_role_class(p) == role for p in parts)
+                                               or not any(p in SUBROLES for p in parts))):
         return None, None
     out_axes = [i for i, a in enumerate(axes) if a == "out"]
     if len(out_axes) != 1 or shape[out_axes[0]] % len(parts):
@@ -188,6 +189,8 @@ def _rules_key(role):
         return None
     if role in SUBROLES:
         return role
+    if role in SUBROLE_CLASSES:  # a sub-role the spec has no block for follows its class
+        return _rules_key(SUBROLE_CLASSES[role])
     if role == "norm" and "norm" not in BLOCKS:
         return "bias"  # vector-like parameters share the bias rules when a spec has no norm block
     return role

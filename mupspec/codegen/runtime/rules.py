@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from mupspec.codegen.runtime.spec_stub import DEPTH_SYMBOL, HYPER_DEFAULTS, RULES, SPEC_NAME, WIDTH_SYMBOLS
+from mupspec.codegen.runtime.spec_stub import DEPTH_SYMBOL, DERIVED_WIDTHS, HYPER_DEFAULTS, RULES, SPEC_NAME, WIDTH_SYMBOLS
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
@@ -19,6 +19,15 @@ def _dims(widths, depth, which):
     unknown = sorted(set(dims) - set(WIDTH_SYMBOLS))
     if unknown:
         raise ValueError(f"{which}: unknown width symbol(s) {unknown}; {SPEC_NAME} declares {list(WIDTH_SYMBOLS)}")
+    derived = sorted(set(dims) & set(DERIVED_WIDTHS))
+    if derived:
+        free = [w for w in WIDTH_SYMBOLS if w not in DERIVED_WIDTHS]
+        raise ValueError(f"{which}: {derived} follow from the other widths in {SPEC_NAME} (DERIVED_WIDTHS); "
+                         f"pass only {free}")
+    for name, size in DERIVED_WIDTHS.items():  # in declaration order: each from the sizes before it
+        value = size(dims)
+        if value is not None:
+            dims[name] = value
     if DEPTH_SYMBOL is not None and depth is not None:
         dims[DEPTH_SYMBOL] = depth
     return dims

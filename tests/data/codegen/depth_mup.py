@@ -24,9 +24,15 @@ DEPTH_SYMBOL = "L"
 HYPER_DEFAULTS = {}
 FAMILIES = ("sgd", "adam",)  # optimizer families the spec has LR rules for
 BLOCKS = ("input", "hidden", "output", "bias", "attention", "residual",)
-SUBROLES = {}  # sub-role -> its class; none in this spec
+SUBROLES = {}  # sub-role -> its class
+SUBROLE_CLASSES = {"token_embedding": "input", "position_embedding": "input", "query": "hidden", "key": "hidden", "value": "hidden", "attn_out": "hidden", "mlp_in": "hidden", "mlp_out": "hidden", "router": "hidden", "experts": "hidden", "readout": "output", "norm_bias": "bias", "norm_gain": "norm"}  # every sub-role of the language -> its class
+SUBROLE_OWN_FIELDS = {}  # fields where a sub-role's rule is not its class's
+TIES = ()  # (embedding, readout): one tensor with the embedding's init and group
 
 # ---- rules of the spec: one function per block and field, values at given sizes ----
+
+
+DERIVED_WIDTHS = {}  # derived width symbol -> its size from the widths before it
 
 
 def _input_init_var(fan_in, fan_out, dims, hypers):
@@ -169,6 +175,12 @@ def _bias_eps_adam(fan_in, fan_out, dims, hypers):
     return 1.0
 
 
+def _attention_head_dim(fan_in, fan_out, dims, hypers):
+    # attention.head_dim = n  (language default; not in the spec)
+    w_n = _dim(dims, "n", "attention.head_dim")
+    return w_n
+
+
 def _attention_logit(fan_in, fan_out, dims, hypers):
     # specs/mup_table8.mup:35: attention { logit = 1/n }
     w_n = _dim(dims, "n", "attention.logit")
@@ -236,6 +248,7 @@ RULES = {
     ("bias", "wd.sgd"): _bias_wd_sgd,
     ("bias", "wd.adam"): _bias_wd_adam,
     ("bias", "eps.adam"): _bias_eps_adam,
+    ("attention", "head_dim"): _attention_head_dim,
     ("attention", "logit"): _attention_logit,
     ("residual", "mult"): _residual_mult,
     ("residual", "lr.sgd"): _residual_lr_sgd,
@@ -388,7 +401,7 @@ def _tensors(model):
 
 
 def _role_class(role):
-    return SUBROLES.get(role, role)
+    return SUBROLES.get(role) or SUBROLE_CLASSES.get(role, role)
 
 
 def _is_norm(module):
@@ -480,7 +493,8 @@ def _fused(name, role, shape, axes, declared):
     """[(sub-role, start, stop)] along the fan_out axis for a fused parameter
     (e.g. nanoGPT's c_attn: query | key | value), or None."""
     parts = declared if declared is not None else _first_match(NAME_FUSED, name)
-    if parts is None or (declared is None and not all(SUBROLES.get(p) == role for p in parts)):
+    if parts is None or (declared is None and (not all(_role_class(p) == role for p in parts)
+                                               or not any(p in SUBROLES for p in parts))):
         return None, None
     out_axes = [i for i, a in enumerate(axes) if a == "out"]
     if len(out_axes) != 1 or shape[out_axes[0]] % len(parts):
@@ -496,6 +510,8 @@ def _rules_key(role):
         return None
     if role in SUBROLES:
         return role
+    if role in SUBROLE_CLASSES:  # a sub-role the spec has no block for follows its class
+        return _rules_key(SUBROLE_CLASSES[role])
     if role == "norm" and "norm" not in BLOCKS:
         return "bias"  # vector-like parameters share the bias rules when a spec has no norm block
     return role
@@ -512,6 +528,15 @@ def _dims(widths, depth, which):
     unknown = sorted(set(dims) - set(WIDTH_SYMBOLS))
     if unknown:
         raise ValueError(f"{which}: unknown width symbol(s) {unknown}; {SPEC_NAME} declares {list(WIDTH_SYMBOLS)}")
+    derived = sorted(set(dims) & set(DERIVED_WIDTHS))
+    if derived:
+        free = [w for w in WIDTH_SYMBOLS if w not in DERIVED_WIDTHS]
+        raise ValueError(f"{which}: {derived} follow from the other widths in {SPEC_NAME} (DERIVED_WIDTHS); "
+                         f"pass only {free}")
+    for name, size in DERIVED_WIDTHS.items():  # in declaration order: each from the sizes before it
+        value = size(dims)
+        if value is not None:
+            dims[name] = value
     if DEPTH_SYMBOL is not None and depth is not None:
         dims[DEPTH_SYMBOL] = depth
     return dims
@@ -965,7 +990,7 @@ def _check_arguments(optimizer, init, multipliers, roles, fused):
         raise ValueError(f"init must be 'rescale', 'normal' or 'none', not {init!r}")
     if multipliers not in ("hooks", "fold"):
         raise ValueError(f"multipliers must be 'hooks' or 'fold', not {multipliers!r}")
-    known = ROLES + tuple(SUBROLES)
+    known = ROLES + tuple(SUBROLE_CLASSES)
     bad = [r for r in (roles or {}).values() if r not in known]
     bad += [r for parts in (fused or {}).values() for r in parts if r not in known]
     if bad:
@@ -1116,7 +1141,7 @@ def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None,
     def dims(given, head):
         dims = dict(given or {})
         symbol = "d_head" if "d_head" in WIDTH_SYMBOLS else WIDTH_SYMBOLS[0] if len(WIDTH_SYMBOLS) == 1 else None
-        if symbol is not None:
+        if symbol is not None and symbol not in DERIVED_WIDTHS:  # a derived d_head follows from widths=
             dims.setdefault(symbol, head)
         return dims
     return attention_scale(1.0 / math.sqrt(base_d_head), dims(widths, d_head), dims(base_widths, base_d_head), hypers)
