@@ -59,7 +59,7 @@ def test_text_file_and_its_errors(tmp_path):
 
 # ---------------------------------------------------------------- engine
 
-@pytest.mark.parametrize("spec", ["mup_table8", "completep", "umup"])
+@pytest.mark.parametrize("spec", ["mup_table8", "completep", "umup", "completep_gpt"])
 def test_batched_engine_equals_plain_adamw_step_by_step(spec):
     """Same init, same batches, float64: every step's loss of every replica equals
     the plain nn.Module + torch.optim.AdamW (+ LambdaLR) run. Width and depth
@@ -75,6 +75,13 @@ def test_batched_engine_equals_plain_adamw_step_by_step(spec):
         assert r["curves"]["batch_loss"] == pytest.approx(ref_losses, abs=1e-10, rel=1e-10)
     # replicas differ (LR and seed both matter)
     assert len({r["curves"]["batch_loss"][-1] for r in results}) == 4
+
+
+def test_the_gpt_spec_family_zero_inits_query_and_readout():
+    model, plan = build("gpt_mup", Shape(64, 2, 4, 16), BASE, 0)
+    assert plan["blocks.0.attn.q.weight"].role == "query" and not model.blocks[0].attn.q.weight.any()
+    assert not model.lm_head.weight.any() and plan["lm_head.weight"].mult == pytest.approx(0.5)
+    assert lm_study.width_specs(lm_study.Grid(specs="gpt")) == {"SP": "sp", "muP": "gpt_mup"}
 
 
 def test_completep_scales_eps_and_branches():

@@ -154,10 +154,13 @@ def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32):
     generated module against the same architecture at the base width (and
     base depth, for specs with depth rules). Returns (model, plan)."""
     P = spec_module(spec)
-    widths = {w: shape.width for w in P.WIDTH_SYMBOLS}
-    base_widths = {w: base.width for w in P.WIDTH_SYMBOLS}
+    free = [w for w in P.WIDTH_SYMBOLS if w not in P.DERIVED_WIDTHS]   # d_ff, d_head follow from d_model
+    widths, base_widths = {w: shape.width for w in free}, {w: base.width for w in free}
+    # the base model's 1/sqrt(d_head) times the spec's logit rule at this width over the base's
     scale = P.attention_scale((base.width // base.heads) ** -0.5, widths=widths, base_widths=base_widths)
     dims = {"widths": widths, "base_widths": base_widths}
+    if "query" in P.SUBROLES:   # a spec with a rule of its own for the query (gpt_mup: zero init)
+        dims["roles"] = {"blocks.*.attn.q.weight": "query"}
     if P.DEPTH_SYMBOL:
         dims |= {"depth": shape.depth, "base_depth": base.depth}
     if "residual" in P.BLOCKS:

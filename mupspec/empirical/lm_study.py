@@ -38,8 +38,14 @@ from mupspec.empirical.spiral import _json_safe, _unique
 from mupspec.empirical.sweep import Cell, Progress, Sweep
 from mupspec.errors import Diagnostic, MupError
 
-WIDTH_VARIANTS = {"SP": "sp", "muP": "mup_table8"}
-DEPTH_VARIANTS = {"muP (no depth rule)": "mup_table8", "CompleteP": "completep"}
+# the bundled specs of each family: Table 8 as microsoft/mup does it (and the specs
+# derived from it), or the Transformer specs (sub-roles: zero-init query and readout,
+# 1/d_head attention, d_ff and d_head derived from d_model)
+SPEC_FAMILIES = {
+    "table8": {"SP": "sp", "muP": "mup_table8", "u-muP": "umup", "CompleteP": "completep"},
+    "gpt": {"SP": "sp", "muP": "gpt_mup", "u-muP": "umup_gpt", "CompleteP": "completep_gpt"},
+}
+DEPTH_LABELS = {"muP (no depth rule)": "muP", "CompleteP": "CompleteP"}
 QUANTITIES = ("act", "upd", "w", "dw")
 ARCH = "gpt"   # the cells' architecture (a cell is spec x arch x width x depth, as in the spiral sweep)
 
@@ -55,6 +61,7 @@ class Grid:
     coord_seeds: tuple[int, ...] = (2, 3, 4)        # more seeds at the fixed LR, for the exponents' intervals
     fixed_lr: float = 1e-2                          # the coordinate statistics' LR (nearest grid value)
     width_variants: tuple[str, ...] = ("SP", "muP")
+    specs: str = "table8"                           # the spec family (SPEC_FAMILIES)
     steps: int = 200
     batch: int = 16
     context: int = 32
@@ -75,7 +82,14 @@ FULL = Grid(widths=(32, 64, 128, 256, 512, 1024), depth=4, depths=(2, 4, 8, 16),
             lrs=tuple(10 ** (-3.5 + k / 4) for k in range(13)), seeds=(0, 1, 2), coord_seeds=(3, 4),
             fixed_lr=3e-3, width_variants=("SP", "muP", "u-muP"), steps=2000, batch=32, context=128,
             warmup=100, log_every=250, base_depth=4)
-ALL_WIDTH_VARIANTS = WIDTH_VARIANTS | {"u-muP": "umup"}
+
+
+def width_specs(g: Grid) -> dict[str, str]:
+    return {label: SPEC_FAMILIES[g.specs][label] for label in g.width_variants}
+
+
+def depth_specs(g: Grid) -> dict[str, str]:
+    return {label: SPEC_FAMILIES[g.specs][name] for label, name in DEPTH_LABELS.items()}
 
 
 def configure(parser) -> None:
@@ -88,6 +102,9 @@ def configure(parser) -> None:
     parser.add_argument("--part", choices=("all", "width", "depth"), default="all")
     parser.add_argument("--text", help="train on this text file instead of the built-in corpus "
                         "(CPython's pydoc_data.topics)")
+    parser.add_argument("--specs", choices=tuple(SPEC_FAMILIES), default="table8",
+                        help="the muP / u-muP / CompleteP specs: table8 (mup_table8, umup, completep; default) or "
+                        "gpt (the Transformer specs gpt_mup, umup_gpt, completep_gpt); SP is specs/sp.mup")
     parser.add_argument("--lrs", help="comma-separated learning rates replacing the grid's (each > 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -133,8 +150,7 @@ def settings_of(grid: Grid, data) -> dict:
 
 def width_cells(g: Grid) -> list[Cell]:
     cells = []
-    for label in g.width_variants:
-        spec = ALL_WIDTH_VARIANTS[label]
+    for spec in width_specs(g).values():
         for w in g.widths:
             cells.append(Cell(spec, ARCH, w, g.depth, g.lrs, g.seeds))
             if g.coord_seeds:
@@ -143,7 +159,8 @@ def width_cells(g: Grid) -> list[Cell]:
 
 
 def depth_cells(g: Grid) -> list[Cell]:
-    return [Cell(spec, ARCH, g.depth_width, d, g.lrs, g.seeds) for spec in DEPTH_VARIANTS.values() for d in g.depths]
+    return [Cell(spec, ARCH, g.depth_width, d, g.lrs, g.seeds) for spec in depth_specs(g).values()
+            for d in g.depths]
 
 
 def _cost(cell: Cell) -> float:
@@ -227,8 +244,7 @@ def run(args) -> int:
 
     torch.set_num_threads(args.threads)
     grid = QUICK if args.quick else FULL if args.full else DEFAULT
-    if args.lrs:
-        grid = Grid(**{**asdict(grid), "lrs": _parse_lrs(args.lrs)})
+    grid = Grid(**{**asdict(grid), "specs": args.specs} | ({"lrs": _parse_lrs(args.lrs)} if args.lrs else {}))
     _check_device(args.device)
     data = load_text(TextConfig(path=args.text, context=grid.context))   # bad text: error before --out is touched
     out = Path(args.out)
@@ -361,12 +377,11 @@ def analyse(store: RunStore, g: Grid, parts, figures: Path) -> dict:
     summary = {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(g).items()},
                "fixed_lr": g.fixed(), "settings": store.settings.fingerprint()}
     summary["software"] = _write_runs_csv(store, store.out / "runs.csv")
-    width_variants = {label: ALL_WIDTH_VARIANTS[label] for label in g.width_variants}
     if "width" in parts:
-        summary["width"] = {"transfer": transfer(store, g, width_variants, "width", list(g.widths), rng),
-                            "coordinates": coordinates(store, g, width_variants)}
+        summary["width"] = {"transfer": transfer(store, g, width_specs(g), "width", list(g.widths), rng),
+                            "coordinates": coordinates(store, g, width_specs(g))}
     if "depth" in parts:
-        summary["depth"] = {"transfer": transfer(store, g, DEPTH_VARIANTS, "depth", list(g.depths), rng)}
+        summary["depth"] = {"transfer": transfer(store, g, depth_specs(g), "depth", list(g.depths), rng)}
     _write_tables(summary, store.out)
     _figures(summary, g, figures)
     return summary
