@@ -252,6 +252,10 @@ def run(args) -> int:
     store = RunStore(out, settings_of(grid, data))
     parts = ("width", "depth") if args.part == "all" else (args.part,)
     cells = _unique((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else []))
+    from mupspec.empirical.lm_engine import spec_module
+
+    for spec in sorted({c.spec for c in cells}):   # generate every module now: a broken spec fails before training
+        spec_module(spec)
     start = time.monotonic()
     deadline = start + 60 * args.budget_minutes if args.budget_minutes else None
     trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress)
