@@ -26,7 +26,7 @@ COMMANDS: dict[str, str] = {
     "table": "render a spec as a Tensor Programs V style table",
     "codegen": "emit a standalone PyTorch module applying the spec",
     "verify": "measure scaling exponents on real networks and compare with check",
-    "experiment": "run the bundled experiments (grad-ratio, spiral)",
+    "experiment": "run the bundled experiments (grad-ratio, spiral, transformer)",
 }
 
 EXIT_USAGE = 2
