@@ -76,7 +76,7 @@ class Grid:
 
 
 DEFAULT = Grid()
-QUICK = Grid(widths=(32, 64, 128), depths=(2, 4), depth_width=32, lrs=tuple(10 ** (-3 + k / 2) for k in range(5)),
+QUICK = Grid(widths=(32, 64, 128), depths=(2, 4), depth_width=32, lrs=tuple(10 ** (-2.75 + k / 2) for k in range(6)),
              coord_seeds=(2,), steps=30, batch=8, context=16, warmup=5, log_every=15)
 FULL = Grid(widths=(32, 64, 128, 256, 512, 1024), depth=4, depths=(2, 4, 8, 16), depth_width=256,
             lrs=tuple(10 ** (-3.5 + k / 4) for k in range(13)), seeds=(0, 1, 2), coord_seeds=(3, 4),
