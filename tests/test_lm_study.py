@@ -176,6 +176,7 @@ def test_budget_reached_starts_no_new_cell(tmp_path):
     (["--text", "{tmp}/short.txt"], "fewer than a context"),
     (["--lrs", "1e-3,0"], "positive"),
     (["--lrs", "1e-3,abc"], "comma-separated numbers"),
+    (["--budget-minutes", "-1"], "minutes >= 0"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
     (tmp_path / "empty.txt").write_bytes(b"")
@@ -186,6 +187,14 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_budget_zero_trains_nothing_and_reports(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(lm_study, "QUICK", GRID)
+    assert main(["experiment", "transformer", "--quick", "--out", str(tmp_path), "--no-progress",
+                 "--budget-minutes", "0", "--part", "width"]) == 0
+    assert "trained 0 runs" in capsys.readouterr().out and not list(tmp_path.rglob("lr*.json"))
+    assert json.loads((tmp_path / "summary.json").read_text())["timing"]["cells_not_started"] == 4
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -246,6 +246,9 @@ def run(args) -> int:
     grid = QUICK if args.quick else FULL if args.full else DEFAULT
     grid = Grid(**{**asdict(grid), "specs": args.specs} | ({"lrs": _parse_lrs(args.lrs)} if args.lrs else {}))
     _check_device(args.device)
+    if args.budget_minutes is not None and not args.budget_minutes >= 0:
+        raise MupError(Diagnostic(f"--budget-minutes {args.budget_minutes:g}: expected a number of minutes >= 0",
+                                  hint="--budget-minutes 0 trains nothing new and only rewrites the report"))
     data = load_text(TextConfig(path=args.text, context=grid.context))   # bad text: error before --out is touched
     out = Path(args.out)
     figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
@@ -257,7 +260,7 @@ def run(args) -> int:
     for spec in sorted({c.spec for c in cells}):   # generate every module now: a broken spec fails before training
         spec_module(spec)
     start = time.monotonic()
-    deadline = start + 60 * args.budget_minutes if args.budget_minutes else None
+    deadline = start + 60 * args.budget_minutes if args.budget_minutes is not None else None
     trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress)
     seconds = time.monotonic() - start
     summary = analyse(store, grid, parts, figures)
