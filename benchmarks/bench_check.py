@@ -7,7 +7,7 @@ so that machine load hits them alike; the median of each is reported.
 Targets (issues 3 and 11): one spec, and one Transformer spec, <= 1.5x the
 floor; all bundled specs <= 2.5x the floor.
 
-    /work/venv/bin/python benchmarks/bench_check.py [--rounds 9]
+    .venv/bin/python benchmarks/bench_check.py [--rounds 9]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stage 3b: the μP checker -- exponents -> size terms -> verdicts -> classification.
 
 Takes a resolved `ir.Spec`; returns a `CheckResult` (plain data, rendered by
-`report`). The calculus is THEORY.md §8 (full alignment, the Tensor Programs
+`report`). The calculus is docs/theory.md §7 (full alignment, the Tensor Programs
 assumption), validated against TP4 Table 1 and TP5 Tables 3/8/9 by
 tests/test_check*.py. All sizes are growth exponents: a quantity is Θ(n^k);
 k > 0 grows with width, k = 0 is Θ(1), k < 0 vanishes.
@@ -35,7 +35,7 @@ ZERO, ONE = Fraction(0), Fraction(1)
 VECTOR_LIKE = ("input", "bias", "norm")
 CORE = ("input", "hidden", "output")
 
-# μP in invariant form (THEORY.md §1.4; identical for TP5 Tables 3, 8, 9).
+# μP in invariant form (docs/theory.md §3.1; identical for TP5 Tables 3, 8, 9).
 MUP_INIT = {"input": ZERO, "hidden": HALF, "output": ONE, "bias": ZERO, "norm": ZERO}
 MUP_OPT = {
     "sgd": {"input": -ONE, "hidden": ZERO, "output": ONE, "bias": -ONE, "norm": -ONE},
@@ -50,7 +50,7 @@ def _flat(init: tuple, opt: object) -> dict:
 
 
 # Named parametrizations in invariant form, per optimizer (None: not defined).
-# Sources: THEORY.md §1.4 (μP, SP), §2 (TP4 Table 1: NTP, MFP, SP with LR 1/n), §5 (u-μP).
+# Sources: docs/theory.md §3.1 (μP, SP), §4 (TP4 Table 1: NTP, MFP, SP with LR 1/n), §5 (u-μP).
 NAMED: dict[str, tuple[str, dict[str, dict | None]]] = {
     "mup": ("μP", {o: {"init": MUP_INIT, "opt": MUP_OPT[o]} for o in ir.OPTIMIZERS}),
     "mean_field": ("mean-field (MFP)", {"sgd": {"init": MUP_INIT, "opt": MUP_OPT["sgd"]}, "adam": None}),
@@ -62,7 +62,7 @@ NAMED: dict[str, tuple[str, dict[str, dict | None]]] = {
     "umup": ("u-μP", {"sgd": None, "adam": {"init": MUP_INIT, "opt": MUP_OPT["adam"] | {"input": HALF}}}),
 }
 REGIMES = ("unstable", "trivial", "kernel", "feature_learning", "mup")
-# μP in width plus the TP6 depth class (THEORY.md §4): the depth-aware names.
+# μP in width plus the TP6 depth class (docs/theory.md §6): the depth-aware names.
 DEPTH_CLASS_NAMES = {"Depth-μP": "depth_mup", "CompleteP": "completep"}
 DEPTH_NAMES = {"depth_mup": "Depth-μP", "completep": "CompleteP"}
 EXPECTABLE = tuple(dict.fromkeys(REGIMES + tuple(NAMED) + tuple(DEPTH_NAMES)))

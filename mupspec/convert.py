@@ -110,6 +110,8 @@ def to_ir(f: sympy.Expr, order: tuple[str, ...] = ("fan_in", "fan_out")):
     powers, rationals, positive symbols), in a canonical spelling:
     coefficient first, symbols in a fixed order, negative powers below the
     fraction bar, x^(1/2) as sqrt(x). `order` ranks the symbols (`name_order`)."""
+    if isinstance(f, (sympy.Min, sympy.Max)):
+        return ir.MinMax(func="min" if isinstance(f, sympy.Min) else "max", args=tuple(to_ir(a, order) for a in f.args))
     if f.is_Add:
         return _sum_ir(f, order)
     coeff, factors = f.as_coeff_mul()
@@ -195,12 +197,7 @@ def simplify_ir(expr):
     return to_ir(normal_form(to_sympy(expr, env)))
 
 
-def _symbols(expr):
-    if isinstance(expr, ir.Sym):
-        yield expr
-    for child in ("operand", "arg", "left", "right"):
-        if hasattr(expr, child):
-            yield from _symbols(getattr(expr, child))
+_symbols = ir.symbols_in
 
 
 # ---------------------------------------------------------------- settings

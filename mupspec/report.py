@@ -1,6 +1,6 @@
 """Stage 3c: a `check.CheckResult` -> findings with fixes -> text, markdown or JSON.
 
-`diagnose` compares every class's invariants with μP's (THEORY.md §1.4), the
+`diagnose` compares every class's invariants with μP's (docs/theory.md §3.1), the
 attention logit with 1/d (TP5 §6.1) and the residual block with TP6, and
 returns one `Finding` per rule that breaks them: the rule's span, the exponent
 found and needed, one sentence of why, and the spec edit that fixes it.
@@ -106,7 +106,7 @@ def diagnose(result: CheckResult) -> list[Finding]:
 
 def _eps_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
     """Warning (no verdict changes): Adam's eps above the gradient scale turns
-    Adam into SGD for this class at large width (THEORY.md §1.6, §3). The
+    Adam into SGD for this class at large width (docs/theory.md §5). The
     gradient of w is A·(backward ⊗ input): n^-(a + g), g = the backward signal's
     exponent, min(e_init,out, e_adam,out); the output's own gradient has g = 0."""
     out = result.exponents.get("output")
@@ -284,7 +284,7 @@ def _names(result: CheckResult, opt: str) -> str:
 
 
 def render_text(result: CheckResult, findings: list[Finding], file: str, markdown: bool = False,
-                shown: dict[str, str] | None = None) -> str:
+                shown: dict[str, str] | None = None, quiet: bool = False, color: bool = False) -> str:
     """The text report. `shown` (finding text -> spec name) carries findings
     already printed for an earlier spec of the same run: a spec that inherits
     them (`extends`) gets their first line and a pointer, not the whole text again."""
@@ -312,10 +312,12 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
     for note in result.notes:
         out.append(f"note: {note}")
     out.append(f"verdict: {verdict_text(result)}")
+    kept = [f for f in findings if not (quiet and f.severity == "warning")]
     if findings:
-        out += ["", h(f"diagnostics ({len(findings)})")]
-        body = [_once(render_finding(f), spec.name, shown) for f in sorted(findings, key=_position)]
-        out += (["```"] + body + ["```"]) if markdown else body
+        hidden = f"; {len(findings) - len(kept)} warnings hidden by --quiet" if len(kept) < len(findings) else ""
+        out += ["", h(f"diagnostics ({len(findings)}{hidden})")]
+        body = _finding_texts(sorted(kept, key=_position), spec.name, shown, color)
+        out += (["```"] + body + ["```"]) if markdown and body else body
     return "\n".join(out) + "\n"
 
 
@@ -351,7 +353,32 @@ def _why_not(res) -> str:
 def render_finding(f: Finding, color: bool = False) -> str:
     head = render(to_diagnostic(f), color=color)
     opt = f" [{f.optimizer}]" if f.optimizer else ""
-    return f"{head}\n  found {f.found}, needed {f.needed}{opt}\n  why: {f.why}\n  fix: {f.fix}"
+    fix = "\033[32mfix:\033[0m" if color else "fix:"
+    return f"{head}\n  found {f.found}, needed {f.needed}{opt}\n  why: {f.why}\n  {fix} {f.fix}"
+
+
+def _finding_texts(findings: list[Finding], spec_name: str, shown, color: bool) -> list[str]:
+    """Each finding in full once (`_once`); a warning that repeats for more classes
+    (eps.adam in every class) is told in one line under its first full telling."""
+    texts, first, repeats = [], {}, {}
+    for f in findings:
+        full = render_finding(f, color)
+        text = _once(full, spec_name, shown)
+        key = (f.field, f.optimizer)
+        if f.severity == "warning" and text == full:
+            if key in first:
+                repeats[first[key]].append(f)
+                continue
+            first[key], repeats[len(texts)] = len(texts), []
+        texts.append(text)
+    return [text + summarize_repeats(repeats.get(i, [])) for i, text in enumerate(texts)]
+
+
+def summarize_repeats(more: list[Finding]) -> str:
+    if not more:
+        return ""
+    where = ", ".join(f"{f.kind} (fix: {f.fix})" for f in more)
+    return f"\n  the same warning for {len(more)} more {'class' if len(more) == 1 else 'classes'}: {where}"
 
 
 # ---------------------------------------------------------------- JSON

@@ -400,8 +400,8 @@ def _validate_ties(spec: ir.Spec, text: str, bag: DiagnosticBag) -> None:
 
 
 def _check_subrole_classes(spec: ir.Spec) -> None:
-    """A sub-role refines its class: the class must have a block (resolved
-    spec, so a derived spec may refine its base's class)."""
+    """A sub-role refines its class, and a tie joins two classes: the class
+    must have a block (resolved spec, so a derived spec may use its base's)."""
     bag = DiagnosticBag()
     for role in spec.subroles:
         parent = ir.SUBROLES[role]
@@ -412,6 +412,12 @@ def _check_subrole_classes(spec: ir.Spec) -> None:
             bag.error(f"sub-role `{role}` refines the `{parent}` class, which this spec has no block for", span,
                       f"add a `{parent} {{ ... }}` block (`{parent} {{ }}` for the defaults): "
                       f"`{role}` states only what differs from it")
+    for tie in spec.ties:
+        for role in (tie.embedding, tie.readout):
+            if spec.block(ir.role_class(role)) is None:
+                bag.error(f"`tie {tie.embedding}, {tie.readout}` needs the `{ir.role_class(role)}` class, "
+                          "which this spec has no block for", tie.span,
+                          f"add a `{ir.role_class(role)} {{ ... }}` block: the tie shares its tensor")
     bag.raise_if_any()
 
 

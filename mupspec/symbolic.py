@@ -1,7 +1,7 @@
 """Stage 3a: symbolic scaling exponents of a spec (sympy behind one boundary).
 
 Takes a resolved `ir.Spec`; returns, per layer class, the exponents of the
-abc-parametrization (THEORY.md §0: A ∝ n^-a multiplier, B ∝ n^-b init std,
+abc-parametrization (docs/theory.md §1: A ∝ n^-a multiplier, B ∝ n^-b init std,
 C ∝ n^-c learning rate) and the Lemma J.1 invariants
 
     e_init = a + b      (init scale of the effective weight A·w)
@@ -51,7 +51,7 @@ def _constants() -> dict:
     d_in, d_out = sympy.Symbol("d_in", positive=True), sympy.Symbol("d_out", positive=True)
     return {
         "N": n, "Ldepth": sympy.Symbol("L", positive=True), "D_IN": d_in, "D_OUT": d_out, "OO": sympy.oo,
-        # fan_in / fan_out of each parameter class (TP5 App. B; THEORY.md §8):
+        # fan_in / fan_out of each parameter class (TP5 App. B; docs/theory.md §7):
         # input maps finite -> n, hidden n -> n, output n -> finite, and a bias
         # or a norm gain is a vector of length n (fan_in 1).
         "CLASS_FANS": {"input": (d_in, n), "hidden": (n, n), "output": (n, d_out), "bias": (one, n), "norm": (one, n)},

@@ -23,7 +23,7 @@ from mupspec.resolve import load_spec, parse_and_resolve  # noqa: E402
 
 D_IN, D_OUT, BATCH, STEPS = 12, 5, 32, 20
 
-# mup scales weight decay inversely to the LR (THEORY.md 1.2); the spec
+# mup scales weight decay inversely to the LR (docs/theory.md §5); the spec
 # language says the same with explicit wd rules: Table 8 plus these.
 COUPLED_WD = """
 parametrization mup_table8_coupled_wd

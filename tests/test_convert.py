@@ -188,7 +188,7 @@ def test_cli_equiv_reports_what_differs(capsys):
     assert "not equivalent" in out
     line = next(l for l in out.splitlines() if l.split()[:3] == ["output", "-", "e_init"])
     assert line.split()[3:] == ["1", "1/2", "-1/2"]
-    assert main(["equiv", "specs/sp.mup", "specs/seed_mlp.mup"]) == 0  # the seed's "muP_MLP" is SP
+    assert main(["equiv", "specs/sp.mup", "specs/seed_mlp.mup"]) == 0  # the original "muP_MLP" is SP
     assert main(["equiv", "--strict", "specs/mup_table3.mup", "specs/mup_table8.mup"]) == 1  # fixed eps, wd
 
 

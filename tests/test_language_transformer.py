@@ -318,3 +318,24 @@ def test_the_bundled_gpt_specs_drive_the_generated_runtime_on_the_reference_gpt(
     plan = tied.parametrize(model, GPT(GPTConfig(d_model=128, n_heads=2, d_head=64, tie="wte")), optimizer="adam",
                             widths={"d_model": 256}, base_widths={"d_model": 128})
     assert plan["lm_head.weight"].mult == 0.5 and plan["transformer.wte.weight"].role == "input"
+
+
+def test_table_and_convert_handle_min_max_and_show_what_a_subrole_inherits(tmp_path, capsys):
+    path = tmp_path / "s.mup"
+    path.write_text("parametrization s\nwidth n\nhidden {\n  " + SPECTRAL + "\n  lr.adam = max(1/fan_in, 1/n^2)\n}\n")
+    assert main(["table", str(path), "--format", "latex"]) == 0
+    assert "\\max\\left(\\frac{1}{\\mathrm{fan\\_in}}, \\frac{1}{n^{2}}\\right)" in capsys.readouterr().out
+    assert main(["table", str(path), "--format", "text"]) == 0
+    assert "max(1/fan_in, 1/n^2)" in capsys.readouterr().out
+    unit = convert(load_spec(path), "unit").spec
+    assert format_spec(unit).count("min(1, sqrt(fan_out)/sqrt(fan_in))") == 4  # mult, lr, wd and eps move with θ
+    assert check_spec(unit).results["adam"].regime == check_spec(load_spec(path)).results["adam"].regime
+    assert main(["table", str(SPECS / "gpt_mup.mup")]) == 0
+    adam_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Adam LR"))
+    assert adam_row.split()[-2] == "1/fan_in"  # the query column: hidden's LR, inherited
+
+
+def test_a_tie_needs_both_classes():
+    with pytest.raises(MupError, match="needs the `output` class, which this spec has no block for") as err:
+        parse_and_resolve("parametrization x\ninput { }\ntie input, output\n")
+    assert err.value.diagnostics[0].span.line == 3

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -38,7 +37,6 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from mupspec.empirical.text import VOCAB, TextData, even_starts, train_starts, windows
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 DIVERGED_LOSS = 10 * math.log(VOCAB)   # 10x the loss of a uniform prediction over bytes
 RESIDUAL_BRANCHES = ["blocks.*.attn", "blocks.*.mlp"]
 
@@ -141,11 +139,11 @@ _GENERATED: dict = {}
 def spec_module(name: str):
     """The generated module of a bundled spec (generated once per process)."""
     if name not in _GENERATED:
+        from mupspec import bundled
         from mupspec.codegen import load_module
         from mupspec.resolve import load_spec
 
-        path = SPECS_DIR / f"{name}.mup"
-        _GENERATED[name] = load_module(load_spec(path), f"specs/{name}.mup")
+        _GENERATED[name] = load_module(load_spec(bundled.path(name)), f"specs/{name}.mup")
     return _GENERATED[name]
 
 

@@ -11,7 +11,7 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 # "MFP (L=1)": a = 0 (input), 1 (output); b = 0; c = -1. SGD only.
 # Hidden layers (L >= 2) are not in that table; the hidden block below is the
 # mean-field normalization (b = 0, c = -1) of muP's hidden layer, a = 1/2
-# [derived: THEORY.md section 1.4]. MFP is equivalent to muP (Everett et al. 2024).
+# [derived: docs/theory.md §4]. MFP is equivalent to muP (Everett et al. 2024).
 
 import math
 

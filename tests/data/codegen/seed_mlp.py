@@ -6,18 +6,18 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 """
 
 # generated from: specs/seed_mlp.mup
-# The "muP_MLP" of the seed task (shared/seeds, third document):
+# The "muP_MLP" of the experiment that `mupspec experiment grad-ratio` repeats:
 # Linear(fan_in, width) ~ N(0, 1/fan_in), Linear(width, width) ~ N(0, 1/width),
 # Linear(width, fan_out) ~ N(0, 1/width), one global learning rate.
-# A teaching example of a wrong spec: hidden and output layers have
-# fan_in = width, so this is exactly SP (THEORY.md section 7).
+# Source: the grad-ratio experiment's model (docs/grad-ratio.md §1). Not muP: hidden
+# and output layers have fan_in = width, so it is exactly SP (docs/theory.md §3.1).
 
 import math
 
 import torch
 
 SPEC_NAME = "seed_mlp"
-SPEC_TITLE = "The seed task's muP_MLP (really SP)"
+SPEC_TITLE = 'A hand-written muP_MLP that is really SP'
 MUPSPEC_VERSION = "0.1.0"
 WIDTH_SYMBOLS = ("n",)
 DEPTH_SYMBOL = None

@@ -6,8 +6,8 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 """
 
 # generated from: specs/sp_lr_inv_width.mup
-# SP with the global learning rate scaled as 1/width: the stable SP of
-# Tensor Programs IV (Yang & Hu 2021, arXiv 2011.14522), Table 1, column "SP":
+# SP with the global learning rate scaled as 1/width: the stable SP.
+# Source: Tensor Programs IV (Yang & Hu 2021, arXiv 2011.14522), Table 1, column "SP":
 # a = 0, b = 0 (input) and 1/2 (others), c = 1. Stable, but in the kernel regime.
 
 import math
