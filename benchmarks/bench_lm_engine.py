@@ -13,7 +13,9 @@ side by side from one process, interleaved cell by cell:
   - the peak memory (resident set on CPU, allocated memory on CUDA).
 Per-step times are steady-state: steps 2..N of a short run (--steps), set-up,
 evaluation and coordinate statistics excluded, then extrapolated to the grid's
-step count for the totals.
+step count for the totals. Wall-clock times decide (the faster naive thread
+count, the speed-up); the CPU seconds this process used per step are printed
+beside them, since on a shared machine they move less with the load.
 
     python benchmarks/bench_lm_engine.py [--quick] [--steps 7] [--threads 2] [--device cpu]
 """
@@ -65,20 +67,25 @@ def step_flops(cell, grid, base, data) -> float:
     return float(counter.get_total_flops())
 
 
-def batched_step_time(cell, grid, base, data, cfg, device) -> float:
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def batched_step_time(cell, grid, base, data, cfg, device) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of the engine on the cell."""
     stamps = {}
 
     def on_step(step):
         sync(device)
-        stamps[step] = time.perf_counter()
+        stamps[step] = clocks()
     train_batched(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
                   list(cell.lrs), list(cell.seeds), cfg, device=device, on_step=on_step)
-    return (stamps[cfg.steps - 1] - stamps[1]) / (cfg.steps - 2)
+    return tuple((b - a) / (cfg.steps - 2) for a, b in zip(stamps[1], stamps[cfg.steps - 1]))
 
 
-def naive_step_time(cell, grid, base, data, cfg, device) -> float:
-    """Sum over replicas of one plain training step (steps 2..N-1 of each run)."""
-    P, total = spec_module(cell.spec), 0.0
+def naive_step_time(cell, grid, base, data, cfg, device) -> tuple[float, float]:
+    """(wall, CPU) seconds: the sum over replicas of one plain training step (steps 2..N-1 of each run)."""
+    P, total = spec_module(cell.spec), [0.0, 0.0]
     for lr, seed in cell.runs():
         model, plan = build(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, seed)
         model.to(device)
@@ -88,15 +95,16 @@ def naive_step_time(cell, grid, base, data, cfg, device) -> float:
         for t in range(cfg.steps - 1):
             if t == 1:
                 sync(device)
-                start = time.perf_counter()
+                start = clocks()
             x, y = windows(stream, starts[t].to(device), grid.context)
             loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
             opt.zero_grad()
             loss.backward()
             opt.step()
         sync(device)
-        total += (time.perf_counter() - start) / (cfg.steps - 2)
-    return total
+        for i, (a, b) in enumerate(zip(start, clocks())):
+            total[i] += (b - a) / (cfg.steps - 2)
+    return tuple(total)
 
 
 def peak_memory_gib(device: str) -> float:
@@ -121,25 +129,31 @@ def main() -> None:
     rate = matmul_rate(args.device)
     print(f"grid: {'quick' if args.quick else 'default'}, {len(cells)} cells, {grid.steps} steps each; "
           f"device {args.device}, {args.threads} threads; matmul rate {rate / 1e9:.1f} GFLOP/s (2048^2 float32)")
-    print(f"{'cell':<22} {'reps':>4} {'batched s/step':>14} {'naive 1t':>9} {'naive {}t'.format(args.threads):>9} "
-          f"{'speed-up':>8} {'GFLOP/step':>10} {'of matmul':>9}")
-    totals = {"batched": 0.0, "naive": 0.0}
+    t = args.threads
+    print(f"{'cell':<22} {'reps':>4} {'batched s/step':>14} {'naive 1t':>9} {f'naive {t}t':>9} {'speed-up':>8} "
+          f"{'GFLOP/step':>10} {'of matmul':>9} | CPU s/step: {'batched':>8} {'naive 1t':>8} {'ratio':>6}")
+    totals = {"batched": 0.0, "naive": 0.0, "batched_cpu": 0.0, "naive_cpu": 0.0}
     for cell in cells:
         flops = step_flops(cell, grid, base, data) * len(cell.runs())
-        batched = batched_step_time(cell, grid, base, data, cfg, args.device)
+        batched, batched_cpu = batched_step_time(cell, grid, base, data, cfg, args.device)
         naive = {}
-        for threads in sorted({1, args.threads}):
+        for threads in sorted({1, t}):
             torch.set_num_threads(threads)
             naive[threads] = naive_step_time(cell, grid, base, data, cfg, args.device)
-        torch.set_num_threads(args.threads)
-        best_naive = min(naive.values())
+        torch.set_num_threads(t)
+        best_naive = min(wall for wall, _ in naive.values())
         totals["batched"] += batched * grid.steps
         totals["naive"] += best_naive * grid.steps
-        print(f"{cell.key:<22} {len(cell.runs()):>4} {batched:>14.4f} {naive[1]:>9.4f} {naive[args.threads]:>9.4f} "
-              f"{best_naive / batched:>7.2f}x {flops / 1e9:>10.2f} {flops / batched / rate:>8.1%}", flush=True)
+        totals["batched_cpu"] += batched_cpu * grid.steps
+        totals["naive_cpu"] += naive[1][1] * grid.steps
+        print(f"{cell.key:<22} {len(cell.runs()):>4} {batched:>14.4f} {naive[1][0]:>9.4f} {naive[t][0]:>9.4f} "
+              f"{best_naive / batched:>7.2f}x {flops / 1e9:>10.2f} {flops / batched / rate:>8.1%} | "
+              f"{'':>11} {batched_cpu:>8.4f} {naive[1][1]:>8.4f} {naive[1][1] / batched_cpu:>5.2f}x", flush=True)
     print(f"total training steps of the grid (extrapolated to {grid.steps} steps per cell): batched "
           f"{totals['batched'] / 60:.1f} min, naive {totals['naive'] / 60:.1f} min, "
-          f"speed-up {totals['naive'] / totals['batched']:.2f}x")
+          f"speed-up {totals['naive'] / totals['batched']:.2f}x; CPU time: batched "
+          f"{totals['batched_cpu'] / 60:.1f} min, naive (1 thread) {totals['naive_cpu'] / 60:.1f} min, "
+          f"ratio {totals['naive_cpu'] / totals['batched_cpu']:.2f}x")
     print(f"peak memory: {peak_memory_gib(args.device):.2f} GiB ({'allocated on the GPU' if args.device != 'cpu' else 'resident set of this process'})")
 
 
