@@ -30,7 +30,6 @@ import json
 import math
 import os
 import socket
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
