@@ -211,8 +211,10 @@ def test_quick_grid_end_to_end(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["width"]["transfer"]) == {"SP", "muP"}
     assert set(summary["depth"]["transfer"]) == {"muP (no depth rule)", "CompleteP"}
-    shift = summary["width"]["transfer"]["SP"]["shift"]["val_loss"]
-    assert shift["lo"] <= shift["per_doubling"] <= shift["hi"]
+    for variant in ("SP", "muP"):
+        shift = summary["width"]["transfer"][variant]["shift"]["val_loss"]
+        assert math.isfinite(shift["per_doubling"]) and shift["lo"] <= shift["hi"]
+    assert summary["width"]["coordinates"]["muP"]["widths"] == [32, 64, 128]
     for name in ("width_transfer", "width_best_loss", "depth_transfer", "coordinates_width",
                  "exponents_over_training"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
