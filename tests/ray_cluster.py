@@ -63,6 +63,7 @@ class LocalCluster:
 
     def processes(self) -> list:
         """This cluster's processes still alive (found by its temp dir on their command lines)."""
+        import ray  # noqa: F401  (Ray brings its own copy of psutil onto the path)
         import psutil
 
         found = []

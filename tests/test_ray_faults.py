@@ -138,3 +138,16 @@ def test_driver_killed_mid_sweep_resumes_losing_and_redoing_nothing(cluster, ref
     fresh = [k for k in runs if k.split("/")[1] not in partial]
     assert fresh and all(runs[k] == reference[k] for k in fresh)
     assert all(runs[k] == reference[k] for k in finished)
+
+
+def test_verify_grid_on_ray_prints_what_local_prints(cluster):
+    cmd = [sys.executable, "-m", "mupspec", "verify", "specs/mup_table3.mup", "--widths", "64,128",
+           "--depths", "3", "--seeds", "2"]
+    env = cluster.env | {"PYTHONPATH": str(ROOT)}
+    local = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    ray = subprocess.run(cmd + ["--backend", "ray", "--address", cluster.address], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    # (two widths are too few for every fit to pass: the verdict itself does not matter here)
+    assert ray.returncode == local.returncode and "Traceback" not in ray.stderr, ray.stderr
+    drop_time = lambda text: [line for line in text.splitlines() if not line.startswith("(")]
+    assert drop_time(ray.stdout) == drop_time(local.stdout) and "measured" in local.stdout

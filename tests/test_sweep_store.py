@@ -141,3 +141,11 @@ def test_partial_writes_of_a_killed_writer_are_not_runs(tmp_path):
     assert sorted((r["lr"], r["seed"]) for _, r in sweep.all_runs()) == [(1e-3, 0), (1e-3, 1), (1e-2, 1)]  # neither the leftover nor the damaged file
     with sweep.lock():                                           # the next writer clears the leftovers
         assert not leftover.exists()
+
+
+def test_cells_sharing_a_folder_are_all_computed(tmp_path):
+    # one shape, its seeds as separate cells (e.g. to spread them over workers): one folder
+    cells = [Cell("sp", "mlp", 16, 3, (1e-3, 1e-2), (seed,)) for seed in (0, 1)]
+    sweep = Sweep(tmp_path, SETTINGS)
+    assert run_sweep(sweep, cells, threads=1, progress=False).trained == 4
+    assert sweep.missing(CELL) == [] and len(sweep.load(CELL)) == 4

@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from mupspec.empirical.spiral import _json_safe, _unique
-from mupspec.empirical.sweep import Cell, Progress, Sweep
+from mupspec.empirical.sweep import Cell, Sweep
 from mupspec.errors import Diagnostic, MupError
+from mupspec.progress import Progress
 
 # the bundled specs of each family: Table 8 as microsoft/mup does it (and the specs
 # derived from it), or the Transformer specs (sub-roles: zero-init query and readout,

@@ -34,10 +34,11 @@ from typing import Callable, Iterable, Iterator
 from mupspec.empirical.data import SpiralConfig, make_spiral
 from mupspec.empirical.engine import TrainConfig
 from mupspec.empirical.netplan import NetPlan, plan_from_codegen
-from mupspec.empirical.sweep import SPECS_DIR, Cell, Progress, Sweep, mark_divergence
+from mupspec.empirical.sweep import SPECS_DIR, Cell, Sweep, mark_divergence
+from mupspec.commands._backend import BACKENDS
 from mupspec.errors import Diagnostic, MupError
+from mupspec.progress import Progress
 
-BACKENDS = ("local", "ray")
 RAY_INSTALL_HINT = 'install it with: pip install "mupspec[ray]"  (or: pip install "ray>=2.9")'
 
 
@@ -52,6 +53,10 @@ class Task:
     data: SpiralConfig
     train: TrainConfig
     threads: int                  # engine shards, each on one single-threaded kernel
+
+    @property
+    def label(self) -> str:
+        return self.cell.key
 
     def runs(self) -> list[tuple[float, int]]:
         return [(lr, s) for lr in self.lrs for s in self.seeds]
@@ -100,9 +105,16 @@ def _describe(err: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- backends
+#
+# One interface: `with backend: for item, result, error in backend.map(fn, items): ...`
+# computes fn(item) for every item (a module-level function, so that Ray can ship
+# it by name), yielding each result as it arrives, or the error it raised (then
+# result is None). An item may say how many CPU threads it uses (`threads`) and
+# how to call it in logs (`label`). The local backend also passes
+# on_step=on_start(item) to fn, for a progress bar.
 
 class LocalBackend:
-    """Compute the tasks one by one in this process: what `mupspec` always did."""
+    """Compute the items one by one in this process: what `mupspec` always did."""
 
     name = "local"
 
@@ -112,15 +124,14 @@ class LocalBackend:
     def __exit__(self, *exc) -> None:
         pass
 
-    def run(self, tasks: Iterator[Task], bar: Progress) -> Iterator[tuple[Task, list | None, str | None]]:
-        for task in tasks:
-            bar.cell(task.cell.key, task.train.steps)
+    def map(self, fn: Callable, items: Iterable, on_start: Callable | None = None) -> Iterator[tuple]:
+        for item in items:
             try:
-                results = compute(task, on_step=bar.on_step)
-            except Exception as err:   # a failing cell is recorded; the sweep goes on
-                yield task, None, _describe(err)
+                result = fn(item, on_step=on_start(item)) if on_start else fn(item)
+            except Exception as err:   # a failing item is reported; the others go on
+                yield item, None, _describe(err)
                 continue
-            yield task, results, None
+            yield item, result, None
 
 
 def import_ray():
@@ -132,8 +143,8 @@ def import_ray():
     return ray
 
 
-def _ray_compute(task: Task) -> list[dict]:
-    return compute(task)
+def _ray_call(fn: Callable, item):
+    return fn(item)
 
 
 class RayBackend:
@@ -143,6 +154,10 @@ class RayBackend:
     RETRIES = 3          # a task whose worker process dies is run again this often
 
     def __init__(self, address: str = "local"):
+        if address == "local":
+            # a private cluster serves this process only: Ray's single-machine mode keeps
+            # every address it opens on 127.0.0.1 (read when ray is first imported)
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self.ray = import_ray()
         self.address = address
         self.owns = False
@@ -163,7 +178,7 @@ class RayBackend:
                                           hint="start one with `ray start --head`, or use --address local "
                                           "to start a private one on this machine")) from None
             self.owns = True
-        self.remote = ray.remote(max_retries=self.RETRIES, retry_exceptions=False)(_ray_compute)
+        self.remote = ray.remote(max_retries=self.RETRIES, retry_exceptions=False)(_ray_call)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -171,17 +186,18 @@ class RayBackend:
             self.ray.shutdown()
             self.owns = False
 
-    def run(self, tasks: Iterator[Task], bar: Progress) -> Iterator[tuple[Task, list | None, str | None]]:
-        ray = self.ray
+    def map(self, fn: Callable, items: Iterable, on_start: Callable | None = None) -> Iterator[tuple]:
+        ray, items = self.ray, iter(items)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         pending: dict = {}
 
         def submit() -> bool:
-            task = next(tasks, None)
-            if task is None:
+            item = next(items, None)
+            if item is None:
                 return False
-            ref = self.remote.options(num_cpus=task.threads, name=f"mupspec {task.cell.key}").remote(task)
-            pending[ref] = task
+            options = {"num_cpus": getattr(item, "threads", 1),
+                       "name": f"mupspec {getattr(item, 'label', type(item).__name__)}"}
+            pending[self.remote.options(**options).remote(fn, item)] = item
             return True
 
         # keep each CPU busy and one task queued behind it; submitting lazily keeps the
@@ -189,9 +205,8 @@ class RayBackend:
         while len(pending) < cpus + 1 and submit():
             pass
         while pending:
-            bar.cell(f"{len(pending)} tasks on ray", 0)
             [ref], _ = ray.wait(list(pending), num_returns=1)
-            task = pending.pop(ref)
+            item = pending.pop(ref)
             try:
                 results, error = ray.get(ref), None
             except ray.exceptions.RayTaskError as err:   # the task raised: record it
@@ -199,7 +214,7 @@ class RayBackend:
             except ray.exceptions.RayError as err:       # its worker died more often than retried
                 results, error = None, f"{type(err).__name__}: {err}"
             submit()
-            yield task, results, error
+            yield item, results, error
 
 
 def make_backend(name: str, address: str | None = None):
@@ -208,14 +223,6 @@ def make_backend(name: str, address: str | None = None):
     if name == "ray":
         return RayBackend(address or "local")
     raise MupError(Diagnostic(f"unknown backend {name!r}", hint=f"use one of: {', '.join(BACKENDS)}"))
-
-
-def add_backend_options(parser) -> None:
-    parser.add_argument("--backend", choices=BACKENDS, default="local",
-                        help="where the runs are computed: in this process (local, default) or on a Ray cluster")
-    parser.add_argument("--address", default="local", metavar="local|auto|HOST:PORT",
-                        help="with --backend ray: 'local' starts a private cluster on this machine (default), "
-                        "'auto' joins the one `ray start` made here (or RAY_ADDRESS), HOST:PORT a given head node")
 
 
 # ---------------------------------------------------------------- the driver
@@ -248,7 +255,7 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
 
     import torch
 
-    cells = list(cells)
+    cells = list(dict.fromkeys(cells))
     backend = backend or LocalBackend()
     threads = threads or torch.get_num_threads()
     report = Report()
@@ -257,8 +264,8 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
         todo = [(c, m) for c, m in todo if m]
         total = sum(len(c.runs()) for c in cells)
         bar = Progress(total, total - sum(len(m) for _, m in todo),
-                       stream=sys.stderr if progress else open(os.devnull, "w"))
-        wanted = {c.key: m for c, m in todo}
+                       stream=sys.stderr if progress else None)
+        wanted = dict(todo)    # by Cell: cells may share a folder (the same shape, other LRs or seeds)
 
         def tasks() -> Iterator[Task]:
             for cell, missing in todo:
@@ -271,13 +278,17 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
                     _failed(sweep, report, cell, missing, _describe(err))
 
         try:
+            def start(task: Task):
+                bar.cell(task.cell.key, task.train.steps)
+                return bar.on_step
+
             with backend:
-                for task, results, error in backend.run(tasks(), bar):
+                for task, results, error in backend.map(compute, tasks(), on_start=start):
                     if error is None:
-                        report.trained += sweep.write_runs(task.cell, results, wanted[task.cell.key])
+                        report.trained += sweep.write_runs(task.cell, results, wanted[task.cell])
                     else:
-                        _failed(sweep, report, task.cell, wanted[task.cell.key], error)
-                    bar.finished(len(wanted[task.cell.key]))
+                        _failed(sweep, report, task.cell, wanted[task.cell], error)
+                    bar.finished(len(wanted[task.cell]))
                     if after_cell:
                         after_cell(task.cell)
         finally:

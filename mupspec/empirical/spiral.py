@@ -32,7 +32,8 @@ import numpy as np
 from mupspec.empirical.data import SpiralConfig
 from mupspec.empirical.engine import TrainConfig
 from mupspec.empirical.fit import slope, summarize
-from mupspec.empirical.runner import add_backend_options, make_backend, run_sweep
+from mupspec.commands._backend import add_backend_options
+from mupspec.empirical.runner import make_backend, run_sweep
 from mupspec.empirical.sweep import Cell, Sweep, SweepSettings
 
 # variant label -> (bundled spec, architecture)

@@ -27,7 +27,6 @@ writes here, and only from the driver process.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import tempfile
@@ -42,7 +41,6 @@ from mupspec.bundled import DIR as SPECS_DIR
 from mupspec.empirical.data import SpiralConfig, make_spiral
 from mupspec.empirical.engine import TrainConfig
 from mupspec.errors import Diagnostic, MupError
-from mupspec.progress import Progress
 
 # a loss this many times its initial value is a blow-up, finite or not
 DIVERGENCE_FACTOR = 1e6
@@ -208,7 +206,10 @@ class Sweep:
             if (res["lr"], res["seed"]) in wanted:
                 atomic_write_json(self.run_path(cell, res["lr"], res["seed"]), res)
                 saved += 1
-        (self.out / "errors" / f"{cell.key}.json").unlink(missing_ok=True)
+        error = self.out / "errors" / f"{cell.key}.json"
+        failed = _read_json(error)
+        if failed is None or all(self._finished_run(cell, lr, s) for lr, s in failed["runs"]):
+            error.unlink(missing_ok=True)     # every run it failed on is finished now
         return saved
 
     def write_error(self, cell: Cell, runs: list[tuple[float, int]], error: str) -> None:
