@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "table": "render a spec as a Tensor Programs V style table",
     "codegen": "emit a standalone PyTorch module applying the spec",
     "verify": "measure scaling exponents on real networks and compare with check",
-    "experiment": "run the bundled experiments (grad-ratio, spiral)",
+    "experiment": "run the bundled experiments (grad-ratio, spiral, transformer)",
     "specs": "list the bundled specs (their names work wherever a spec file does)",
     "coord-check": "coordinate check of your own model (FILE.py:FACTORY) against a spec",
     "infer": "infer the spec your own model's code implements (init, multipliers, LRs across widths)",
