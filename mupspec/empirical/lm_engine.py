@@ -278,9 +278,10 @@ def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, see
     pairs = [(lr, s) for lr in lrs for s in seeds]
     built = {s: build(spec, shape, base, s, dtype) for s in seeds}
     model, plan = built[seeds[0]]
-    model.to(device)   # the template: its hooks run, its own parameters are never used
+    # stack on the CPU first: the template is one of the built models, moved only afterwards
     params = {n: torch.stack([dict(built[s][0].named_parameters())[n].detach() for _, s in pairs]).to(device)
               for n, _ in model.named_parameters()}
+    model.to(device)   # the template: its hooks run, its own parameters are never used
     init = {n: p.clone() for n, p in params.items()}
     factors = {r.name: (r.lr_factor, r.wd_factor, r.eps_factor) for r in plan}
     opt = BatchedAdamW(params, factors, [lr for lr, _ in pairs], cfg)
