@@ -261,3 +261,77 @@ def _transfer_headline(e: Mapping, which: str, axis: str) -> str:
     if sh is None:
         return best
     return f"{best}\nbest-LR shift {sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}] log2/doubling"
+
+
+# ---------------------------------------------------------------- coord-check (any model)
+
+
+def role_coordinate_check(out_dir, result) -> list[Path]:
+    """One figure per optimizer, one log-log panel per compared role and
+    quantity (mupspec.empirical.coord): the geometric mean over seeds and
+    the role's sites against width, one line per step, with the fitted slope
+    (dashed) and check's (dotted) drawn through the compared step's middle
+    point. Legends sit below the panels, clear of the data."""
+    paths = []
+    for opt in sorted({r.optimizer for r in result.rows}):
+        rows = [r for r in result.rows if r.optimizer == opt]
+        ncols = min(4, len(rows))
+        nrows = math.ceil(len(rows) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 4.1 * nrows), squeeze=False)
+        steps = range(result.steps + 1)
+        cmap = plt.get_cmap("viridis")
+        for ax, row in zip(axes.flat, rows):
+            sites = {s.site for s in row.sites}
+            for step in steps:
+                if (row.quantity == "act") != (step == 0) and row.quantity != "act":
+                    continue
+                xs, ys = _role_series(result.samples, opt, step, sites, row.quantity)
+                if xs:
+                    ax.loglog(xs, ys, "o-", color=cmap(0.85 * step / max(1, result.steps)), markersize=3.5,
+                              label=f"step {step}")
+            xs, ys = _role_series(result.samples, opt, row.step, sites, row.quantity)
+            if xs:
+                mid = len(xs) // 2
+                for slope_, style, what in ((row.measured, "--", "fit"), (row.predicted, ":", "check")):
+                    if math.isfinite(slope_):
+                        ax.loglog(xs, [ys[mid] * (x / xs[mid]) ** slope_ for x in xs], style, color="black",
+                                  linewidth=1.1, label=f"{what} slope {slope_:+.2f}")
+            _decade_at_least(ax)
+            ax.set_xticks(result.widths, [str(w) for w in result.widths])
+            ax.minorticks_off()
+            verdict = "PASS" if row.agrees else "FAIL"
+            ax.set_title(f"{row.role}: {_QUANTITY_TITLE[row.quantity]} [{verdict}]", fontsize=9.5,
+                         color="black" if row.agrees else "tab:red")
+            ax.set_xlabel("width")
+            ax.set_ylabel("RMS per coordinate" if row.quantity != "upd" else "|Δθ| / |θ0|")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+        for ax in list(axes.flat)[len(rows):]:
+            ax.axis("off")
+        fig.suptitle(f"coordinate check, {opt}: mean over {len({s.seed for s in result.samples})} seeds "
+                     f"and each role's sites (dashed: fitted slope, dotted: check's)", fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        paths.append(_save(fig, Path(out_dir) / f"coord_check_{opt}.png"))
+    return paths
+
+
+def _decade_at_least(ax) -> None:
+    """A y range of at least one decade: a flat line looks flat (matplotlib
+    would otherwise stretch a 1e-5 wiggle over the whole panel)."""
+    lo, hi = ax.get_ylim()
+    if hi / lo < 10:
+        mid = math.sqrt(lo * hi)
+        ax.set_ylim(mid / 10 ** 0.5, mid * 10 ** 0.5)
+
+
+_QUANTITY_TITLE = {"act": "size at init", "delta": "change since init", "own": "own-update term",
+                   "upd": "relative update"}
+
+
+def _role_series(samples, opt, step, sites, quantity) -> tuple[list[int], list[float]]:
+    by_width: dict[int, list[float]] = {}
+    for s in samples:
+        if s.optimizer == opt and s.step == step and s.quantity == quantity and s.cls in sites and s.value > 0:
+            by_width.setdefault(s.width, []).append(s.value)
+    widths = sorted(by_width)
+    return widths, [math.exp(sum(map(math.log, by_width[w])) / len(by_width[w])) for w in widths]
