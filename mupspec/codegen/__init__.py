@@ -31,6 +31,14 @@ def generate(spec: ir.Spec, source: str) -> str:
     path as the user gave it (it only appears in comments)."""
     symbols = Symbols(spec)
     check_name(spec.name, "parametrization name", spec.span)
+    residual = spec.block("residual")
+    init = residual and (residual.rule("init.var") or residual.rule("init.std"))
+    if init:
+        raise MupError(Diagnostic("codegen cannot apply a residual `init` factor yet: it scales only each branch's "
+                                  "last layer, and the generated module does not know which layers those are",
+                                  init.span, "initialize the branch-output weights yourself after `parametrize`, "
+                                  "or move the factor into the residual `mult` (an equivalent spec in TP6's terms "
+                                  "needs the LR moved too: see docs/checking.md §5)"))
     parts = [_header(spec, source), _constants(spec), _rules(spec, symbols, source), _runtime()]
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
 
@@ -82,18 +90,38 @@ def _constants(spec: ir.Spec) -> str:
         f"FAMILIES = ({', '.join(f'{chr(34)}{o}{chr(34)}' for o in ir.optimizers(spec))},)"
         "  # optimizer families the spec has LR rules for",
         f"BLOCKS = ({', '.join(f'{chr(34)}{b}{chr(34)}' for b in blocks)},)",
-    ])
+    ] + _muon_blocks(spec))
 
 
-def _fields(kind: str) -> tuple[str, ...]:
-    return tuple(f for f in ir.BLOCK_FIELDS[kind] if f != "init.std")  # init.std is read as init.var
+def _muon_blocks(spec: ir.Spec) -> list[str]:
+    """Muon's hybrid: the blocks Muon steps (those with an `lr.muon` rule);
+    emitted only for specs that cover Muon."""
+    if "muon" not in ir.optimizers(spec):
+        return []
+    kinds = "".join(f'"{b.kind}", ' for b in spec.blocks if b.rule("lr.muon") is not None)
+    return [f"MUON_BLOCKS = ({kinds.rstrip(' ')})  # the rest stays on AdamW"]
+
+
+def _fields(kind: str, families: tuple[str, ...]) -> tuple[str, ...]:
+    """The rule functions a block gets: init.std is read as init.var; LR and
+    weight-decay rules of SGD and Adam, and of any other family the spec
+    covers; not a residual branch's block depth or init factor (check's
+    depth analysis only: `generate` refuses the latter)."""
+    def wanted(f: str) -> bool:
+        group, _, family = f.partition(".")
+        if f in ("init.std", "layers") or (kind == "residual" and group == "init"):
+            return False
+        return group not in ("lr", "wd") or family in ("sgd", "adam") or family in families
+    return tuple(f for f in ir.BLOCK_FIELDS[kind] if wanted(f))
 
 
 def _rules(spec: ir.Spec, symbols: Symbols, source: str) -> str:
     out = ["# ---- rules of the spec: one function per block and field, values at given sizes ----"]
     table = []
     for block in sorted(spec.blocks, key=lambda b: ir.BLOCK_KINDS.index(b.kind)):
-        for field in _fields(block.kind):
+        if block.kind == "alignment":  # an assumption of the checker, not a rule of the model
+            continue
+        for field in _fields(block.kind, ir.optimizers(spec)):
             name = f"_{block.kind}_{field.replace('.', '_')}"
             out.append(_rule_function(name, block, field, spec, symbols, source))
             table.append(f'    ("{block.kind}", "{field}"): {name},')

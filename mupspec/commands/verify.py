@@ -49,11 +49,13 @@ TERM_OF = {
 
 
 def configure(parser) -> None:
+    from mupspec.ir import OPTIMIZERS
+
     parser.add_argument("file", help="a .mup spec")
     parser.add_argument("--expect", metavar="SPEC",
                         help="compare with another spec's predictions instead (a file, or a bundled "
                              "name: mup, sp, ntk, mup_table3, ...); the networks are still FILE's")
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), action="append",
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, action="append",
                         help="only this optimizer (repeatable; default: those the spec covers)")
     parser.add_argument("--widths", type=_ints, default=(64, 128, 256, 512, 1024),
                         help="comma-separated (default 64,128,256,512,1024)")
@@ -93,13 +95,14 @@ def _ints(text: str) -> tuple[int, ...]:
 def predictions(spec, optimizer: str, first_steps: bool = True) -> dict[tuple[str, str], float]:
     """check's exponent for every compared (quantity, class), as floats.
     `first_steps`: output weights still at their init scale (see module doc)."""
-    from mupspec import check, symbolic
+    from mupspec import check, ir, symbolic
     from mupspec.symbolic import OO
 
     ex = symbolic.spec_exponents(spec)
     terms = check.init_terms(ex) + check.step_terms(ex, optimizer, None)[2]
-    if first_steps and "output" in ex:
-        frozen = dict(ex, output=dataclasses.replace(ex["output"], c_sgd=OO, c_adam=OO))
+    # a zero readout has no init scale to hold: its first step sets it, as check assumes
+    if first_steps and "output" in ex and ex["output"].e_init != OO:
+        frozen = dict(ex, output=dataclasses.replace(ex["output"], **{f"c_{o}": OO for o in ir.OPTIMIZERS}))
         early = [t for t in check.step_terms(frozen, optimizer, None)[2]
                  if not (t.role == "own_update" and t.kind == "output")]
         own_out = [t for t in terms if t.role == "own_update" and t.kind == "output"]
@@ -136,6 +139,7 @@ class Row:
     agrees: bool
     asymptotic: float | None = None
     source: str | None = None  # for sums: the class whose part has the largest exponent
+    zero: bool = False         # every sample exactly 0 (a zero init, or no gradient yet behind a zero readout)
 
 
 def leading_part(fits: dict, opt: str, step: int, cls: str, quantity: str):
@@ -148,23 +152,39 @@ def leading_part(fits: dict, opt: str, step: int, cls: str, quantity: str):
     return max(parts, key=lambda p: p[0].exponent) if parts else (None, None)
 
 
-def compare(fits: dict, preds: dict[str, dict], tol: float, asymptotic: dict | None = None) -> list[Row]:
+def compare(fits: dict, preds: dict[str, dict], tol: float, asymptotic: dict | None = None,
+            zeros: frozenset = frozenset(), zero_readout: bool = False) -> list[Row]:
     """One Row per fitted exponent that check predicts; a row agrees when the
     measured mean is within `tol` of the prediction. For `delta` and `prop`
-    the measured exponent is that of their fastest-growing part."""
+    the measured exponent is that of their fastest-growing part. `zeros`:
+    the (opt, step, cls, quantity) whose samples are all exactly 0 -- right
+    where check predicts 0 (exponent -oo), and at step 1 behind a zero
+    readout (`zero_readout`), which passes no gradient back before its first
+    step; W_out·Δx is measured with W_out at its init, so it stays 0 there."""
     rows = []
     for (opt, step, cls, quantity), fit in sorted(fits.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         pred = preds.get(opt, {}).get((quantity, cls))
         if pred is None or (quantity == "act") != (step == 0):
             continue
         source = None
-        if quantity in ("delta", "prop"):
+        zero = (opt, step, cls, quantity) in zeros
+        if quantity in ("delta", "prop") and not zero:
             part, source = leading_part(fits, opt, step, cls, quantity)
             fit = part or fit
         agrees = fit.ok and math.isfinite(pred) and abs(fit.exponent - pred) <= tol
+        if zero:  # behind a zero readout nothing moves before its first step, and W_out·Δx is read with W_out at init
+            agrees = pred == -math.inf or (zero_readout and (step == 1 and cls != "output" or quantity == "prop"))
         asym = (asymptotic or {}).get(opt, {}).get((quantity, cls))
-        rows.append(Row(opt, step, quantity, cls, pred, fit.exponent, fit.ci, agrees, asym, source))
+        rows.append(Row(opt, step, quantity, cls, pred, fit.exponent, fit.ci, agrees, asym, source, zero))
     return rows
+
+
+def exact_zeros(samples) -> frozenset:
+    """The measured (opt, step, cls, quantity) whose every sample is exactly 0."""
+    values: dict[tuple, list[float]] = {}
+    for s in samples:
+        values.setdefault((s.optimizer, s.step, s.cls, s.quantity), []).append(s.value)
+    return frozenset(k for k, v in values.items() if all(x == 0 for x in v))
 
 
 DESCRIBE = {"act": "size at init", "own": "own-update term", "delta": "feature change (n^-r)",
@@ -177,8 +197,8 @@ def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> st
         head += "   (W_out moved)"
     lines = [title, head, "-" * len(head)]
     for r in rows:
-        pred = f"{r.predicted:+.2f}" if math.isfinite(r.predicted) else str(r.predicted)
-        meas = f"{r.measured:+.3f} ± {r.ci:.3f}" if math.isfinite(r.measured) else "n/a"
+        pred = f"{r.predicted:+.2f}" if math.isfinite(r.predicted) else "zero"
+        meas = "exactly 0" if r.zero else f"{r.measured:+.3f} ± {r.ci:.3f}" if math.isfinite(r.measured) else "n/a"
         term = DESCRIBE[r.quantity] + (f" [{r.source}]" if r.source else "")
         line = (f"{r.optimizer:5} {r.step:>4}  {r.cls:7} {term:36} {pred:>9}  {meas:>18}  "
                 f"{'PASS' if r.agrees else 'FAIL'}")
@@ -211,8 +231,7 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     predictions. Returns (rows, samples, fits, predictions)."""
     from mupspec import ir
     from mupspec.empirical.fit import fit_table
-    from mupspec.empirical.measure import Grid, measure
-    from mupspec.empirical.models import Arch
+    from mupspec.empirical.measure import Grid, measure, uses_codegen
 
     expect = expect or spec
     covered = [o for o in ir.optimizers(spec) if o in ir.optimizers(expect)]
@@ -224,12 +243,30 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     kind = ("residual" if spec.depth else "mlp") if arch == "auto" else arch
     seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     grid = Grid(widths=tuple(widths), depths=tuple(depths), seeds=seeds, optimizers=opts,
-                steps=steps, arch=Arch(kind=kind), ratios=ratios, builder=builder)
+                steps=steps, arch=network_arch(spec, kind), ratios=ratios, builder=builder)
+    beyond = [o for o in opts if o not in ("sgd", "adam")]
+    if beyond and not uses_codegen(spec, grid):
+        raise MupError(Diagnostic(f"{', '.join(beyond)}: only the generated module builds these optimizers",
+                                  hint="use --builder codegen (the default) and --arch mlp or residual"))
     samples = measure(spec, grid)
     fits = fit_table(samples)
     preds = {o: predictions(expect, o) for o in opts}
     asym = {o: predictions(expect, o, first_steps=False) for o in opts} if show_asymptotic else None
-    return compare(fits, preds, tol, asym), samples, fits, preds
+    zero_readout = _zero_readout(spec)
+    return compare(fits, preds, tol, asym, exact_zeros(samples), zero_readout), samples, fits, preds
+
+
+def network_arch(spec, kind: str):
+    """The measured networks: biases only where the spec has a bias block."""
+    from mupspec.empirical.models import Arch
+
+    return Arch(kind=kind, bias=spec.block("bias") is not None)
+
+
+def _zero_readout(spec) -> bool:
+    from mupspec.symbolic import INF, init_std_exponent
+
+    return spec.block("output") is not None and init_std_exponent(spec, "output") == INF
 
 
 def _validate(args) -> None:
@@ -258,13 +295,12 @@ def run(args) -> int:
         arch=args.arch, optimizers=args.optimizer, tol=args.tol, show_asymptotic=args.show_asymptotic,
         ratios=bool(args.csv), builder=args.builder)
     from mupspec.empirical.measure import Grid, uses_codegen
-    from mupspec.empirical.models import Arch
 
-    against = f"`{expect.name}`'s predictions" if expect else "its own predictions"
     kind = ("residual" if spec.depth else "mlp") if args.arch == "auto" else args.arch
-    built = "codegen" if uses_codegen(spec, Grid(arch=Arch(kind=kind), builder=args.builder)) else "numeric"
-    title = (f"verify {args.file}: `{spec.name}` {kind} networks ({built}) vs {against}; widths "
-             f"{list(args.widths)}, depths {list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
+    built = "codegen" if uses_codegen(spec, Grid(arch=network_arch(spec, kind), builder=args.builder)) else "numeric"
+    print(mup_answer(spec, expect))
+    title = (f"measured: `{spec.name}` {kind} networks ({built}); widths {list(args.widths)}, depths "
+             f"{list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
     print(render(rows, title, args.tol, args.show_asymptotic))
     if args.depth_exponents:
         print("\n" + render_depth(samples, preds))
@@ -276,6 +312,24 @@ def run(args) -> int:
             print(f"wrote {path}")
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0 if all(r.agrees for r in rows) else 1
+
+
+def mup_answer(spec, expect) -> str:
+    """The first lines of the report: is the spec μP (check's verdict), and
+    what the table compares -- a spec's own predictions say nothing about μP."""
+    from mupspec.check import check_spec
+    from mupspec.report import verdict_text
+
+    verdict = verdict_text(check_spec(spec))
+    lines = [f"is `{spec.name}` μP? check: {'yes' if verdict.startswith('μP') else 'NO'} ({verdict})"]
+    if expect is None:
+        lines.append(f"compared: the measured exponents of `{spec.name}`'s networks with `{spec.name}`'s own "
+                     "predictions (PASS = the networks scale as the spec says, whatever it is; "
+                     "--expect mup compares with μP's)")
+    else:
+        lines.append(f"compared: the measured exponents of `{spec.name}`'s networks with `{expect.name}`'s "
+                     f"predictions (PASS = they scale as `{expect.name}` does)")
+    return "\n".join(lines)
 
 
 def render_depth(samples, preds) -> str:
