@@ -406,11 +406,16 @@ def to_json(result: CheckResult, findings: list[Finding], file: str) -> dict:
         "exponents": {k: {"a": s(e.a), "b": s(e.b), "c_sgd": s(e.c_sgd), "c_adam": s(e.c_adam),
                           "e_init": s(e.e_init), "e_sgd": s(e.e_sgd), "e_adam": s(e.e_adam),
                           "wd_sgd": s(e.wd_sgd), "wd_adam": s(e.wd_adam), "eps_adam": s(e.eps_adam)}
+                      | {f"c_{o}": s(e.c(o)) for o in result.results} | {f"e_{o}": s(e.e_opt(o)) for o in result.results}
                       for k, e in result.exponents.items()},
         "attention": None if result.logit is None else {"logit_exponent": s(result.logit)},
         "depth": None if result.depth is None else {
             "alpha": s(result.depth.alpha), "c_sgd": s(result.depth.c_sgd), "c_adam": s(result.depth.c_adam),
-            "eps_adam": s(result.depth.eps_adam), "gamma": {o: s(result.depth.gamma(o)) for o in result.results}},
+            "eps_adam": s(result.depth.eps_adam), "gamma": {o: s(result.depth.gamma(o)) for o in result.results},
+            "update": {o: s(result.depth.update[o]) for o in result.results}, "layers": result.depth.layers},
+        "alignment": {"name": result.alignment.name, "update": s(result.alignment.update),
+                      "readout": s(result.alignment.readout)},
+        "without": list(result.without), "missing": result.missing,
         "results": {o: {"regime": r.regime, "names": r.names, "r": s(r.r), "backward_exponent": s(r.backward),
                         "depth_class": r.depth_class, "desiderata": r.desiderata,
                         "terms": [{"role": t.role, "class": t.kind, "quantity": t.name, "k": s(t.k),
