@@ -84,3 +84,17 @@ def test_the_spec_or_the_command_line_chooses_the_alignment(tmp_path, capsys):
     assert main(["check", str(path)]) == 0
     assert main(["check", str(path), "--alignment", "full"]) == 1
     assert main(["check", str(path), "--alignment", "0.3"]) == 2
+
+
+@pytest.mark.parametrize("block, message", [
+    ("alignment { update = 2 }", "`update` must be an alignment exponent from 1/2 (none) to 1 (full)"),
+    ("alignment { readout = n }", "`readout` must be an alignment exponent"),
+    ("alignment { logit = 1 }", "`logit` is not a rule of `alignment` blocks"),
+    ("residual { layers = 3/2 }", "`layers` must be a whole number of layers per branch"),
+])
+def test_constant_fields_take_plain_numbers(block, message):
+    from mupspec.errors import MupError
+
+    with pytest.raises(MupError) as err:
+        parse_and_resolve(f"parametrization x\ndepth L\n{block}\n")
+    assert message in str(err.value)
