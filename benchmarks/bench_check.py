@@ -4,8 +4,9 @@
 The floor, `check` on each bundled spec alone, and `check` on all of them in
 one call are timed in interleaved rounds, so that machine load hits them
 alike; the median of each is reported. Targets: every spec alone <= 1.5x the
-floor (issue 13: the new optimizer families must not make `check` import what
-it does not need), all bundled specs in one call <= 2.5x the floor (issue 3).
+floor (issues 11 and 13: Transformer specs and the new optimizer families
+must not make `check` import what it does not need), all bundled specs in
+one call <= 2.5x the floor (issue 3).
 
     .venv/bin/python benchmarks/bench_check.py [--rounds 9]
 """

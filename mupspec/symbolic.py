@@ -1,7 +1,7 @@
 """Stage 3a: symbolic scaling exponents of a spec (sympy behind one boundary).
 
 Takes a resolved `ir.Spec`; returns, per layer class, the exponents of the
-abc-parametrization (THEORY.md §0: A ∝ n^-a multiplier, B ∝ n^-b init std,
+abc-parametrization (docs/theory.md §1: A ∝ n^-a multiplier, B ∝ n^-b init std,
 C ∝ n^-c learning rate) and the Lemma J.1 invariants
 
     e_init = a + b      (init scale of the effective weight A·w)
@@ -51,7 +51,7 @@ def _constants() -> dict:
     d_in, d_out = sympy.Symbol("d_in", positive=True), sympy.Symbol("d_out", positive=True)
     return {
         "N": n, "Ldepth": sympy.Symbol("L", positive=True), "D_IN": d_in, "D_OUT": d_out, "OO": sympy.oo,
-        # fan_in / fan_out of each parameter class (TP5 App. B; THEORY.md §8):
+        # fan_in / fan_out of each parameter class (TP5 App. B; docs/theory.md §7):
         # input maps finite -> n, hidden n -> n, output n -> finite, and a bias
         # or a norm gain is a vector of length n (fan_in 1).
         "CLASS_FANS": {"input": (d_in, n), "hidden": (n, n), "output": (n, d_out), "bias": (one, n), "norm": (one, n)},
@@ -85,7 +85,8 @@ def to_sympy(expr, env: dict):
         return left ** right if node.op == "^" else ir.ARITHMETIC[node.op](left, right)
 
     return ir.fold(expr, num=lambda node: sympy.Rational(node.numerator, node.denominator), sym=sym,
-                   neg=lambda value, _: -value, sqrt=lambda value, _: sympy.sqrt(value), binary=binary)
+                   neg=lambda value, _: -value, sqrt=lambda value, _: sympy.sqrt(value), binary=binary,
+                   choose=lambda node, values: (sympy.Min if node.func == "min" else sympy.Max)(*values))
 
 
 def hyper_symbol(name: str):
@@ -97,10 +98,13 @@ def hyper_symbol(name: str):
 
 
 def base_env(spec: ir.Spec) -> dict:
-    """Widths -> N, depth -> Ldepth, hyperparameters -> positive constants."""
+    """Free widths -> N, derived widths -> their definitions, depth ->
+    Ldepth, hyperparameters -> positive constants."""
     c = _constants()
     env = {h.name: hyper_symbol(h.name) for h in spec.hypers}
-    env |= {w: c["N"] for w in spec.widths}
+    for w in spec.widths:
+        value = spec.width_value(w)
+        env[w] = c["N"] if value is None else to_sympy(value, env)
     if spec.depth:
         env[spec.depth] = c["Ldepth"]
     return env
@@ -110,14 +114,14 @@ def class_env(spec: ir.Spec, kind: str) -> dict:
     """`base_env` plus fan_in/fan_out of the class (none for attention/residual)."""
     env = base_env(spec)
     fans = _constants()["CLASS_FANS"]
-    if kind in fans:
-        env["fan_in"], env["fan_out"] = fans[kind]
+    if ir.role_class(kind) in fans:
+        env["fan_in"], env["fan_out"] = fans[ir.role_class(kind)]
     return env
 
 
 def _rule(spec: ir.Spec, kind: str, field: str):
-    block = spec.block(kind) or ir.Block(kind=kind)
-    return ir.rule_value(block, field, spec.widths)
+    """The rule of a class or sub-role (a sub-role falls back to its class)."""
+    return ir.role_rule(spec, kind, field)
 
 
 def rule_sympy(spec: ir.Spec, kind: str, field: str):
@@ -165,6 +169,12 @@ def _lead(f, var) -> tuple:
         if c == 0:
             return (sympy.Integer(0), -sympy.oo) if f.exp > 0 else _limit_lead(f, var)
         return c ** f.exp, e * f.exp
+    if isinstance(f, (sympy.Min, sympy.Max)):  # of positive terms: the smallest / largest leading term
+        terms = [_lead(t, var) for t in f.args]
+        if all(c.is_positive for c, _ in terms):
+            pick = min if isinstance(f, sympy.Min) else max
+            top = pick(e for _, e in terms)
+            return (sympy.Min if isinstance(f, sympy.Min) else sympy.Max)(*[c for c, e in terms if e == top]), top
     if f.is_Add:
         terms = [_lead(t, var) for t in f.args]
         top = max(e for _, e in terms)
@@ -203,11 +213,32 @@ _FAN_EXPONENTS = {"input": (0, 1), "hidden": (1, 1), "output": (1, 0), "bias": (
 
 
 def _symbol_exponents(spec: ir.Spec, kind: str, axis: int) -> dict[str, Fraction]:
-    env = {w: Fraction(axis == 0) for w in spec.widths}
+    env = width_exponents(spec) if axis == 0 else {w: Fraction(0) for w in spec.widths}
     if spec.depth:
         env[spec.depth] = Fraction(axis == 1)
-    if kind in _FAN_EXPONENTS and axis == 0:
-        env["fan_in"], env["fan_out"] = (Fraction(x) for x in _FAN_EXPONENTS[kind])
+    if ir.role_class(kind) in _FAN_EXPONENTS and axis == 0:
+        env["fan_in"], env["fan_out"] = (Fraction(x) for x in _FAN_EXPONENTS[ir.role_class(kind)])
+    return env
+
+
+def width_exponents(spec: ir.Spec) -> dict[str, Fraction]:
+    """Width exponent of every width symbol: 1 for a free one (all free
+    symbols grow together), its definition's for a derived one (0 for a
+    fixed size: `d_head = 64`)."""
+    env: dict[str, Fraction] = {}
+    for w in spec.widths:
+        value = spec.width_value(w)
+        if value is None:
+            env[w] = Fraction(1)
+            continue
+        try:
+            sign, k = _exact(value, env)
+        except _MayCancel:
+            sign, k = -1, 0
+        if sign <= 0 or k == -INF:
+            raise MupError(Diagnostic(f"cannot tell how width symbol `{w}` grows", value.span,
+                                      "define it as a product of numbers, powers and earlier width symbols"))
+        env[w] = k
     return env
 
 
@@ -230,6 +261,14 @@ def _exact(expr, env: dict[str, Fraction]) -> tuple[int, Fraction | float]:
         if sign < 0:
             raise _MayCancel
         return sign, k / 2
+    if isinstance(expr, ir.MinMax):
+        terms = [_exact(a, env) for a in expr.args]
+        if any(sign < 0 for sign, _ in terms):
+            raise _MayCancel
+        if expr.func == "min":  # a zero term makes the min zero
+            return (0, -INF) if any(sign == 0 for sign, _ in terms) else (1, min(k for _, k in terms))
+        live = [k for sign, k in terms if sign > 0]
+        return (1, max(live)) if live else (0, -INF)
     if expr.op in "+-":
         (s1, k1), (s2, k2) = _exact(expr.left, env), _exact(expr.right, env)
         s2 = -s2 if expr.op == "-" else s2
@@ -291,7 +330,7 @@ def muon_shift(kind: str) -> Fraction:
     with unit vectors, entries Θ((fan_in·fan_out)^-1/2): the entry-wise
     equivalent of an Adam step shrunk by (fan_in·fan_out)^(1/2), i.e. the
     class's width exponents of fan_in and fan_out, halved and added."""
-    fan_in, fan_out = _FAN_EXPONENTS[kind]
+    fan_in, fan_out = _FAN_EXPONENTS[ir.role_class(kind)]
     return Fraction(fan_in + fan_out, 2)
 
 
@@ -374,7 +413,7 @@ def _neg(spec: ir.Spec, kind: str, expr, axis: int = 0):
 
 def init_std_exponent(spec: ir.Spec, kind: str, axis: int = 0):
     """b: minus the width (or depth) exponent of the init std; a norm gain starts at 1."""
-    if kind == "norm":
+    if ir.role_class(kind) == "norm":
         return Fraction(0)
     return _neg(spec, kind, _rule(spec, kind, "init.var"), axis) / 2
 
@@ -384,17 +423,23 @@ def class_exponents(spec: ir.Spec, kind: str, exact: bool = False, axis: int = 0
     block, or the defaults if absent)."""
     def neg(field: str):
         return _neg(spec, kind, _rule(spec, kind, field), axis)
-    block = spec.block(kind)
+    on_muon = any(ir.given_rule(spec.block(k), "lr.muon") is not None for k in (kind, ir.role_class(kind)))
     families = {f"{'c' if group == 'lr' else group}_{o}": neg(f"{group}.{o}") for group in ("lr", "wd")
                 for o in ir.OPTIMIZERS if f"{group}.{o}" in ir.BLOCK_FIELDS[kind]}
     ex = ClassExponents(kind=kind, a=neg("mult"), b=init_std_exponent(spec, kind, axis), eps_adam=neg("eps.adam"),
-                        on_muon=block is not None and block.rule("lr.muon") is not None, **families)
+                        on_muon=on_muon, **families)
     return ex if exact else _as_sympy(ex)
 
 
 def spec_exponents(spec: ir.Spec, exact: bool = False) -> dict[str, ClassExponents]:
     """ClassExponents of every layer class the spec has a block for."""
     return {k: class_exponents(spec, k, exact) for k in ir.LAYER_KINDS if spec.block(k) is not None}
+
+
+def subrole_exponents(spec: ir.Spec, exact: bool = False) -> dict[str, ClassExponents]:
+    """ClassExponents of every sub-role the spec has a block for (its own
+    rules where it states them, its class's elsewhere)."""
+    return {r: class_exponents(spec, r, exact) for r in spec.subroles}
 
 
 # ---------------------------------------------------------------- depth (TP6)
@@ -434,18 +479,34 @@ class DepthExponents:
         return self.update["adam"] - self.mult_alpha
 
 
-def _branch_update(layer_inits: list, a_layer, c, family: str, res_a):
-    """The largest one-step change of a branch's output over its layers j:
-    mult · (layers above j at init) · ΔW_j · (layers below j at init).
-    SGD's gradient at layer j carries mult and the other layers once more."""
-    changes = []
-    for j, e_j in enumerate(layer_inits):
-        others = sum(layer_inits) - e_j
-        if family == "sgd":
-            changes.append(2 * (res_a + a_layer + others) + c)
-        else:
-            changes.append(res_a + others + a_layer + c + (e_j - a_layer if family == "adafactor" else 0))
-    return min(changes)
+def _layer_change(layer_inits: list, j: int, a_layer, c, family: str, res_a):
+    """The depth exponent of a branch output's change by layer j's step:
+    mult · (layers above j at init) · ΔW_j · (layers below j at init). SGD's
+    gradient at layer j carries mult and the other layers once more;
+    Adafactor's step is relative to the layer's own init."""
+    others = sum(layer_inits) - layer_inits[j]
+    if family == "sgd":
+        return 2 * (res_a + a_layer + others) + c
+    return res_a + others + a_layer + c + (layer_inits[j] - a_layer if family == "adafactor" else 0)
+
+
+def _branch(spec: ir.Spec, end: str, layers: int, res_a, res_b) -> tuple[object, dict]:
+    """(alpha, update per optimizer) of a branch of `layers` layers whose
+    last layer is `end` (the others are hidden), in depth."""
+    parts = [class_exponents(spec, "hidden", exact=True, axis=1)] * (layers - 1) + \
+        [class_exponents(spec, end, exact=True, axis=1)]
+    inits = [p.a + p.b for p in parts]
+    inits[-1] += res_b  # the residual init factor scales each branch's last layer only
+    alpha = res_a + sum(inits)
+    update = {}
+    for opt in ir.OPTIMIZERS:
+        changes = []
+        for j, p in enumerate(parts):
+            family = p.family(opt)
+            c = p.c(opt) + _neg(spec, "residual", _rule(spec, "residual", f"lr.{family}"), axis=1)
+            changes.append(_layer_change(inits, j, p.a, c, family, res_a))
+        update[opt] = min(changes)
+    return alpha, update
 
 
 def depth_exponents(spec: ir.Spec, exact: bool = False) -> DepthExponents | None:
@@ -456,17 +517,15 @@ def depth_exponents(spec: ir.Spec, exact: bool = False) -> DepthExponents | None
     def neg_l(kind: str, field: str):
         return _neg(spec, kind, _rule(spec, kind, field), axis=1)
 
-    hid = class_exponents(spec, "hidden", exact=True, axis=1)
     res_a, res_b = neg_l("residual", "mult"), neg_l("residual", "init.var") / 2
     layers = int(constant_value(_rule(spec, "residual", "layers")) or 1)
-    inits = [hid.a + hid.b] * layers
-    inits[-1] += res_b  # the residual init factor scales each branch's last layer only
-    update = {}
-    for opt in ir.OPTIMIZERS:
-        family = hid.family(opt)
-        c = hid.c(opt) + neg_l("residual", f"lr.{family}")
-        update[opt] = _branch_update(inits, hid.a, c, family, res_a)
-    d = DepthExponents(alpha=res_a + sum(inits), update=update, mult_alpha=res_a,
+    # each branch ends in a hidden layer, or in the sub-role that ends it
+    # (attention's and the MLP's output projections: GPT-2's std/sqrt(2L))
+    ends = [r for r in ("attn_out", "mlp_out") if spec.block(r) is not None] or ["hidden"]
+    branches = [_branch(spec, end, layers, res_a, res_b) for end in ends]
+    alpha = min(b[0] for b in branches)  # the largest branch decides
+    update = {opt: min(b[1][opt] for b in branches) for opt in ir.OPTIMIZERS}
+    d = DepthExponents(alpha=alpha, update=update, mult_alpha=res_a,
                        eps_adam=neg_l("residual", "eps.adam") + neg_l("hidden", "eps.adam"),
                        alpha_width=_neg(spec, "residual", _rule(spec, "residual", "mult")), layers=layers)
     if exact:
@@ -480,6 +539,13 @@ def logit_exponent(spec: ir.Spec, exact: bool = False):
     if spec.block("attention") is None:
         return None
     k = exact_exponent(spec, "attention", _rule(spec, "attention", "logit"))
+    return k if exact else to_sympy_number(k)
+
+
+def head_exponent(spec: ir.Spec, exact: bool = False):
+    """Width exponent of the attention head size (the number of terms q.k
+    sums): 1 when d_head grows with width, 0 for a fixed d_head."""
+    k = exact_exponent(spec, "attention", _rule(spec, "attention", "head_dim"))
     return k if exact else to_sympy_number(k)
 
 

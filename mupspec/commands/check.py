@@ -8,15 +8,18 @@ declares (or, with --expect, when every spec's classification matches CLASS),
 from __future__ import annotations
 
 import json
+import sys
 
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
+from mupspec.errors import use_color
 
 
 def configure(parser) -> None:
     from mupspec.check import EXPECTABLE
     from mupspec.ir import OPTIMIZERS
 
-    parser.add_argument("files", nargs="+", metavar="FILE", help=".mup specs")
+    parser.add_argument("files", nargs="+", metavar="FILE", type=locate, help=".mup specs or bundled spec names")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                         help="report format (json: schema mupspec.check/1, see docs/checking.md)")
     parser.add_argument("--expect", choices=EXPECTABLE, metavar="CLASS",
@@ -32,6 +35,8 @@ def configure(parser) -> None:
                         help="alignment assumption of the width calculus: full (Tensor Programs, the default), "
                              "everett (Everett et al. 2024's full alignment: W·Δx a CLT sum), none, or a measured "
                              "exponent from 1/2 to 1; overrides the spec's `alignment` block")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="leave warnings out of the text report (errors and verdicts stay)")
 
 
 def run(args) -> int:
@@ -65,7 +70,8 @@ def run(args) -> int:
         if args.format == "json":
             reports.append(to_json(result, findings, file) | {"expect": args.expect, "passed": passed})
         else:
-            text = render_text(result, findings, file, markdown=args.format == "markdown", shown=shown)
+            text = render_text(result, findings, file, markdown=args.format == "markdown", shown=shown,
+                               quiet=args.quiet, color=args.format == "text" and use_color(sys.stdout))
             if args.expect:
                 text += f"expect {args.expect}: {'matches' if passed else 'does NOT match'}\n"
             texts.append(text)

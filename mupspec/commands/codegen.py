@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from mupspec.bundled import locate
 from mupspec.codegen import generate
 from mupspec.errors import Diagnostic, MupError
 from mupspec.resolve import load_spec
 
 
 def configure(parser) -> None:
-    parser.add_argument("file", metavar="FILE", help="a .mup spec")
+    parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("-o", "--output", metavar="OUT.py",
                         help="where to write the module (default: standard output)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
 from mupspec.convert import FORMS, convert, parse_setting
 from mupspec.errors import Diagnostic, MupError
@@ -13,7 +14,7 @@ from mupspec.resolve import parse_and_resolve
 
 
 def configure(parser) -> None:
-    parser.add_argument("file", metavar="FILE", help="a .mup spec")
+    parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("--to", dest="form", metavar="FORM", choices=sorted(FORMS),
                         help="named form: " + "; ".join(f"{k}: {v}" for k, v in FORMS.items()))
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="CLASS.FIELD=EXPR",

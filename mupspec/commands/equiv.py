@@ -1,8 +1,8 @@
 """`mupspec equiv A B [--strict]`: are two specs equivalent (TP5 Lemma J.1)?
 
 Two specs are equivalent when, for every layer class and optimizer both
-declare, the width exponents of the Lemma J.1 invariants agree (THEORY.md
-§1.4): e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam; attention logit
+declare, the width exponents of the Lemma J.1 invariants agree (docs/theory.md
+§3.1): e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam; attention logit
 and residual-branch (depth) exponents must agree too. The invariants that
 the symmetry also preserves once eps and weight decay move with it --
 Adam eps/multiplier, SGD lr·wd, AdamW lr·wd -- are reported as notes, and
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import sympy
 
 from mupspec import ir
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
 from mupspec.resolve import parse_and_resolve
 from mupspec.symbolic import OO, class_exponents, depth_exponents, fmt_exponent, logit_exponent
@@ -77,8 +78,8 @@ def compare(a: ir.Spec, b: ir.Spec) -> tuple[list[Difference], list[str], list[s
 
 
 def configure(parser) -> None:
-    parser.add_argument("a", metavar="A", help="a .mup spec")
-    parser.add_argument("b", metavar="B", help="another .mup spec")
+    parser.add_argument("a", metavar="A", type=locate, help="a .mup spec or a bundled spec name")
+    parser.add_argument("b", metavar="B", type=locate, help="another .mup spec or bundled spec name")
     parser.add_argument("--strict", action="store_true",
                         help="also require the Adam eps and weight-decay invariants to agree (exact equivalence)")
 
@@ -91,14 +92,16 @@ def run(args) -> int:
     notes = [d for d in diffs if d not in failing]
     scope = f"classes {', '.join(kinds) or '(none in common)'}; optimizers {', '.join(optimizers) or '(none)'}"
     verdict = "not equivalent" if failing else "equivalent"
-    print(f"{a.name} and {b.name}: {verdict} ({scope})")
+    # two specs of one name (a spec and its edited copy) are told apart by their files
+    label_a, label_b = (a.name, b.name) if a.name != b.name else (args.a, args.b)
+    print(f"{label_a} and {label_b}: {verdict} ({scope})")
     if failing:
-        print(_table(failing, a.name, b.name))
+        print(_table(failing, label_a, label_b))
     if notes:
         print(("they also differ" if failing else "equivalent only up to Adam eps / weight decay:")
               + " in these eps / weight-decay invariants (convert moves eps and wd with theta, which keeps "
               "them; --strict makes them count):")
-        print(_table(notes, a.name, b.name))
+        print(_table(notes, label_a, label_b))
     only = [k for k in ir.BLOCK_KINDS if (a.block(k) is None) != (b.block(k) is None)]
     if only:
         print(f"not compared (declared by one spec only): {', '.join(only)}", file=sys.stderr)
