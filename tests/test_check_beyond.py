@@ -160,3 +160,15 @@ def test_a_forgotten_output_multiplier_gets_the_one_line_fix(tmp_path):
     result = check_spec(load_spec(derived(tmp_path, text)))
     output = [f for f in diagnose(result) if f.kind == "output"]
     assert [(f.field, f.fix.split("  ")[0]) for f in output] == [("mult", "mult = 1/fan_in")]
+
+
+def test_gpt2_init_on_the_output_projection_sub_roles_is_classified_by_tp6(tmp_path):
+    text = ("parametrization gpt2 extends gpt_mup\ndepth L\nresidual {\n  layers = 2\n}\n"
+            "attn_out {\n  init.var = 1/(2*fan_in*L)\n}\nmlp_out {\n  init.var = 1/(2*fan_in*L)\n}\n")
+    result = check_spec(load_spec(derived(tmp_path, text)))
+    assert result.depth.alpha == 1 / 2
+    assert {r.depth_class for r in result.results.values()} == {"unstable"}  # Θ(1) Adam LR in depth
+    assert [f.fix for f in diagnose(result) if f.kind == "residual"] == ["lr.adam = 1/L"]
+    fixed = text.replace("  layers = 2\n", "  layers = 2\n  lr.adam = 1/L\n")
+    again = check_spec(load_spec(derived(tmp_path, fixed, "fixed")))
+    assert {r.depth_class for r in again.results.values()} == {"Depth-μP"}

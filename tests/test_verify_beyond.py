@@ -83,3 +83,11 @@ def test_a_zero_readout_spec_verifies_without_spurious_failures(tmp_path):
     zeros = [r for r in rows if r.zero]
     assert zeros and all(r.agrees for r in zeros)
     assert not any(r.quantity == "act" and r.cls == "output" and not r.agrees for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, family", [("mup_lion", "lion"), ("mup_adafactor", "adafactor"), ("mup_muon", "muon")])
+def test_verify_agrees_with_check_on_the_new_families(name, family):
+    rows, *_ = verify.verify_spec(load_spec(SPECS / f"{name}.mup"), widths=(64, 256, 1024), depths=(3,), seeds=3,
+                                  steps=1, optimizers=(family,))
+    assert rows and all(r.agrees for r in rows), [(r.cls, r.quantity, r.measured) for r in rows if not r.agrees]
