@@ -7,8 +7,9 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 
 # generated from: specs/mup_lion.mup
 # muP for Lion and sign-SGD, on TP5 Table 3's init.
-# Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms",
-# arXiv 2302.06675) steps by LR * sign(momentum): every entry moves by exactly
+# Source: Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"
+# (Lion, arXiv 2302.06675), with TP5 Table 3's Adam rules (same geometry).
+# Lion steps by LR * sign(momentum): every entry moves by exactly
 # the LR, like Adam's normalized step (entry-wise normalized geometry), so the
 # muP rule is Adam's: LR Theta(1) for vector-like classes, 1/fan_in for the
 # hidden and output matrices (TP5 Table 3's Adam column). Sign-SGD is Lion
@@ -58,7 +59,7 @@ def _input_lr_adam(fan_in, fan_out, dims, hypers):
 
 
 def _input_lr_lion(fan_in, fan_out, dims, hypers):
-    # specs/mup_lion.mup:11: input { lr.lion = 1 }
+    # specs/mup_lion.mup:12: input { lr.lion = 1 }
     return 1.0
 
 
@@ -103,7 +104,7 @@ def _hidden_lr_adam(fan_in, fan_out, dims, hypers):
 
 
 def _hidden_lr_lion(fan_in, fan_out, dims, hypers):
-    # specs/mup_lion.mup:15: hidden { lr.lion = 1/fan_in }
+    # specs/mup_lion.mup:16: hidden { lr.lion = 1/fan_in }
     return (1.0 / fan_in)
 
 
@@ -148,7 +149,7 @@ def _output_lr_adam(fan_in, fan_out, dims, hypers):
 
 
 def _output_lr_lion(fan_in, fan_out, dims, hypers):
-    # specs/mup_lion.mup:19: output { lr.lion = 1/fan_in }
+    # specs/mup_lion.mup:20: output { lr.lion = 1/fan_in }
     return (1.0 / fan_in)
 
 
@@ -193,7 +194,7 @@ def _bias_lr_adam(fan_in, fan_out, dims, hypers):
 
 
 def _bias_lr_lion(fan_in, fan_out, dims, hypers):
-    # specs/mup_lion.mup:23: bias { lr.lion = 1 }
+    # specs/mup_lion.mup:24: bias { lr.lion = 1 }
     return 1.0
 
 

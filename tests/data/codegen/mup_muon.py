@@ -6,8 +6,9 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 """
 
 # generated from: specs/mup_muon.mup
-# muP for Muon on the hidden matrices, with AdamW (Table 3's Adam rules) on
-# the rest: the hybrid used in practice (Jordan et al. 2024, Muon; Moonlight,
+# muP for Muon on the hidden matrices, with AdamW (Table 3's Adam rules) on the rest.
+# Source: Yang, Simon & Bernstein 2023 (spectral condition, arXiv 2310.17813);
+# the Muon + AdamW hybrid used in practice (Jordan et al. 2024, Muon; Moonlight,
 # Liu et al. 2025, arXiv 2502.16982; karpathy/nanochat).
 # Muon steps by an orthogonalized momentum, spectral norm 1. The spectral
 # condition for feature learning (Yang, Simon & Bernstein 2023, arXiv
@@ -108,7 +109,7 @@ def _hidden_lr_adam(fan_in, fan_out, dims, hypers):
 
 
 def _hidden_lr_muon(fan_in, fan_out, dims, hypers):
-    # specs/mup_muon.mup:15: hidden { lr.muon = 1 }
+    # specs/mup_muon.mup:16: hidden { lr.muon = 1 }
     return 1.0
 
 
