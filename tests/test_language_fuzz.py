@@ -43,7 +43,8 @@ def _grammar_strings():
 _TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_.]*|[0-9.]+|"[^"\n]*"|#[^\n]*|\s+|.')
 _JUNK = st.sampled_from(list("{}()=;.,#\"\\^*/+-\n\t 0123456789_xn") + [
     "width", "depth", "hyper", "extends", "sqrt", "fan_in", "init.var", "lr.adam", "input", "residual",
-    "parametrization", "1/0", "^n", "ℕ", "\x00", "\r", "é"])
+    "parametrization", "1/0", "^n", "ℕ", "\x00", "\r", "é",
+    "tie", "min(", "max(", "query", "readout", "head_dim", "d_head = 64", ", d_ff = 4*n", "tie input, output\n"])
 
 
 @st.composite
