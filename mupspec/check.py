@@ -36,11 +36,13 @@ VECTOR_LIKE = ("input", "bias", "norm")
 CORE = ("input", "hidden", "output")
 
 # μP in invariant form (docs/theory.md §3.1; identical for TP5 Tables 3, 8, 9).
+# Every normalized family (Adam, Adafactor, Lion, Muon) shares Adam's targets:
+# symbolic.ClassExponents.e_opt already folds each one's update geometry in.
 MUP_INIT = {"input": ZERO, "hidden": HALF, "output": ONE, "bias": ZERO, "norm": ZERO}
-MUP_OPT = {
-    "sgd": {"input": -ONE, "hidden": ZERO, "output": ONE, "bias": -ONE, "norm": -ONE},
-    "adam": {"input": ZERO, "hidden": ONE, "output": ONE, "bias": ZERO, "norm": ZERO},
-}
+_MUP_NORMALIZED = {"input": ZERO, "hidden": ONE, "output": ONE, "bias": ZERO, "norm": ZERO}
+MUP_OPT = {"sgd": {"input": -ONE, "hidden": ZERO, "output": ONE, "bias": -ONE, "norm": -ONE}} | {
+    o: _MUP_NORMALIZED for o in ir.OPTIMIZERS if o != "sgd"}
+NORMALIZED = tuple(o for o in ir.OPTIMIZERS if o != "sgd")
 
 
 def _flat(init: tuple, opt: object) -> dict:
@@ -49,18 +51,83 @@ def _flat(init: tuple, opt: object) -> dict:
             "opt": {k: opt for k in ir.LAYER_KINDS}}
 
 
-# Named parametrizations in invariant form, per optimizer (None: not defined).
-# Sources: docs/theory.md §3.1 (μP, SP), §4 (TP4 Table 1: NTP, MFP, SP with LR 1/n), §5 (u-μP).
-NAMED: dict[str, tuple[str, dict[str, dict | None]]] = {
+def _global_lr(init: tuple, c: object) -> dict[str, dict]:
+    """One LR ∝ n^-c for every class, mult 1 (SP-style): e_opt = c, except
+    Adafactor's relative step, e = e_init + c; Muon's hybrid has no such form."""
+    flat = _flat(init, c)
+    return {o: flat for o in ("sgd", "adam", "lion")} | {
+        "adafactor": {"init": flat["init"], "opt": {k: v + c for k, v in flat["init"].items()}}}
+
+
+_SP_INIT = (ZERO, HALF, HALF)
+# Named parametrizations in invariant form, per optimizer (absent: not defined).
+# Sources: docs/theory.md §3.1 (μP, SP), §4 (TP4 Table 1: NTP, MFP, SP with LR 1/n),
+# §5 (u-μP); mean-field under normalized optimizers is μP's class (Everett et
+# al. 2024: {μP, MFP} share a readout a+b = 1 and per-layer LR exponents).
+NAMED: dict[str, tuple[str, dict[str, dict]]] = {
     "mup": ("μP", {o: {"init": MUP_INIT, "opt": MUP_OPT[o]} for o in ir.OPTIMIZERS}),
-    "mean_field": ("mean-field (MFP)", {"sgd": {"init": MUP_INIT, "opt": MUP_OPT["sgd"]}, "adam": None}),
-    "sp": ("SP (global Θ(1) LR)", {o: _flat((ZERO, HALF, HALF), ZERO) for o in ir.OPTIMIZERS}),
-    "sp_lr_inv_width": ("SP with LR 1/width", {o: _flat((ZERO, HALF, HALF), ONE) for o in ir.OPTIMIZERS}),
-    "ntk": ("NTK (NTP)", {"sgd": {"init": _flat((ZERO, HALF, HALF), ZERO)["init"],
-                                  "opt": {"input": ZERO, "hidden": ONE, "output": ONE, "bias": ZERO, "norm": ZERO}},
-                          "adam": None}),
-    "umup": ("u-μP", {"sgd": None, "adam": {"init": MUP_INIT, "opt": MUP_OPT["adam"] | {"input": HALF}}}),
+    "mean_field": ("mean-field (MFP)", {o: {"init": MUP_INIT, "opt": MUP_OPT[o]} for o in ir.OPTIMIZERS}),
+    "sp": ("SP (global Θ(1) LR)", _global_lr(_SP_INIT, ZERO)),
+    "sp_lr_inv_width": ("SP with LR 1/width", _global_lr(_SP_INIT, ONE)),
+    "ntk": ("NTK (NTP)", {"sgd": {"init": _flat(_SP_INIT, ZERO)["init"],
+                                  "opt": {"input": ZERO, "hidden": ONE, "output": ONE, "bias": ZERO, "norm": ZERO}}}),
+    "umup": ("u-μP", {"adam": {"init": MUP_INIT, "opt": MUP_OPT["adam"] | {"input": HALF}}}),
 }
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How coherently a sum of n terms adds (docs/checking.md §2): ΔW·x sums
+    n terms of Θ(n^-e) to Θ(n^(update - e)); W_out·Δx likewise with
+    `readout`. 1 is full alignment, 1/2 none (a CLT sum)."""
+
+    name: str
+    update: object = ONE
+    readout: object = ONE
+
+
+# The Tensor Programs assumption (TP4/TP5; the default), Everett et al. 2024's
+# "full alignment" (ΔW·x coherent, W·Δx a CLT sum, readout included: their
+# Table 1), and no alignment at all.
+ALIGNMENTS = {"full": Alignment("full"), "everett": Alignment("everett", ONE, HALF),
+              "none": Alignment("none", HALF, HALF)}
+
+
+def parse_alignment(text: str) -> Alignment:
+    """`full`, `everett`, `none`, or a measured exponent p in [1/2, 1] for both sums."""
+    if text in ALIGNMENTS:
+        return ALIGNMENTS[text]
+    try:
+        p = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        p = None
+    if p is None or not HALF <= p <= ONE:
+        raise ValueError(f"alignment must be one of {', '.join(ALIGNMENTS)} or a number from 1/2 to 1, not {text!r}")
+    return Alignment(f"measured {p}", p, p)
+
+
+def spec_alignment(spec: ir.Spec) -> Alignment:
+    """The spec's `alignment` block, or full alignment."""
+    block = spec.block("alignment")
+    if block is None:
+        return ALIGNMENTS["full"]
+    from mupspec.resolve import constant_value
+
+    update, readout = (constant_value(ir.rule_value(block, f)) for f in ("update", "readout"))
+    named = next((a for a in ALIGNMENTS.values() if (a.update, a.readout) == (update, readout)), None)
+    return named or Alignment(f"update {update}, readout {readout}", update, readout)
+
+
+def mup_targets(alignment: Alignment) -> tuple[dict, dict]:
+    """(init, per-optimizer) invariants of a maximal parametrization under
+    `alignment`: the own updates of the hidden and output layers are sums of
+    n terms with exponent `update`; the readout may start as small as the
+    W_out·Δx sum allows. Full alignment gives μP's (MUP_INIT, MUP_OPT)."""
+    shift = alignment.update - ONE
+    opt = {o: t | {"hidden": t["hidden"] + shift, "output": t["output"] + shift} for o, t in MUP_OPT.items()}
+    return MUP_INIT | {"output": alignment.readout}, opt
+
+
 REGIMES = ("unstable", "trivial", "kernel", "feature_learning", "mup")
 # μP in width plus the TP6 depth class (docs/theory.md §6): the depth-aware names.
 DEPTH_CLASS_NAMES = {"Depth-μP": "depth_mup", "CompleteP": "completep"}
@@ -100,6 +167,9 @@ class OptimizerResult:
     depth_class: str | None = None
 
 
+DEPTH_OK = (None, "Depth-μP", "CompleteP", "ODE-like")
+
+
 @dataclass
 class CheckResult:
     spec: ir.Spec
@@ -112,16 +182,24 @@ class CheckResult:
     head: object = ONE        # width exponent of the attention head size d_head
     subroles: dict[str, sym.ClassExponents] = field(default_factory=dict)
     tie: "TieResult | None" = None
+    alignment: Alignment = ALIGNMENTS["full"]
+    without: tuple[str, ...] = ()   # core classes the user declared the model has none of
+
+    @property
+    def missing(self) -> list[str]:
+        """Core classes (input, hidden, output) neither in the spec nor declared absent."""
+        return [k for k in CORE if k in self.absent and k not in self.without]
 
     @property
     def ok(self) -> bool:
-        """The μP desiderata hold for every optimizer checked (and in depth);
-        a spec without any layer block has nothing to check and is not μP."""
-        return bool(self.exponents) and all(r.regime == "mup" and r.depth_class in (None, "Depth-μP", "CompleteP", "ODE-like")
-                   for r in self.results.values())
+        """The μP desiderata hold for every optimizer checked (and in depth).
+        A spec missing a core class is incomplete, not μP, unless the user
+        declared the model has none (`--without`); bias and norm may be absent."""
+        return bool(self.exponents) and not self.missing and all(
+            r.regime == "mup" and r.depth_class in DEPTH_OK for r in self.results.values())
 
     def matches(self, expected: str) -> bool:
-        return all(_matches(r, expected) for r in self.results.values())
+        return not self.missing and all(_matches(r, expected) for r in self.results.values())
 
 
 def _matches(result: OptimizerResult, expected: str) -> bool:
@@ -162,23 +240,26 @@ def backward_exponent(ex: dict[str, sym.ClassExponents], optimizer: str) -> obje
     return min(ex["output"].e_init, ex["output"].e_sgd)
 
 
-def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit, head=ONE) -> tuple[object, object, list[Term]]:
+def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit, head=ONE,
+               alignment: Alignment = ALIGNMENTS["full"]) -> tuple[object, object, list[Term]]:
     g = backward_exponent(ex, optimizer)
+    u, how = alignment.update, "aligned" if alignment.update == 1 else f"summing like n^{alignment.update}"
     terms = []
     for kind in VECTOR_LIKE:
         if kind in ex:
             terms.append(Term("own_update", kind, "own update Δw (fan_in finite)", -(ex[kind].e_opt(optimizer) + g), "=0"))
     if "hidden" in ex:
-        terms.append(Term("own_update", "hidden", "own update ΔW·x (n aligned terms)",
-                          ONE - ex["hidden"].e_opt(optimizer) - g, "=0"))
+        terms.append(Term("own_update", "hidden", f"own update ΔW·x (n {how} terms)",
+                          u - ex["hidden"].e_opt(optimizer) - g, "=0"))
     own_changes = [t.k for t in terms]
     r = -max(own_changes) if own_changes else ZERO
     terms.append(Term("features", "hidden", "feature change Δx (TP4's n^-r)", -r, "=0"))
     if "output" in ex:
         out = ex["output"]
-        terms.append(Term("own_update", "output", "output change by its own update ΔW_out·x", ONE - out.e_opt(optimizer), "=0"))
+        terms.append(Term("own_update", "output", "output change by its own update ΔW_out·x", u - out.e_opt(optimizer), "=0"))
         w_out = min(out.e_init, out.e_opt(optimizer))
-        terms.append(Term("output_change", "output", "output change through W_out·Δx", ONE - w_out - r, "<=0"))
+        terms.append(Term("output_change", "output", "output change through W_out·Δx",
+                          alignment.readout - w_out - r, "<=0"))
     if logit is not None:  # q·k sums d_head = Θ(n^head) terms: CLT at init, LLN once q and k move
         terms.append(Term("attention", "attention", "attention logits after a step",
                           logit + max(head * HALF, head - r), "<=0"))
@@ -202,7 +283,8 @@ def desiderata(terms: list[Term], logit, head=ONE) -> dict[str, bool]:
         "output_bounded": all(t.ok for t in by_role("output_init", "output_change")),
         "stable_after_step": stable,
         "maximal_updates": maximal and stable,
-        "feature_learning": stable and bool(features and features[0].k == 0),
+        # features that vanish at init do not learn, whatever r says
+        "feature_learning": stable and all(t.ok for t in by_role("init")) and bool(features and features[0].k == 0),
     }
 
 
@@ -221,12 +303,14 @@ def regime(terms: list[Term], verdicts: dict[str, bool]) -> str:
     return "mup" if verdicts["maximal_updates"] else "feature_learning"
 
 
-def named_matches(ex: dict[str, sym.ClassExponents], optimizer: str) -> list[str]:
-    """Named parametrizations whose invariants equal the spec's, class by class."""
+def named_matches(ex: dict[str, sym.ClassExponents], optimizer: str, without: tuple[str, ...] = ()) -> list[str]:
+    """Named parametrizations whose invariants equal the spec's, class by
+    class; core classes must all be there, except those declared `without`
+    (TP4 Table 1's MFP with L = 1 has no hidden layer)."""
     names = []
     for key, (_, per_opt) in NAMED.items():
         template = per_opt.get(optimizer)
-        if template is None or not all(k in ex for k in CORE):
+        if template is None or not all(k in ex or k in without for k in CORE):
             continue
         if all(_init_matches(e.e_init, template["init"][k], k) and e.e_opt(optimizer) == template["opt"][k]
                for k, e in ex.items()):
@@ -235,12 +319,15 @@ def named_matches(ex: dict[str, sym.ClassExponents], optimizer: str) -> list[str
 
 
 def _init_matches(found, wanted, kind: str) -> bool:
-    return found == wanted or (kind in ("bias", "output") and found == OO and wanted != HALF)
+    """A readout or bias that starts smaller than μP's (down to zero) is still
+    μP (TP5 App. D.2: the first step's change dominates it); an SP readout
+    (e_init = 1/2) is the one whose size matters."""
+    return found == wanted or (kind in ("bias", "output") and found > wanted and wanted != HALF)
 
 
 def depth_class(depth: sym.DepthExponents, optimizer: str) -> str:
-    """TP6: branch multiplier L^-α, per-block update L^-γ."""
-    alpha, s = depth.alpha, depth.alpha + depth.gamma(optimizer)
+    """TP6: branch output at init L^-α, per-block update L^-(α+γ)."""
+    alpha, s = depth.alpha, depth.update[optimizer]
     if alpha < HALF:
         return "unstable at init"
     if s < 1:
@@ -257,8 +344,12 @@ def depth_class(depth: sym.DepthExponents, optimizer: str) -> str:
 # ---------------------------------------------------------------- entry point
 
 
-def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None) -> CheckResult:
-    """Analyze one resolved spec for the optimizers it covers (∩ `only`)."""
+def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None, alignment: Alignment | None = None,
+               without: tuple[str, ...] = ()) -> CheckResult:
+    """Analyze one resolved spec for the optimizers it covers (∩ `only`),
+    under `alignment` (default: the spec's `alignment` block, else full);
+    `without`: core classes the model has none of (not counted as missing)."""
+    alignment = alignment or spec_alignment(spec)
     ex = sym.spec_exponents(spec, exact=True)
     logit = sym.logit_exponent(spec, exact=True)
     head = sym.head_exponent(spec, exact=True) if logit is not None else ONE
@@ -271,7 +362,8 @@ def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None) -> CheckResul
         dclass = depth_class(depth, opt) if depth is not None else None
         # The classes first, then each variant (a sub-role or the tied readout
         # standing in for its class): every one must pass.
-        outs = [_outcome(label, variant, opt, logit, head) for label, variant in _variants(ex, subroles, tie)]
+        outs = [_outcome(label, variant, opt, logit, head, alignment, without)
+                for label, variant in _variants(ex, subroles, tie)]
         terms = [t for o in outs for t in _labelled(o.terms, o.label)]
         verdicts = {key: all(o.verdicts[key] for o in outs) for key in outs[0].verdicts}
         worst = min((o.regime for o in outs), key=REGIMES.index)
@@ -280,9 +372,36 @@ def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None) -> CheckResul
             names.append(DEPTH_CLASS_NAMES[dclass])
         results[opt] = OptimizerResult(opt, outs[0].g, outs[0].r, terms, verdicts, worst, names, dclass)
     absent = [k for k in ir.LAYER_KINDS if k not in ex]
-    result = CheckResult(spec, ex, absent, logit, depth, results, head=head, subroles=subroles, tie=tie)
+    result = CheckResult(spec, ex, absent, logit, depth, results, head=head, subroles=subroles, tie=tie,
+                         alignment=alignment, without=tuple(without))
     result.notes = _notes(result)
     return result
+
+
+def maximal_lr_exponents(ex: dict[str, sym.ClassExponents], optimizer: str,
+                         alignment: Alignment = ALIGNMENTS["full"]) -> dict[str, object]:
+    """Per class, the LR exponent c (LR ∝ n^-c) that makes its own update
+    exactly Θ(1) -- the largest stable LR, every layer updated maximally --
+    given its multiplier and init (Everett et al. 2024's per-layer
+    prescription under their alignment assumptions). Solved from the same
+    terms as `step_terms`, with the backward signal of the solution itself."""
+    out, solved = {}, dict(ex)
+    # the readout first: SGD's backward signal depends on it
+    for kind in [k for k in ("output", "input", "hidden", "bias", "norm") if k in ex]:
+        e = ex[kind]
+        g = backward_exponent(solved, optimizer) if kind != "output" else ZERO
+        u = alignment.update if kind in ("hidden", "output") else ZERO
+        target = u - g  # own update k = u - e_opt - g = 0
+        c = target - (e.e_opt(optimizer) - e.c(optimizer))
+        out[kind] = c
+        solved[kind] = _with_c(e, optimizer, c)
+    return out
+
+
+def _with_c(e: sym.ClassExponents, optimizer: str, c) -> sym.ClassExponents:
+    from dataclasses import replace
+
+    return replace(e, **{f"c_{e.family(optimizer)}": c})
 
 
 @dataclass
@@ -296,11 +415,11 @@ class _Outcome:
     names: list[str]
 
 
-def _outcome(label, ex: dict[str, sym.ClassExponents], opt: str, logit, head) -> _Outcome:
-    g, r, terms = step_terms(ex, opt, logit, head)
+def _outcome(label, ex: dict[str, sym.ClassExponents], opt: str, logit, head, alignment, without) -> _Outcome:
+    g, r, terms = step_terms(ex, opt, logit, head, alignment)
     terms = init_terms(ex) + terms
     verdicts = desiderata(terms, logit, head)
-    return _Outcome(label, g, r, terms, verdicts, regime(terms, verdicts), named_matches(ex, opt))
+    return _Outcome(label, g, r, terms, verdicts, regime(terms, verdicts), named_matches(ex, opt, without))
 
 
 def _notes(result: CheckResult) -> list[str]:
@@ -315,8 +434,23 @@ def _notes(result: CheckResult) -> list[str]:
         notes += result.tie.notes()
     if not result.exponents:
         notes.append("no layer block (input, hidden, output, bias, norm): nothing to check in width")
+    if result.missing:
+        notes.append(f"incomplete: no {', '.join(result.missing)} block, so this is not a whole model; "
+                     f"if the model really has no such layers, say so with "
+                     + " ".join(f"--without {k}" for k in result.missing))
+    if result.without:
+        notes.append(f"declared without: {', '.join(result.without)} (the model has no such layers)")
     if result.absent:
         notes.append(f"not checked (no block in the spec): {', '.join(result.absent)}")
+    if result.alignment.name != "full":
+        a = result.alignment
+        notes.append(f"alignment: {a.name} (ΔW·x sums like n^{a.update}, W_out·Δx like n^{a.readout}); "
+                     "the default is full alignment (Tensor Programs)")
+    if result.depth is not None and result.depth.layers > 1:
+        notes.append(f"block depth {result.depth.layers} (layers per branch): Tensor Programs VI shows that for "
+                     "block depth >= 2 every infinite-depth limit of its family has fundamental limitations "
+                     "(Depth-μP stays the best of the family, but depth transfer is not guaranteed); "
+                     "the depth class below is the family's, not a guarantee")
     if "output" not in result.exponents and "sgd" in result.results:
         notes.append("no output block: the SGD backward signal assumes μP's readout (g = 1)")
     if result.logit is None:

@@ -26,8 +26,12 @@ from mupspec.symbolic import to_sympy
 
 MOVABLE = ("input", "hidden", "output", "bias")
 # value ← value · θ^power
+# Adam, Lion and Muon steps are normalized (LR/θ, decoupled wd·θ); SGD's
+# carries the multiplier twice; Adafactor's is relative to the parameter's
+# RMS, so neither its LR nor its (relative) weight decay moves.
 POWER: dict[str, int] = {"mult": 1, "init.var": -2, "init.std": -1, "lr.sgd": -2, "wd.sgd": 2,
-                         "lr.adam": -1, "wd.adam": 1, "eps.adam": 1}
+                         "lr.adam": -1, "wd.adam": 1, "eps.adam": 1, "lr.lion": -1, "wd.lion": 1,
+                         "lr.muon": -1, "wd.muon": 1, "lr.adafactor": 0, "wd.adafactor": 0}
 THETA = "theta"  # pseudo-field of --set: give θ itself
 
 
@@ -223,22 +227,25 @@ def parse_setting(text: str, spec: ir.Spec) -> Setting:
                                   hint=did_you_mean(fld, (*POWER, THETA)) or f"fields: {', '.join((*POWER, THETA))}"))
     if spec.block(kind) is None:
         raise MupError(Diagnostic(f"--set `{text}`: spec `{spec.name}` has no `{kind}` block"))
-    prefix = f"parametrization set {kind} {{ mult = "
+    # validated as the very field it pins (so errors name it); θ as a multiplier
+    as_field = fld if fld in ir.BLOCK_FIELDS[kind] else "mult"
+    prefix = f"parametrization set {kind} {{ {as_field} = "
     value_col = len(target) + len(eq) + 1 + (len(value_text) - len(value_text.lstrip()))
     try:
         parsed = parse_and_validate(f"{prefix}{value_text.strip()} }}", "--set", Symbols.of(spec))
     except MupError as err:
         shift = value_col - (len(prefix) + 1)
-        raise MupError([_shifted(d, shift, text) for d in err.diagnostics]) from None
+        raise MupError([_shifted(d, shift, text, as_field, fld) for d in err.diagnostics]) from None
     return Setting(kind, fld, parsed.block(kind).rules[0].value, text)
 
 
-def _shifted(diag: Diagnostic, shift: int, text: str) -> Diagnostic:
+def _shifted(diag: Diagnostic, shift: int, text: str, as_field: str, fld: str) -> Diagnostic:
+    message = diag.message.replace(f"`{as_field}`", f"`{fld}`") + f" (in --set `{text}`)"
     if diag.span is None:
-        return diag
+        return Diagnostic(message, None, diag.hint, diag.severity)
     span = diag.span.model_copy(update={"column": diag.span.column + shift,
                                         "end_column": diag.span.end_column + shift})
-    return Diagnostic(diag.message + f" (in --set `{text}`)", span, diag.hint, diag.severity)
+    return Diagnostic(message, span, diag.hint, diag.severity)
 
 
 # ---------------------------------------------------------------- convert
@@ -299,8 +306,12 @@ def _solve_theta(spec: ir.Spec, pin: Setting, env) -> sympy.Expr:
             raise MupError(Diagnostic(f"{_who(pin)}: spec `{spec.name}` covers no `{pin.field.split('.')[1]}` "
                                       "optimizer", hint=f"it covers {', '.join(ir.optimizers(spec))}"))
         old = to_sympy(_field_value(spec.block(pin.kind), pin.field, spec), env)
-        if old == 0 or target == 0:
-            raise MupError(Diagnostic(f"{_who(pin)}: cannot solve for θ from a zero `{pin.field}`",
+        if target == 0:
+            raise MupError(Diagnostic(f"{_who(pin)}: `{pin.field}` cannot become 0 by the symmetry "
+                                      f"(it rescales `{pin.field}` by a positive power of θ)",
+                                      hint="a zero init is a different parametrization: edit the spec instead"))
+        if old == 0:
+            raise MupError(Diagnostic(f"{_who(pin)}: cannot solve for θ from `{pin.field}`, which is 0 (zero init) in the spec",
                                       hint="pin another field of this class (e.g. mult)"))
         theta = normal_form((target / old) ** sympy.Rational(1, POWER[pin.field]))
     if theta.is_positive is False or theta.has(sympy.zoo, sympy.nan, sympy.oo) or theta == 0:
@@ -323,7 +334,9 @@ def _field_value(block: ir.Block, fld: str, spec: ir.Spec):
 def _moved_fields(block: ir.Block, covered: tuple[str, ...], fixed_eps: bool) -> list[str]:
     fields = ["init.std" if block.rule("init.std") is not None else "init.var", "mult"]
     for opt in covered:
-        fields += [f"lr.{opt}", f"wd.{opt}"]
+        # Muon's rules only where given: a class without `lr.muon` is on AdamW
+        if opt != "muon" or block.rule("lr.muon") is not None:
+            fields += [f for f in (f"lr.{opt}", f"wd.{opt}") if f in ir.BLOCK_FIELDS[block.kind]]
     if "adam" in covered and not fixed_eps:
         fields.append("eps.adam")
     return fields

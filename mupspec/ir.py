@@ -175,24 +175,45 @@ SUBROLES: dict[str, str] = {
 BlockKind = Literal["input", "hidden", "output", "bias", "norm",
                     "token_embedding", "position_embedding", "query", "key", "value", "attn_out",
                     "mlp_in", "mlp_out", "router", "experts", "readout", "norm_bias", "norm_gain",
-                    "attention", "residual"]
-BLOCK_KINDS: tuple[str, ...] = LAYER_KINDS + tuple(SUBROLES) + ("attention", "residual")
+                    "attention", "residual", "alignment"]
+BLOCK_KINDS: tuple[str, ...] = LAYER_KINDS + tuple(SUBROLES) + ("attention", "residual", "alignment")
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+# Optimizer families (docs/checking.md, "Optimizer families"): sgd; adam (and
+# AdamW); adafactor (factored second moment, update scaled by the parameter's
+# RMS); lion (sign of a momentum, also sign-SGD); muon (orthogonalized momentum
+# on the classes with an `lr.muon` rule, AdamW's rules on the rest).
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adafactor", "lion", "muon")
+# What a spec without any LR rule covers (LR 1 everywhere).
+DEFAULT_OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+# Muon orthogonalizes matrices: vectors (bias, norm gains) stay on AdamW.
+MATRIX_KINDS: tuple[str, ...] = ("input", "hidden", "output")
+
+
+def _family_fields(kinds_of_family) -> tuple[str, ...]:
+    return tuple(f"{group}.{o}" for group in ("lr", "wd") for o in OPTIMIZERS if kinds_of_family(o))
+
 
 # Which fields each block accepts. `init.var` and `init.std` are two spellings
 # of one rule (a block may give only one); a value of 0 means zero init.
-_PARAM_FIELDS = ("init.var", "init.std", "mult", "lr.sgd", "lr.adam", "wd.sgd", "wd.adam", "eps.adam")
+_PARAM_FIELDS = ("init.var", "init.std", "mult") + _family_fields(lambda o: True) + ("eps.adam",)
+_VECTOR_FIELDS = ("init.var", "init.std", "mult") + _family_fields(lambda o: o != "muon") + ("eps.adam",)
 BLOCK_FIELDS: dict[str, tuple[str, ...]] = {
     "input": _PARAM_FIELDS,
     "hidden": _PARAM_FIELDS,
     "output": _PARAM_FIELDS,
-    "bias": _PARAM_FIELDS,
+    "bias": _VECTOR_FIELDS,
     # Norm gains start at 1 by convention; their init is not a rule.
-    "norm": ("mult", "lr.sgd", "lr.adam", "wd.sgd", "wd.adam", "eps.adam"),
+    "norm": _VECTOR_FIELDS[2:],
     # head_dim: the number of terms q.k sums (a size, default the first width symbol).
     "attention": ("head_dim", "logit"),
-    "residual": ("mult", "lr.sgd", "lr.adam", "wd.sgd", "wd.adam", "eps.adam"),
+    # init.var / init.std: an extra factor on the init of each branch's LAST
+    # layer only (GPT-2 / Megatron: std/sqrt(2L) on the output projections);
+    # layers: the number of weight layers per branch (TP6's block depth).
+    "residual": ("layers", "init.var", "init.std", "mult") + _family_fields(lambda o: True) + ("eps.adam",),
+    # The alignment assumption of the width calculus (docs/checking.md §2):
+    # update = exponent of ΔW·x's coherent sum (1: full, 1/2: none),
+    # readout = the same for W_out·Δx.
+    "alignment": ("update", "readout"),
 }
 BLOCK_FIELDS |= {role: BLOCK_FIELDS[parent] for role, parent in SUBROLES.items()}
 
@@ -335,7 +356,10 @@ DEFAULT_RULES: dict[str, Expr] = {
     "lr.sgd": _ONE, "lr.adam": _ONE,
     "wd.sgd": _ONE, "wd.adam": _ONE,
     "eps.adam": _ONE,
+    "layers": _ONE,
+    "update": _ONE, "readout": _ONE,
 }
+DEFAULT_RULES |= {f"{group}.{o}": _ONE for group in ("lr", "wd") for o in OPTIMIZERS}
 
 
 def given_rule(block: Block | None, field: str) -> Expr | None:
@@ -392,6 +416,6 @@ def strip(expr) -> object:
 
 def optimizers(spec: Spec) -> tuple[str, ...]:
     """The optimizer families a spec covers: those named by an `lr.` rule in
-    any block; a spec with no LR rule at all covers every family (LR 1)."""
+    any block; a spec with no LR rule at all covers SGD and Adam (LR 1)."""
     named = {r.field.split(".", 1)[1] for b in spec.blocks for r in b.rules if r.field.startswith("lr.")}
-    return tuple(o for o in OPTIMIZERS if o in named) or OPTIMIZERS
+    return tuple(o for o in OPTIMIZERS if o in named) or DEFAULT_OPTIMIZERS

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from mupspec import ir
-from mupspec.check import HALF, MUP_INIT, MUP_OPT, NAMED, ZERO_INIT_OK, CheckResult
+from mupspec.check import DEPTH_OK, HALF, NAMED, ZERO_INIT_OK, CheckResult, mup_targets
+from mupspec.symbolic import MULT_WEIGHT
 from mupspec.errors import Diagnostic, render
 from mupspec.printer import format_expr
 from mupspec.symbolic import INF as OO, fmt_exponent
@@ -32,6 +33,11 @@ DESIDERATA = {
     "maximal_updates": "every layer updated maximally",
     "feature_learning": "feature learning (r = 0)",
 }
+
+
+# Each family's invariant, as the diagnostics write it (docs/checking.md, "Optimizer families").
+INVARIANT_TEXT = {"sgd": "2a+c", "adam": "a+c", "lion": "a+c", "adafactor": "a+b+c",
+                  "muon": "a+c+(fan exponents)/2"}
 
 
 @dataclass(frozen=True)
@@ -93,15 +99,41 @@ def _parts(result: CheckResult) -> dict:
 
 
 def diagnose(result: CheckResult) -> list[Finding]:
-    parts = _parts(result)
-    findings = [f for kind, ex in parts.items() for f in _init_findings(result, kind, ex)]
-    for opt in result.results:
-        findings += [f for kind, ex in parts.items() for f in _lr_findings(result, kind, ex, opt)]
+    findings = []
+    for kind, ex in _parts(result).items():
+        per_rule = _init_findings(result, kind, ex) + [f for opt in result.results
+                                                        for f in _lr_findings(result, kind, ex, opt)]
+        one_line = _mult_finding(result, kind, ex, per_rule)
+        findings += one_line or per_rule
     findings += _attention_findings(result)
     findings += _depth_findings(result)
     if "adam" in result.results:
         findings += [f for kind, ex in result.exponents.items() for f in _eps_findings(result, kind, ex)]
     return findings
+
+
+def _mult_finding(result: CheckResult, kind: str, ex, per_rule: list[Finding]) -> list[Finding]:
+    """One multiplier edit instead of one edit per rule, when every invariant
+    of the class is off by what a multiplier n^-t would fix: e_init by t,
+    e_sgd by 2t, every normalized family's e_opt by t (a forgotten
+    `mult = 1/fan_in` on the readout is the usual case)."""
+    cls = ir.role_class(kind)
+    if cls == "norm" or len(per_rule) != 1 + len(result.results):
+        return []
+    init, opt = mup_targets(result.alignment)
+    t = init[cls] - ex.e_init
+    if t == 0 or any(opt[o][cls] - ex.e_opt(o) != MULT_WEIGHT[ex.family(o)] * t for o in result.results):
+        return []
+    spec, fan = result.spec, FAN[cls]
+    written = _as_written(spec, kind, "mult")
+    grows = "too large" if t > 0 else "too small"
+    return [Finding(kind, "mult", None, _span(spec, kind, "mult"), fmt_exponent(ex.a), fmt_exponent(ex.a + t),
+                    f"{kind}: {written} leaves every invariant of the class off by the same multiplier n^{fmt_exponent(-t)}",
+                    f"e_init is {fmt_exponent(ex.e_init)} (μP: {fmt_exponent(init[cls])}) and each optimizer's step "
+                    f"is off by the same factor: the {kind} layer's output and its updates are {grows} by n^{fmt_exponent(abs(t))}; "
+                    f"one multiplier fixes all of them (the other rules can stay as they are)",
+                    f"mult = {power_text(-(ex.a + t), fan)}  (or, rule by rule: "
+                    + "; ".join(f"`{f.fix.split('  ')[0]}`" for f in per_rule) + ")")]
 
 
 def _eps_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
@@ -124,7 +156,7 @@ def _eps_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
 
 def _init_findings(result: CheckResult, role: str, ex) -> list[Finding]:
     kind = ir.role_class(role)  # a sub-role is held to its class's invariants
-    spec, found, target = result.spec, ex.e_init, MUP_INIT[kind]
+    spec, found, target = result.spec, ex.e_init, mup_targets(result.alignment)[0][kind]
     if found == target or (kind in ("output", "bias") and found > target) or (role in ZERO_INIT_OK and ex.b == OO):
         return []  # a smaller (or zero) readout or bias init is allowed: TP5 App. D.2; a bias is O(1)
     fan = FAN[kind]
@@ -159,13 +191,14 @@ def _init_findings(result: CheckResult, role: str, ex) -> list[Finding]:
 
 def _lr_findings(result: CheckResult, role: str, ex, opt: str) -> list[Finding]:
     kind = ir.role_class(role)
-    found, target = ex.e_opt(opt), MUP_OPT[opt][kind]
+    found, target = ex.e_opt(opt), mup_targets(result.alignment)[1][opt][kind]
     if found == target:
         return []
-    spec, field = result.spec, f"lr.{opt}"
-    factor = 2 * ex.a if opt == "sgd" else ex.a
+    family = ex.family(opt)
+    spec, field = result.spec, f"lr.{family}"
+    factor = ex.e_opt(opt) - ex.c(opt)  # what the multiplier, init and geometry contribute
     fix = f"{field} = {power_text(-(target - factor), FAN[kind])}  (keep any constant factor)"
-    inv = f"e_{opt} = {'2a' if opt == 'sgd' else 'a'}+c"
+    inv = f"e_{opt} = {INVARIANT_TEXT[family]}"
     message = f"{role}: {_as_written(spec, role, field)} gives {inv} = {fmt_exponent(found)}; μP needs {fmt_exponent(target)}"
     term = "ΔW·x" if kind == "hidden" else "ΔW_out·x" if kind == "output" else "Δw"
     if found < target:
@@ -202,28 +235,52 @@ def _depth_findings(result: CheckResult) -> list[Finding]:
         return []
     L = spec.depth or "L"
     findings = []
+    mult_span = _span(spec, "residual", "mult")
+    written = _as_written(spec, "residual", "mult")
     if depth.alpha < HALF:
-        findings.append(Finding("residual", "mult", None, _span(spec, "residual", "mult"), fmt_exponent(depth.alpha), ">= 1/2",
-                                f"residual: {_as_written(spec, 'residual', 'mult')} gives α = {fmt_exponent(depth.alpha)}",
-                                f"L branches of size L^-α add up to L^(1/2-α) at init (TP6): α must be at least 1/2",
-                                f"mult = 1/sqrt({L})"))
+        findings.append(Finding("residual", "mult", None, mult_span, fmt_exponent(depth.alpha), ">= 1/2",
+                                f"residual: {written} gives α = {fmt_exponent(depth.alpha)} (branch output at init ∝ L^-α)",
+                                "L branches of size L^-α add up to L^(1/2-α) at init (TP6): α must be at least 1/2",
+                                f"mult = {_branch_mult(depth, HALF, L)}"))
+    elif depth.alpha > 1:
+        findings.append(Finding("residual", "mult", None, mult_span, fmt_exponent(depth.alpha), "1/2 to 1",
+                                f"residual: {written} gives α = {fmt_exponent(depth.alpha)}: the branches start smaller "
+                                "than any parametrization of TP6's family (α from 1/2 to 1)",
+                                "with α > 1 even L branches add up to a vanishing change at init; TP6 classifies "
+                                "α = 1/2 (Depth-μP) to α = 1 (CompleteP's ODE limit)",
+                                f"mult = {_branch_mult(depth, 1, L)}  (CompleteP, α = 1; "
+                                f"then set the residual LR for α+γ = 1)"))
     if depth.alpha_width != 0:
-        findings.append(Finding("residual", "mult", None, _span(spec, "residual", "mult"), fmt_exponent(depth.alpha_width), "0",
+        findings.append(Finding("residual", "mult", None, mult_span, fmt_exponent(depth.alpha_width), "0",
                                 "residual: the branch multiplier depends on width",
                                 "width scaling belongs to the layer classes; a width-dependent branch multiplier changes every hidden layer's e_init",
                                 f"mult = 1/sqrt({L})"))
     for opt, res in result.results.items():
-        if depth.alpha < HALF or res.depth_class in ("Depth-μP", "CompleteP", "ODE-like"):
+        s = depth.update[opt]
+        if depth.alpha < HALF or s == 1 or res.depth_class in DEPTH_OK:
             continue
-        s = depth.alpha + depth.gamma(opt)
-        c_needed = 1 - 2 * depth.alpha if opt == "sgd" else 1 - depth.alpha
+        family = result.exponents["hidden"].family(opt) if "hidden" in result.exponents else opt
+        c_now = -_depth_exponent(spec, f"lr.{family}")
         grows = "grows" if s < 1 else "vanishes"
         findings.append(Finding(
-            "residual", f"lr.{opt}", opt, _span(spec, "residual", f"lr.{opt}"), fmt_exponent(s), "1",
+            "residual", f"lr.{family}", opt, _span(spec, "residual", f"lr.{family}"), fmt_exponent(s), "1",
             f"residual ({opt}): α+γ = {fmt_exponent(s)} (α = {fmt_exponent(depth.alpha)}, γ = {fmt_exponent(depth.gamma(opt))}); TP6 needs α+γ = 1",
             f"each block moves the residual stream by L^-(α+γ) per step, L blocks by L^(1-α-γ): it {grows} with depth",
-            f"lr.{opt} = {power_text(-c_needed, L)}"))
+            f"lr.{family} = {power_text(-(c_now + 1 - s), L)}"))
     return findings
+
+
+def _branch_mult(depth, alpha, L: str) -> str:
+    """The residual multiplier that makes the branch output L^-alpha at init
+    (whatever depth factors the init and hidden multiplier already carry)."""
+    return power_text(-(alpha - depth.alpha + depth.mult_alpha), L)
+
+
+def _depth_exponent(spec: ir.Spec, field: str):
+    from mupspec.symbolic import exact_exponent
+
+    block = spec.block("residual") or ir.Block(kind="residual")
+    return exact_exponent(spec, "residual", ir.rule_value(block, field, spec.widths), axis=1)
 
 
 def to_diagnostic(f: Finding) -> Diagnostic:
@@ -247,12 +304,14 @@ def exponent_rows(result: CheckResult) -> list[list[str]]:
     opts = list(result.results)
     rows = []
     for kind, e in result.exponents.items():
-        mup = [fmt_exponent(MUP_INIT[kind])] + [fmt_exponent(MUP_OPT[o][kind]) for o in opts]
+        init, opt = mup_targets(result.alignment)
+        mup = [fmt_exponent(init[kind])] + [fmt_exponent(opt[o][kind]) for o in opts]
         values = [e.a, e.b] + [e.c(o) for o in opts] + [e.e_init] + [e.e_opt(o) for o in opts]
         rows.append([kind] + [fmt_exponent(v) for v in values] + [", ".join(mup)])
     for role, e in result.subroles.items():  # a sub-role is held to its class's μP invariants
         parent = ir.SUBROLES[role]
-        mup = [fmt_exponent(MUP_INIT[parent])] + [fmt_exponent(MUP_OPT[o][parent]) for o in opts]
+        init, opt = mup_targets(result.alignment)
+        mup = [fmt_exponent(init[parent])] + [fmt_exponent(opt[o][parent]) for o in opts]
         values = [e.a, e.b] + [e.c(o) for o in opts] + [e.e_init] + [e.e_opt(o) for o in opts]
         rows.append([f"{role} ({parent})"] + [fmt_exponent(v) for v in values] + [", ".join(mup)])
     return rows
@@ -336,10 +395,12 @@ def _once(text: str, spec_name: str, shown: dict[str, str] | None) -> str:
 
 
 def verdict_text(result: CheckResult) -> str:
-    partial = [k for k in ("input", "hidden", "output") if k in result.absent]
     if result.ok:
-        return "μP" + (f" for the classes present ({', '.join(partial)} not checked)" if partial else "")
+        return "μP" + (f" (a model without {', '.join(result.without)} layers, as declared)" if result.without else "")
     reasons = [_why_not(r) for r in result.results.values() if _why_not(r)]
+    if result.missing:
+        reasons.insert(0, f"incomplete spec: no {', '.join(result.missing)} block "
+                          f"(declare a model without them with --without)")
     return "NOT μP -- " + ("; ".join(reasons) if reasons else "nothing to check")
 
 
@@ -393,6 +454,7 @@ def to_json(result: CheckResult, findings: list[Finding], file: str) -> dict:
         "exponents": {k: {"a": s(e.a), "b": s(e.b), "c_sgd": s(e.c_sgd), "c_adam": s(e.c_adam),
                           "e_init": s(e.e_init), "e_sgd": s(e.e_sgd), "e_adam": s(e.e_adam),
                           "wd_sgd": s(e.wd_sgd), "wd_adam": s(e.wd_adam), "eps_adam": s(e.eps_adam)}
+                      | {f"c_{o}": s(e.c(o)) for o in result.results} | {f"e_{o}": s(e.e_opt(o)) for o in result.results}
                       for k, e in result.exponents.items()},
         "attention": None if result.logit is None else {"logit_exponent": s(result.logit),
                                                         "head_dim_exponent": s(result.head)},
@@ -404,7 +466,11 @@ def to_json(result: CheckResult, findings: list[Finding], file: str) -> dict:
             "differs": result.tie.differs, "readout_mult_exponent": None if result.tie.fix_a is None else s(result.tie.fix_a)},
         "depth": None if result.depth is None else {
             "alpha": s(result.depth.alpha), "c_sgd": s(result.depth.c_sgd), "c_adam": s(result.depth.c_adam),
-            "eps_adam": s(result.depth.eps_adam), "gamma": {o: s(result.depth.gamma(o)) for o in result.results}},
+            "eps_adam": s(result.depth.eps_adam), "gamma": {o: s(result.depth.gamma(o)) for o in result.results},
+            "update": {o: s(result.depth.update[o]) for o in result.results}, "layers": result.depth.layers},
+        "alignment": {"name": result.alignment.name, "update": s(result.alignment.update),
+                      "readout": s(result.alignment.readout)},
+        "without": list(result.without), "missing": result.missing,
         "results": {o: {"regime": r.regime, "names": r.names, "r": s(r.r), "backward_exponent": s(r.backward),
                         "depth_class": r.depth_class, "desiderata": r.desiderata,
                         "terms": [{"role": t.role, "class": t.kind, "quantity": t.name, "k": s(t.k),

@@ -269,13 +269,17 @@ def _field_hint(kind: str, field: str) -> str:
         return "norm gains are initialized to 1; only mult, lr, wd and eps rules apply to `norm`"
     if kind == "attention":
         return "`attention` has one rule, `logit` (the scale of q.k, e.g. `logit = 1/n`)"
+    if kind == "alignment":
+        return "`alignment` has two rules, `update` and `readout` (exponents from 1/2 to 1)"
+    if kind in ("bias", "norm") and field.endswith(".muon"):
+        return "Muon orthogonalizes weight matrices (input, hidden, output); vectors stay on AdamW (lr.adam)"
     suggestion = did_you_mean(field, ir.BLOCK_FIELDS[kind])
     opt = _unknown_optimizer(field)
     if opt is not None:
         group = field.split(".")[0]
         known = [f"{group}.{o}" for o in ir.OPTIMIZERS if f"{group}.{o}" in ir.BLOCK_FIELDS[kind]]
-        return (f"the optimizer families are {', '.join(ir.OPTIMIZERS)} (adam covers AdamW); "
-                f"`{kind}` accepts {' and '.join(f'`{k}`' for k in known) or f'no `{group}.` rule'}")
+        return (f"the optimizer families are {', '.join(ir.OPTIMIZERS)} (adam covers AdamW, lion covers sign-SGD); "
+                f"`{kind}` accepts {', '.join(f'`{k}`' for k in known) or f'no `{group}.` rule'}")
     if field == "eps.sgd":
         return "eps is Adam's epsilon; only `eps.adam` exists"
     return suggestion or f"`{kind}` accepts: {', '.join(ir.BLOCK_FIELDS[kind])}"
@@ -427,7 +431,7 @@ def _check_subrole_classes(spec: ir.Spec) -> None:
 
 def _validate_expr(expr, kind: str, symbols: Symbols, bag: DiagnosticBag) -> None:
     for sym in _symbols_in(expr):
-        if sym.name in FAN_SYMBOLS and kind in ("attention", "residual"):
+        if sym.name in FAN_SYMBOLS and kind in ("attention", "residual", "alignment"):
             bag.error(f"`{sym.name}` has no meaning in the `{kind}` block", sym.span,
                       "fan_in and fan_out belong to a parameter class; use a width or depth symbol "
                       f"({', '.join(symbols.widths + ((symbols.depth,) if symbols.depth else ()))})")
@@ -440,8 +444,22 @@ def _validate_expr(expr, kind: str, symbols: Symbols, bag: DiagnosticBag) -> Non
     _check_constants(expr, bag)
 
 
+# Fields whose value is a plain number, not a scale: (check, what it must be).
+_CONSTANT_FIELDS = {
+    "layers": (lambda v: v.denominator == 1 and 1 <= v <= 64, "a whole number of layers per branch, 1 to 64"),
+    "update": (lambda v: Fraction(1, 2) <= v <= 1, "an alignment exponent from 1/2 (none) to 1 (full)"),
+    "readout": (lambda v: Fraction(1, 2) <= v <= 1, "an alignment exponent from 1/2 (none) to 1 (full)"),
+}
+
+
 def _validate_rule_value(rule: ir.Rule, bag: DiagnosticBag) -> None:
     value = constant_value(rule.value)
+    if rule.field in _CONSTANT_FIELDS:
+        ok, what = _CONSTANT_FIELDS[rule.field]
+        if value is None or not ok(value):
+            bag.error(f"`{rule.field}` must be {what}", rule.value.span,
+                      "write a number (no width or depth symbol), e.g. `layers = 2`, `update = 1/2`")
+        return
     if value is not None and value < 0:
         bag.error(f"`{rule.field}` is negative", rule.value.span,
                   "variances, multipliers, learning rates, weight decay and eps are positive scales")

@@ -317,13 +317,31 @@ def exact_exponent(spec: ir.Spec, kind: str, expr, axis: int = 0) -> Fraction | 
 # ---------------------------------------------------------------- exponents
 
 
+# How each optimizer family's step on the effective weight A·w scales
+# (docs/checking.md, "Optimizer families"): e_opt = MULT_WEIGHT·a + c, plus b
+# for Adafactor (its step is relative to the parameter's RMS: Everett et al.
+# 2024) and the Muon shift below for a class optimized by Muon.
+MULT_WEIGHT = {"sgd": 2, "adam": 1, "adafactor": 1, "lion": 1, "muon": 1}
+
+
+def muon_shift(kind: str) -> Fraction:
+    """Muon's orthogonalized step has spectral norm 1 (Yang, Simon & Bernstein
+    2023's spectral condition). Aligned with a rank-one gradient it is u·vᵀ
+    with unit vectors, entries Θ((fan_in·fan_out)^-1/2): the entry-wise
+    equivalent of an Adam step shrunk by (fan_in·fan_out)^(1/2), i.e. the
+    class's width exponents of fan_in and fan_out, halved and added."""
+    fan_in, fan_out = _FAN_EXPONENTS[ir.role_class(kind)]
+    return Fraction(fan_in + fan_out, 2)
+
+
 @dataclass(frozen=True)
 class ClassExponents:
     """Width exponents of one parameter class (abc convention: A ∝ n^-a).
 
     b is +oo for a zero init. wd_* and eps_adam follow the same sign
     convention (value ∝ n^-exponent). Values are sympy numbers, or Fractions
-    and float infinities from the exact path."""
+    and float infinities from the exact path. `on_muon`: the class has an
+    `lr.muon` rule, so Muon (not AdamW) steps it in the muon family."""
 
     kind: str
     a: object
@@ -333,6 +351,13 @@ class ClassExponents:
     wd_sgd: object
     wd_adam: object
     eps_adam: object
+    c_adafactor: object = 0
+    c_lion: object = 0
+    c_muon: object = 0
+    wd_adafactor: object = 0
+    wd_lion: object = 0
+    wd_muon: object = 0
+    on_muon: bool = False
 
     @property
     def e_init(self):
@@ -346,11 +371,25 @@ class ClassExponents:
     def e_adam(self):
         return self.a + self.c_adam
 
+    def family(self, optimizer: str) -> str:
+        """The family that steps this class: Muon's hybrid puts classes
+        without an `lr.muon` rule on AdamW."""
+        return "adam" if optimizer == "muon" and not self.on_muon else optimizer
+
     def c(self, optimizer: str):
-        return self.c_sgd if optimizer == "sgd" else self.c_adam
+        return getattr(self, f"c_{self.family(optimizer)}")
+
+    def wd(self, optimizer: str):
+        return getattr(self, f"wd_{self.family(optimizer)}")
 
     def e_opt(self, optimizer: str):
-        return self.e_sgd if optimizer == "sgd" else self.e_adam
+        family = self.family(optimizer)
+        e = MULT_WEIGHT[family] * self.a + self.c(optimizer)
+        if family == "adafactor":  # relative step: scaled by the RMS of w (eps2's floor for a zero init)
+            e += self.b if self.b != INF else 0
+        if family == "muon":
+            e += muon_shift(self.kind)
+        return e
 
 
 def to_sympy_number(value):
@@ -363,7 +402,8 @@ def to_sympy_number(value):
 
 
 def _as_sympy(obj):
-    fields = {f: to_sympy_number(getattr(obj, f)) for f in obj.__dataclass_fields__ if f != "kind"}
+    fields = {f: to_sympy_number(getattr(obj, f)) for f in obj.__dataclass_fields__
+              if f not in ("kind", "on_muon", "layers", "update")}
     return replace(obj, **fields)
 
 
@@ -371,20 +411,23 @@ def _neg(spec: ir.Spec, kind: str, expr, axis: int = 0):
     return -exact_exponent(spec, kind, expr, axis)
 
 
-def init_std_exponent(spec: ir.Spec, kind: str):
-    """b: minus the width exponent of the init std; a norm gain starts at 1."""
-    if kind == "norm":
+def init_std_exponent(spec: ir.Spec, kind: str, axis: int = 0):
+    """b: minus the width (or depth) exponent of the init std; a norm gain starts at 1."""
+    if ir.role_class(kind) == "norm":
         return Fraction(0)
-    return _neg(spec, kind, _rule(spec, kind, "init.var")) / 2
+    return _neg(spec, kind, _rule(spec, kind, "init.var"), axis) / 2
 
 
-def class_exponents(spec: ir.Spec, kind: str, exact: bool = False) -> ClassExponents:
-    """Width exponents of class `kind` (its block, or the defaults if absent)."""
+def class_exponents(spec: ir.Spec, kind: str, exact: bool = False, axis: int = 0) -> ClassExponents:
+    """Width (axis 0) or depth (axis 1) exponents of class `kind` (its
+    block, or the defaults if absent)."""
     def neg(field: str):
-        return _neg(spec, kind, _rule(spec, kind, field))
-    ex = ClassExponents(kind=kind, a=neg("mult"), b=init_std_exponent(spec, kind), c_sgd=neg("lr.sgd"),
-                        c_adam=neg("lr.adam"), wd_sgd=neg("wd.sgd"), wd_adam=neg("wd.adam"),
-                        eps_adam=neg("eps.adam"))
+        return _neg(spec, kind, _rule(spec, kind, field), axis)
+    on_muon = any(ir.given_rule(spec.block(k), "lr.muon") is not None for k in (kind, ir.role_class(kind)))
+    families = {f"{'c' if group == 'lr' else group}_{o}": neg(f"{group}.{o}") for group in ("lr", "wd")
+                for o in ir.OPTIMIZERS if f"{group}.{o}" in ir.BLOCK_FIELDS[kind]}
+    ex = ClassExponents(kind=kind, a=neg("mult"), b=init_std_exponent(spec, kind, axis), eps_adam=neg("eps.adam"),
+                        on_muon=on_muon, **families)
     return ex if exact else _as_sympy(ex)
 
 
@@ -404,21 +447,66 @@ def subrole_exponents(spec: ir.Spec, exact: bool = False) -> dict[str, ClassExpo
 
 @dataclass(frozen=True)
 class DepthExponents:
-    """Depth exponents of the residual block (branch multiplier ∝ L^-alpha,
-    residual-branch LR factor ∝ L^-c) and TP6's gamma per optimizer: a block's
-    contribution to the residual stream moves by L^-(alpha+gamma) per step.
-    SGD: the branch gradient carries the multiplier too, gamma = alpha + c_sgd;
-    Adam normalizes it away, gamma = c_adam. Hidden-class rules that mention
-    the depth symbol contribute to c as well."""
+    """Depth exponents of a residual branch x += mult·g(x; W_1..W_k) (TP6),
+    with every symbol of every field counted: the residual block's and the
+    hidden class's (whose layers are the branches' layers).
+
+    alpha: the branch output at init is L^-alpha (TP6's branch multiplier
+      L^-α when the init does not depend on L; a depth factor in `init`, like
+      GPT-2's std/sqrt(2L) on the branch's last layer, counts the same way).
+    update[opt]: one step moves a branch's output by L^-update (TP6's α+γ):
+      the largest change over the branch's k layers, each layer's own step
+      carried through the others at init.
+    gamma(opt) = update - alpha, TP6's γ. These are the Lemma J.1 invariants
+    in L, so a conversion by a depth-dependent θ keeps them."""
 
     alpha: object
-    c_sgd: object
-    c_adam: object
+    update: dict
+    mult_alpha: object   # the residual multiplier's own depth exponent
     eps_adam: object
     alpha_width: object  # width exponent of the residual multiplier (should be 0)
+    layers: int = 1      # TP6's block depth: weight layers per branch
 
     def gamma(self, optimizer: str):
-        return self.alpha + self.c_sgd if optimizer == "sgd" else self.c_adam
+        return self.update[optimizer] - self.alpha
+
+    @property
+    def c_sgd(self):  # the depth exponent of the branch's SGD LR (JSON, schema 1)
+        return self.update["sgd"] - 2 * self.mult_alpha
+
+    @property
+    def c_adam(self):
+        return self.update["adam"] - self.mult_alpha
+
+
+def _layer_change(layer_inits: list, j: int, a_layer, c, family: str, res_a):
+    """The depth exponent of a branch output's change by layer j's step:
+    mult · (layers above j at init) · ΔW_j · (layers below j at init). SGD's
+    gradient at layer j carries mult and the other layers once more;
+    Adafactor's step is relative to the layer's own init."""
+    others = sum(layer_inits) - layer_inits[j]
+    if family == "sgd":
+        return 2 * (res_a + a_layer + others) + c
+    return res_a + others + a_layer + c + (layer_inits[j] - a_layer if family == "adafactor" else 0)
+
+
+def _branch(spec: ir.Spec, end: str, layers: int, res_a, res_b) -> tuple[object, dict]:
+    """(alpha, update per optimizer) of a branch of `layers` layers whose
+    last layer is `end` (the others are hidden), in depth."""
+    parts = [class_exponents(spec, "hidden", exact=True, axis=1)] * (layers - 1) + \
+        [class_exponents(spec, end, exact=True, axis=1)]
+    inits = [p.a + p.b for p in parts]
+    inits[-1] += res_b  # the residual init factor scales each branch's last layer only
+    alpha = res_a + sum(inits)
+    update = {}
+    for opt in ir.OPTIMIZERS:
+        changes = []
+        for j, p in enumerate(parts):
+            family = p.family(opt)
+            c = p.c(opt) + _neg(spec, "residual", _rule(spec, "residual", f"lr.{family}"), axis=1)
+            changes.append(_layer_change(inits, j, p.a, c, family, res_a))
+        update[opt] = min(changes)
+    return alpha, update
 
 
 def depth_exponents(spec: ir.Spec, exact: bool = False) -> DepthExponents | None:
@@ -429,15 +517,20 @@ def depth_exponents(spec: ir.Spec, exact: bool = False) -> DepthExponents | None
     def neg_l(kind: str, field: str):
         return _neg(spec, kind, _rule(spec, kind, field), axis=1)
 
-    mult = _rule(spec, "residual", "mult")
-    d = DepthExponents(
-        alpha=neg_l("residual", "mult"),
-        c_sgd=neg_l("residual", "lr.sgd") + neg_l("hidden", "lr.sgd"),
-        c_adam=neg_l("residual", "lr.adam") + neg_l("hidden", "lr.adam"),
-        eps_adam=neg_l("residual", "eps.adam") + neg_l("hidden", "eps.adam"),
-        alpha_width=_neg(spec, "residual", mult),
-    )
-    return d if exact else _as_sympy(d)
+    res_a, res_b = neg_l("residual", "mult"), neg_l("residual", "init.var") / 2
+    layers = int(constant_value(_rule(spec, "residual", "layers")) or 1)
+    # each branch ends in a hidden layer, or in the sub-role that ends it
+    # (attention's and the MLP's output projections: GPT-2's std/sqrt(2L))
+    ends = [r for r in ("attn_out", "mlp_out") if spec.block(r) is not None] or ["hidden"]
+    branches = [_branch(spec, end, layers, res_a, res_b) for end in ends]
+    alpha = min(b[0] for b in branches)  # the largest branch decides
+    update = {opt: min(b[1][opt] for b in branches) for opt in ir.OPTIMIZERS}
+    d = DepthExponents(alpha=alpha, update=update, mult_alpha=res_a,
+                       eps_adam=neg_l("residual", "eps.adam") + neg_l("hidden", "eps.adam"),
+                       alpha_width=_neg(spec, "residual", _rule(spec, "residual", "mult")), layers=layers)
+    if exact:
+        return d
+    return replace(_as_sympy(d), update={o: to_sympy_number(v) for o, v in update.items()})
 
 
 def logit_exponent(spec: ir.Spec, exact: bool = False):

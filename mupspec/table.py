@@ -21,8 +21,14 @@ ROW_LABELS: dict[str, str] = {
     "mult": "multiplier",
     "lr.sgd": "SGD LR",
     "lr.adam": "Adam LR",
+    "lr.adafactor": "Adafactor LR",
+    "lr.lion": "Lion LR",
+    "lr.muon": "Muon LR",
     "wd.sgd": "SGD weight decay",
     "wd.adam": "AdamW weight decay",
+    "wd.adafactor": "Adafactor weight decay",
+    "wd.lion": "Lion weight decay",
+    "wd.muon": "Muon weight decay",
     "eps.adam": "Adam eps",
     "logit": "attention logit",
 }
@@ -71,9 +77,11 @@ def _shown_fields(spec: ir.Spec, blocks: list[ir.Block]) -> list[str]:
         set_fields.add("init.var")
     shown = []
     for field in ROW_LABELS:
-        if field.startswith("lr."):
+        if field == "lr.muon":  # Muon steps only the classes that give it a rule
+            keep = field in set_fields
+        elif field.startswith("lr."):
             keep = field.split(".", 1)[1] in covered
-        elif field in ("wd.sgd", "wd.adam", "eps.adam"):
+        elif field.startswith(("wd.", "eps.")):
             keep = field in set_fields and field.split(".", 1)[1] in covered
         else:
             keep = field in set_fields or (field in _ALWAYS and any(b.kind in PARAM_CLASSES for b in blocks))
@@ -92,6 +100,9 @@ def _cell(spec: ir.Spec, block: ir.Block, field: str) -> Cell:
             return Cell(expr=_variance_of(std.value))
     elif field not in accepted:
         return Cell()
+    elif field == "lr.muon" and ir.given_rule(block, field) is None and \
+            ir.given_rule(spec.block(ir.role_class(block.kind)), field) is None:
+        return Cell(text="(AdamW)")  # Muon's hybrid: this class stays on AdamW's rule
     return Cell(expr=ir.role_rule(spec, block.kind, field))  # a sub-role shows what it inherits
 
 
@@ -116,7 +127,7 @@ def _invariant_rows(spec: ir.Spec, blocks: list[ir.Block]):
         cells = []
         for block in blocks:
             exps = per_block.get(block.kind)
-            value = getattr(exps, name, None) if exps is not None else None
+            value = exps.e_opt(name[2:]) if exps is not None and name != "e_init" else getattr(exps, name, None)
             cells.append(Cell(text=fmt_exponent(value)) if value is not None else Cell())
         rows.append((name, tuple(cells)))
     return rows

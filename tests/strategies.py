@@ -87,11 +87,24 @@ def _has_symbol(expr) -> bool:
     return any(_has_symbol(getattr(expr, f)) for f in ("operand", "arg", "left", "right") if hasattr(expr, f))
 
 
+# Fields that take a plain number (resolve._CONSTANT_FIELDS): a value each accepts.
+CONSTANT_FIELDS = {"layers": 2, "update": Fraction(1, 2), "readout": 1}
+
+
 def _acceptable_rule_value(field: str, expr) -> bool:
     value = constant_value(expr)
+    if field in CONSTANT_FIELDS:
+        return False
     if value is None:
         return True
     return value > 0 or (value == 0 and field.startswith(("init.", "wd.")))
+
+
+def _constant_ir(value) -> object:
+    value = Fraction(value)
+    if value.denominator == 1:
+        return ir.Num.of(value)
+    return ir.BinOp(op="/", left=ir.Num.of(value.numerator), right=ir.Num.of(value.denominator))
 
 
 @st.composite
@@ -103,7 +116,7 @@ def rules(draw, kind: str, symbols: tuple[str, ...]) -> tuple[ir.Rule, ...]:
     for field in fields:  # BLOCK_FIELDS order is the canonical order
         value = draw(expressions(symbols))
         if not _acceptable_rule_value(field, value):
-            value = ir.Num.of(1)
+            value = _constant_ir(CONSTANT_FIELDS.get(field, 1))
         out.append(ir.Rule(field=field, value=value, comments=draw(comment_lists), note=draw(notes)))
     return tuple(out)
 
@@ -113,7 +126,7 @@ def blocks(draw, symbols: tuple[str, ...], fan_free: tuple[str, ...]) -> tuple[i
     kinds = [k for k in ir.BLOCK_KINDS if draw(st.booleans())]
     out = []
     for kind in kinds:
-        syms = fan_free if kind in ("attention", "residual") else symbols
+        syms = fan_free if kind in ("attention", "residual", "alignment") else symbols
         out.append(ir.Block(kind=kind, rules=draw(rules(kind, syms)), comments=draw(comment_lists),
                             note=draw(notes), end_comments=draw(comment_lists)))
     return tuple(out)

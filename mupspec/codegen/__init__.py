@@ -31,6 +31,14 @@ def generate(spec: ir.Spec, source: str) -> str:
     path as the user gave it (it only appears in comments)."""
     symbols = Symbols(spec)
     check_name(spec.name, "parametrization name", spec.span)
+    residual = spec.block("residual")
+    init = residual and (residual.rule("init.var") or residual.rule("init.std"))
+    if init:
+        raise MupError(Diagnostic("codegen cannot apply a residual `init` factor yet: it scales only each branch's "
+                                  "last layer, and the generated module does not know which layers those are",
+                                  init.span, "initialize the branch-output weights yourself after `parametrize`, "
+                                  "or move the factor into the residual `mult` (an equivalent spec in TP6's terms "
+                                  "needs the LR moved too: see docs/checking.md §5)"))
     parts = [_header(spec, source), _constants(spec), _rules(spec, symbols, source), _runtime()]
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
 
@@ -83,7 +91,20 @@ def _constants(spec: ir.Spec) -> str:
         "  # optimizer families the spec has LR rules for",
         f"BLOCKS = ({', '.join(f'{chr(34)}{b}{chr(34)}' for b in blocks)},)",
         *_transformer_constants(spec),
+        *_muon_blocks(spec),
     ])
+
+
+def _muon_blocks(spec: ir.Spec) -> list[str]:
+    """Muon's hybrid: the blocks Muon steps (those with an `lr.muon` rule);
+    emitted only for specs that cover Muon."""
+    if "muon" not in ir.optimizers(spec):
+        return []
+    def on_muon(role: str) -> bool:  # a sub-role follows its class unless it says otherwise
+        return any(ir.given_rule(spec.block(k), "lr.muon") is not None for k in (role, ir.role_class(role)))
+    kinds = "".join(f'"{k}", ' for k in ir.LAYER_KINDS + tuple(spec.subroles) if spec.block(ir.role_class(k))
+                    and on_muon(k))
+    return [f"MUON_BLOCKS = ({kinds.rstrip(' ')})  # the rest stays on AdamW"]
 
 
 def _transformer_constants(spec: ir.Spec) -> list[str]:
@@ -95,7 +116,7 @@ def _transformer_constants(spec: ir.Spec) -> list[str]:
     has one multiplier and one optimizer group), and TIES ((embedding,
     readout) pairs that share one tensor, microsoft/mup's MuSharedReadout)."""
     subroles = ", ".join(f'"{r}": "{ir.SUBROLES[r]}"' for r in spec.subroles)
-    own = {r: [f for f in _fields(r) if ir.subrole_differs(spec, r, f)] for r in spec.subroles}
+    own = {r: [f for f in _fields(r, ir.optimizers(spec)) if ir.subrole_differs(spec, r, f)] for r in spec.subroles}
     own_items = ", ".join(f'"{r}": ({"".join(f"{chr(34)}{f}{chr(34)}, " for f in fs).rstrip()})'
                           for r, fs in own.items())
     ties = "".join(f'("{t.embedding}", "{t.readout}"), ' for t in spec.ties).rstrip()
@@ -108,8 +129,17 @@ def _transformer_constants(spec: ir.Spec) -> list[str]:
     ]
 
 
-def _fields(kind: str) -> tuple[str, ...]:
-    return tuple(f for f in ir.BLOCK_FIELDS[kind] if f != "init.std")  # init.std is read as init.var
+def _fields(kind: str, families: tuple[str, ...]) -> tuple[str, ...]:
+    """The rule functions a block gets: init.std is read as init.var; LR and
+    weight-decay rules of SGD and Adam, and of any other family the spec
+    covers; not a residual branch's block depth or init factor (check's
+    depth analysis only: `generate` refuses the latter)."""
+    def wanted(f: str) -> bool:
+        group, _, family = f.partition(".")
+        if f in ("init.std", "layers") or (kind == "residual" and group == "init"):
+            return False
+        return group not in ("lr", "wd") or family in ("sgd", "adam") or family in families
+    return tuple(f for f in ir.BLOCK_FIELDS[kind] if wanted(f))
 
 
 def _rules(spec: ir.Spec, symbols: Symbols, source: str) -> str:
@@ -117,7 +147,9 @@ def _rules(spec: ir.Spec, symbols: Symbols, source: str) -> str:
     out += _width_functions(spec, symbols, source)
     table = []
     for block in sorted(spec.blocks, key=lambda b: ir.BLOCK_KINDS.index(b.kind)):
-        for field in _fields(block.kind):
+        if block.kind == "alignment":  # an assumption of the checker, not a rule of the model
+            continue
+        for field in _fields(block.kind, ir.optimizers(spec)):
             name = f"_{block.kind}_{field.replace('.', '_')}"
             out.append(_rule_function(name, block, field, spec, symbols, source))
             table.append(f'    ("{block.kind}", "{field}"): {name},')

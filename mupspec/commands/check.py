@@ -17,6 +17,7 @@ from mupspec.errors import use_color
 
 def configure(parser) -> None:
     from mupspec.check import EXPECTABLE
+    from mupspec.ir import OPTIMIZERS
 
     parser.add_argument("files", nargs="+", metavar="FILE", type=locate, help=".mup specs or bundled spec names")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
@@ -24,19 +25,31 @@ def configure(parser) -> None:
     parser.add_argument("--expect", choices=EXPECTABLE, metavar="CLASS",
                         help="exit 0 iff the classification is CLASS for every optimizer checked: "
                              + ", ".join(EXPECTABLE))
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), action="append",
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, action="append",
                         help="check only this optimizer family (repeatable; default: those the spec declares)")
+    parser.add_argument("--without", choices=("input", "hidden", "output"), action="append", default=[],
+                        metavar="CLASS",
+                        help="the model has no CLASS layers (input, hidden or output; repeatable): check the rest. "
+                             "Without it a spec missing one of these blocks is incomplete and fails")
+    parser.add_argument("--alignment", metavar="A",
+                        help="alignment assumption of the width calculus: full (Tensor Programs, the default), "
+                             "everett (Everett et al. 2024's full alignment: W·Δx a CLT sum), none, or a measured "
+                             "exponent from 1/2 to 1; overrides the spec's `alignment` block")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="leave warnings out of the text report (errors and verdicts stay)")
 
 
 def run(args) -> int:
     from mupspec import ir
-    from mupspec.check import check_spec
+    from mupspec.check import check_spec, parse_alignment
     from mupspec.errors import Diagnostic, MupError
     from mupspec.report import SCHEMA, diagnose, render_text, to_json
     from mupspec.resolve import parse_and_resolve
 
+    try:
+        alignment = parse_alignment(args.alignment) if args.alignment else None
+    except ValueError as err:
+        raise MupError(Diagnostic(f"--alignment: {err}", hint="e.g. --alignment everett or --alignment 0.75")) from None
     reports, texts, shown, failed = [], [], {}, []
     for file in args.files:
         spec = parse_and_resolve(read_text(file), file)
@@ -44,7 +57,12 @@ def run(args) -> int:
         if args.optimizer and not set(args.optimizer) & set(covered):
             raise MupError(Diagnostic(f"`{spec.name}` has no rule for {' or '.join(args.optimizer)}",
                                       spec.span, f"it covers: {', '.join(covered)}; drop --optimizer or pick one of those"))
-        result = check_spec(spec, tuple(args.optimizer) if args.optimizer else None)
+        declared = [k for k in args.without if spec.block(k) is not None]
+        if declared:
+            block = spec.block(declared[0])
+            raise MupError(Diagnostic(f"--without {declared[0]}, but `{spec.name}` has a block `{declared[0]}`",
+                                      block.span, "drop --without for classes the spec describes"))
+        result = check_spec(spec, tuple(args.optimizer) if args.optimizer else None, alignment, tuple(args.without))
         findings = diagnose(result)
         passed = result.matches(args.expect) if args.expect else result.ok
         if not passed:

@@ -34,16 +34,18 @@ class Difference:
 
 
 def _class_invariants(spec: ir.Spec, kind: str, optimizers: tuple[str, ...]):
-    """(optimizer, name, exponent, strict_only) of one class."""
-    e = class_exponents(spec, kind)
-    yield "-", "e_init", e.e_init, False
-    if "sgd" in optimizers:
-        yield "sgd", "e_sgd", e.e_sgd, False
-        yield "sgd", "e_wd_sgd (lr.sgd*wd.sgd)", e.c_sgd + e.wd_sgd, True
-    if "adam" in optimizers:
-        yield "adam", "e_adam", e.e_adam, False
-        yield "adam", "e_eps (eps.adam/mult)", e.eps_adam - e.a, True
-        yield "adam", "e_wd_adam (lr.adam*wd.adam)", e.c_adam + e.wd_adam, True
+    """(optimizer, name, exponent, strict_only) of one class: the width
+    invariants, then (with a depth symbol) the same invariants in depth."""
+    axes = ((0, ""), (1, " in depth")) if spec.depth else ((0, ""),)
+    for axis, where in axes:
+        e = class_exponents(spec, kind, axis=axis)
+        yield "-", f"e_init{where}", e.e_init, False
+        for opt in optimizers:
+            family = e.family(opt)
+            yield opt, f"e_{opt}{where}", e.e_opt(opt), False
+            yield opt, f"e_wd_{opt}{where} (lr.{family}*wd.{family})", e.c(opt) + e.wd(opt), True
+            if family == "adam":
+                yield opt, f"e_eps{where} (eps.adam/mult)", e.eps_adam - e.a, True
 
 
 def _block_invariants(spec: ir.Spec, kind: str, optimizers: tuple[str, ...]):
@@ -51,10 +53,13 @@ def _block_invariants(spec: ir.Spec, kind: str, optimizers: tuple[str, ...]):
         yield "-", "logit exponent", logit_exponent(spec), False
     elif kind == "residual":
         d = depth_exponents(spec)
-        yield "-", "alpha (depth exponent of mult)", d.alpha, False
+        yield "-", "alpha (branch output at init ∝ L^-alpha)", d.alpha, False
         yield "-", "width exponent of mult", d.alpha_width, False
+        yield "-", "layers per branch", sympy.Integer(d.layers), False
         for opt in optimizers:
-            yield opt, f"gamma_{opt} (depth exponent of updates)", d.gamma(opt), False
+            yield opt, f"alpha+gamma_{opt} (one step moves a branch by L^-(alpha+gamma))", d.update[opt], False
+    elif kind == "alignment":
+        yield from ()
     else:
         yield from _class_invariants(spec, kind, optimizers)
 

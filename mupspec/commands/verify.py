@@ -52,11 +52,13 @@ TERM_OF = {
 
 
 def configure(parser) -> None:
+    from mupspec.ir import OPTIMIZERS
+
     parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("--expect", metavar="SPEC",
                         help="compare with another spec's predictions instead (a file, or a bundled "
                              "name: mup, sp, ntk, mup_table3, ...); the networks are still FILE's")
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), action="append",
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, action="append",
                         help="only this optimizer (repeatable; default: those the spec covers)")
     parser.add_argument("--widths", type=_ints, default=(64, 128, 256, 512, 1024),
                         help="comma-separated (default 64,128,256,512,1024)")
@@ -129,6 +131,7 @@ class Row:
     agrees: bool
     asymptotic: float | None = None
     source: str | None = None  # for sums: the class whose part has the largest exponent
+    zero: bool = False         # every sample exactly 0 (a zero init, or no gradient yet behind a zero readout)
 
 
 def leading_part(fits: dict, opt: str, step: int, cls: str, quantity: str):
@@ -141,23 +144,39 @@ def leading_part(fits: dict, opt: str, step: int, cls: str, quantity: str):
     return max(parts, key=lambda p: p[0].exponent) if parts else (None, None)
 
 
-def compare(fits: dict, preds: dict[str, dict], tol: float, asymptotic: dict | None = None) -> list[Row]:
+def compare(fits: dict, preds: dict[str, dict], tol: float, asymptotic: dict | None = None,
+            zeros: frozenset = frozenset(), zero_readout: bool = False) -> list[Row]:
     """One Row per fitted exponent that check predicts; a row agrees when the
     measured mean is within `tol` of the prediction. For `delta` and `prop`
-    the measured exponent is that of their fastest-growing part."""
+    the measured exponent is that of their fastest-growing part. `zeros`:
+    the (opt, step, cls, quantity) whose samples are all exactly 0 -- right
+    where check predicts 0 (exponent -oo), and at step 1 behind a zero
+    readout (`zero_readout`), which passes no gradient back before its first
+    step; W_out·Δx is measured with W_out at its init, so it stays 0 there."""
     rows = []
     for (opt, step, cls, quantity), fit in sorted(fits.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         pred = preds.get(opt, {}).get((quantity, cls))
         if pred is None or (quantity == "act") != (step == 0):
             continue
         source = None
-        if quantity in ("delta", "prop"):
+        zero = (opt, step, cls, quantity) in zeros
+        if quantity in ("delta", "prop") and not zero:
             part, source = leading_part(fits, opt, step, cls, quantity)
             fit = part or fit
         agrees = fit.ok and math.isfinite(pred) and abs(fit.exponent - pred) <= tol
+        if zero:  # behind a zero readout nothing moves before its first step, and W_out·Δx is read with W_out at init
+            agrees = pred == -math.inf or (zero_readout and (step == 1 and cls != "output" or quantity == "prop"))
         asym = (asymptotic or {}).get(opt, {}).get((quantity, cls))
-        rows.append(Row(opt, step, quantity, cls, pred, fit.exponent, fit.ci, agrees, asym, source))
+        rows.append(Row(opt, step, quantity, cls, pred, fit.exponent, fit.ci, agrees, asym, source, zero))
     return rows
+
+
+def exact_zeros(samples) -> frozenset:
+    """The measured (opt, step, cls, quantity) whose every sample is exactly 0."""
+    values: dict[tuple, list[float]] = {}
+    for s in samples:
+        values.setdefault((s.optimizer, s.step, s.cls, s.quantity), []).append(s.value)
+    return frozenset(k for k, v in values.items() if all(x == 0 for x in v))
 
 
 DESCRIBE = {"act": "size at init", "own": "own-update term", "delta": "feature change (n^-r)",
@@ -170,8 +189,8 @@ def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> st
         head += "   (W_out moved)"
     lines = [title, head, "-" * len(head)]
     for r in rows:
-        pred = f"{r.predicted:+.2f}" if math.isfinite(r.predicted) else str(r.predicted)
-        meas = f"{r.measured:+.3f} ± {r.ci:.3f}" if math.isfinite(r.measured) else "n/a"
+        pred = f"{r.predicted:+.2f}" if math.isfinite(r.predicted) else "zero"
+        meas = "exactly 0" if r.zero else f"{r.measured:+.3f} ± {r.ci:.3f}" if math.isfinite(r.measured) else "n/a"
         term = DESCRIBE[r.quantity] + (f" [{r.source}]" if r.source else "")
         line = (f"{r.optimizer:5} {r.step:>4}  {r.cls:7} {term:36} {pred:>9}  {meas:>18}  "
                 f"{'PASS' if r.agrees else 'FAIL'}")
@@ -204,8 +223,7 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     predictions. Returns (rows, samples, fits, predictions)."""
     from mupspec import ir
     from mupspec.empirical.fit import fit_table
-    from mupspec.empirical.measure import Grid, measure, measure_on
-    from mupspec.empirical.models import Arch
+    from mupspec.empirical.measure import Grid, measure, measure_on, uses_codegen
 
     expect = expect or spec
     covered = [o for o in ir.optimizers(spec) if o in ir.optimizers(expect)]
@@ -217,7 +235,11 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     kind = ("residual" if spec.depth else "mlp") if arch == "auto" else arch
     seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     grid = Grid(widths=tuple(widths), depths=tuple(depths), seeds=seeds, optimizers=opts,
-                steps=steps, arch=Arch(kind=kind), ratios=ratios, builder=builder)
+                steps=steps, arch=network_arch(spec, kind), ratios=ratios, builder=builder)
+    beyond = [o for o in opts if o not in ("sgd", "adam")]
+    if beyond and not uses_codegen(spec, grid):
+        raise MupError(Diagnostic(f"{', '.join(beyond)}: only the generated module builds these optimizers",
+                                  hint="use --builder codegen (the default) and --arch mlp or residual"))
     bar = Progress(len(opts) * len(grid.depths) * len(grid.widths) * len(seeds), unit="networks",
                    stream=sys.stderr if progress else None)
     try:
@@ -228,7 +250,21 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     fits = fit_table(samples)
     preds = {o: predictions(expect, o) for o in opts}
     asym = {o: predictions(expect, o, first_steps=False) for o in opts} if show_asymptotic else None
-    return compare(fits, preds, tol, asym), samples, fits, preds
+    zero_readout = _zero_readout(spec)
+    return compare(fits, preds, tol, asym, exact_zeros(samples), zero_readout), samples, fits, preds
+
+
+def network_arch(spec, kind: str):
+    """The measured networks: biases only where the spec has a bias block."""
+    from mupspec.empirical.models import Arch
+
+    return Arch(kind=kind, bias=spec.block("bias") is not None)
+
+
+def _zero_readout(spec) -> bool:
+    from mupspec.symbolic import INF, init_std_exponent
+
+    return spec.block("output") is not None and init_std_exponent(spec, "output") == INF
 
 
 def _validate(args) -> None:
@@ -257,15 +293,14 @@ def run(args) -> int:
         arch=args.arch, optimizers=args.optimizer, tol=args.tol, show_asymptotic=args.show_asymptotic,
         ratios=bool(args.csv), builder=args.builder, progress=True, backend=_backend(args))
     from mupspec.empirical.measure import Grid, uses_codegen
-    from mupspec.empirical.models import Arch
 
-    against = f"`{expect.name}`'s predictions" if expect else "its own predictions"
     kind = ("residual" if spec.depth else "mlp") if args.arch == "auto" else args.arch
-    built = "codegen" if uses_codegen(spec, Grid(arch=Arch(kind=kind), builder=args.builder)) else "numeric"
-    title = (f"verify {args.file}: `{spec.name}` {kind} networks ({built}) vs {against}; widths "
-             f"{list(args.widths)}, depths {list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
+    built = "codegen" if uses_codegen(spec, Grid(arch=network_arch(spec, kind), builder=args.builder)) else "numeric"
+    title = (f"measured: `{spec.name}` {kind} networks ({built}); widths {list(args.widths)}, depths "
+             f"{list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
     text = args.format == "text"
     if text:
+        print(mup_answer(spec, expect))
         print(render(rows, title, args.tol, args.show_asymptotic))
     if args.depth_exponents and text:
         print("\n" + render_depth(samples, preds))
@@ -285,6 +320,24 @@ def run(args) -> int:
         print(json.dumps(to_json(rows, args.file, spec.name, (expect or spec).name, kind, built, grid, args.tol,
                                  samples if args.depth_exponents else None, seconds), indent=2, ensure_ascii=False))
     return 0 if all(r.agrees for r in rows) else 1
+
+
+def mup_answer(spec, expect) -> str:
+    """The first lines of the report: is the spec μP (check's verdict), and
+    what the table compares -- a spec's own predictions say nothing about μP."""
+    from mupspec.check import check_spec
+    from mupspec.report import verdict_text
+
+    verdict = verdict_text(check_spec(spec))
+    lines = [f"is `{spec.name}` μP? check: {'yes' if verdict.startswith('μP') else 'NO'} ({verdict})"]
+    if expect is None:
+        lines.append(f"compared: the measured exponents of `{spec.name}`'s networks with `{spec.name}`'s own "
+                     "predictions (PASS = the networks scale as the spec says, whatever it is; "
+                     "--expect mup compares with μP's)")
+    else:
+        lines.append(f"compared: the measured exponents of `{spec.name}`'s networks with `{expect.name}`'s "
+                     f"predictions (PASS = they scale as `{expect.name}` does)")
+    return "\n".join(lines)
 
 
 SCHEMA = "mupspec.verify/1"

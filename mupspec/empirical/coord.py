@@ -66,15 +66,16 @@ def role_predictions(spec, family: str, first_steps: bool = True) -> dict[tuple[
     parameters (input, hidden, output, bias, norm) and of the other sites
     (features: the readout's input; logits; tied-out: a tied readout);
     ("output", "prop") is the output's change through W_out·Δx alone."""
-    from mupspec import check, symbolic
+    from mupspec import check, ir, symbolic
     from mupspec.symbolic import OO
 
     ex = symbolic.spec_exponents(spec, exact=True)
     logit = symbolic.logit_exponent(spec, exact=True)
     init = {(t.role, t.kind): t.k for t in check.init_terms(ex)}
     terms = {(t.role, t.kind): t.k for t in check.step_terms(ex, family, logit)[2]}
-    if first_steps and "output" in ex:  # W_out still at init: what the first steps see
-        frozen = dict(ex, output=replace(ex["output"], c_sgd=OO, c_adam=OO))
+    # W_out still at init: what the first steps see (a zero readout has no init scale to hold)
+    if first_steps and "output" in ex and ex["output"].e_init != OO:
+        frozen = dict(ex, output=replace(ex["output"], **{f"c_{o}": OO for o in ir.OPTIMIZERS}))
         early = {(t.role, t.kind): t.k for t in check.step_terms(frozen, family, logit)[2]}
         terms = {**early, ("own_update", "output"): terms[("own_update", "output")]}
     out: dict[tuple[str, str], object] = {}

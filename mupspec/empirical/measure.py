@@ -51,7 +51,8 @@ class Grid:
     arch: Arch = field(default_factory=Arch)
     # base LR per optimizer: small, so that growing terms of unstable specs
     # are still measured as clean power laws at the largest width
-    lr: tuple[tuple[str, float], ...] = (("sgd", 1e-4), ("adam", 1e-5))
+    lr: tuple[tuple[str, float], ...] = (("sgd", 1e-4), ("adam", 1e-5), ("adafactor", 1e-5), ("lion", 1e-5),
+                                         ("muon", 1e-5))
     ratios: bool = True  # the grad_*/upd_* weight-norm ratios (power iterations: the costly part)
     # float64: an update is read as W_t - W_0, and at a small LR in a spec
     # whose updates vanish with width it falls below float32's resolution
@@ -139,12 +140,30 @@ def _ratios(pairs: list[tuple[str, torch.Tensor, torch.Tensor]], kind: str,
 
 
 def _make_optimizer(net: SpecNet, optimizer: str, base_lr: float) -> torch.optim.Optimizer:
+    if optimizer not in ("sgd", "adam"):  # Adafactor, Lion, Muon (+ AdamW): as the generated module makes them
+        made = net.generated.make_optimizer(net.model, net.plan, lr=base_lr, eps=1e-12)
+        return _Steps([o for o in (made if isinstance(made, tuple) else (made,)) if o is not None])
     groups = net.param_groups(optimizer, base_lr)
     if optimizer == "sgd":
         for g in groups:
             g.pop("eps", None)
         return torch.optim.SGD(groups, lr=base_lr, foreach=True)
     return torch.optim.Adam(groups, lr=base_lr, foreach=True)
+
+
+class _Steps:
+    """Several optimizers stepped as one (Muon's pair)."""
+
+    def __init__(self, optimizers):
+        self.optimizers = optimizers
+
+    def step(self):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self):
+        for opt in self.optimizers:
+            opt.zero_grad()
 
 
 def uses_codegen(spec: ir.Spec, grid: Grid) -> bool:

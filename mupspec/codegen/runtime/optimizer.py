@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from mupspec.codegen.runtime.families import Lion, _family_values, _muon_pair
+
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
 
@@ -26,8 +28,7 @@ def param_groups(model, plan, *, lr, weight_decay=0.0, eps=1e-8):
         if record.tied_to is not None:
             continue
         values = {"lr": lr * record.lr_factor, "weight_decay": weight_decay * record.wd_factor}
-        if plan.optimizer != "sgd":
-            values["eps"] = eps * record.eps_factor
+        values |= _family_values(record, plan.optimizer, eps)
         key = tuple(values.values())  # e.g. with weight_decay=0 the wd factors do not split groups
         if key not in groups:
             groups[key] = {"params": [], "roles": [], **values}
@@ -37,10 +38,17 @@ def param_groups(model, plan, *, lr, weight_decay=0.0, eps=1e-8):
     return list(groups.values())
 
 
-def make_optimizer(model, plan, *, lr, weight_decay=0.0, eps=1e-8, **kwargs):
-    """torch.optim.SGD, Adam or AdamW (the plan's optimizer) over param_groups."""
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[plan.optimizer]
+def make_optimizer(model, plan, *, lr, weight_decay=0.0, eps=1e-8, muon_kwargs=None, **kwargs):
+    """torch.optim.SGD, Adam, AdamW, Adafactor, or Lion (part `families`) --
+    the plan's optimizer -- over param_groups. For Muon: a pair (torch.optim.Muon
+    over the classes with an `lr.muon` rule, AdamW over the rest; either None
+    when it has no parameter); `kwargs` go to the AdamW, `muon_kwargs` to the
+    Muon. Step and zero both."""
     groups = param_groups(model, plan, lr=lr, weight_decay=weight_decay, eps=eps)
+    if plan.optimizer == "muon":
+        return _muon_pair(groups, lr, muon_kwargs or {}, kwargs)
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+           "adafactor": torch.optim.Adafactor, "lion": Lion}[plan.optimizer]
     return cls(groups, lr=lr, **kwargs)
 
 

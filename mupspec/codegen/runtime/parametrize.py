@@ -130,12 +130,12 @@ def _apply_residual(records, branches, optimizer, multipliers, env):
     target_dims, base_dims, hypers = env
     ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), (1, 1, base_dims), hypers)  # noqa: E731
     mult = ratio("mult")
-    lr, wd, eps = _optimizer_factors(ratio, optimizer)
     if multipliers == "fold" and mult != 1.0:
         raise ValueError("a residual-branch multiplier cannot be folded into a whole branch; use multipliers='hooks'")
     for record in records:
         branch = next((b for b in branches if record.name.startswith(b + ".")), None)
         if branch is not None:
+            lr, wd, eps = _optimizer_factors(ratio, optimizer, record.block)
             record.branch = branch
             record.lr_factor *= lr
             record.wd_factor *= wd

@@ -14,7 +14,7 @@ from mupspec.codegen.runtime.report import format_table
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
 ROLES = ("input", "hidden", "output", "bias", "norm", "scalar")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adafactor", "lion", "muon")
 
 
 class ParamPlan:

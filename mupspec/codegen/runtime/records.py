@@ -14,7 +14,7 @@ from mupspec.codegen.runtime.plan import ROLES, ParamPlan
 from mupspec.codegen.runtime.roles import (
     _axis_candidates, _class_by_growth, _default_subrole, _fans, _fused, _glob, _has_rules, _known_axes,
     _owner, _role_class, _rules_key, _tensors)
-from mupspec.codegen.runtime.rules import _optimizer_factors, _ratio
+from mupspec.codegen.runtime.rules import _family, _optimizer_factors, _ratio
 from mupspec.codegen.runtime.spec_stub import SPEC_NAME, SUBROLE_OWN_FIELDS, SUBROLES
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
@@ -149,7 +149,10 @@ def _rule_factors(key, record, opts):
     base = (record.base_fan_in, record.base_fan_out, base_dims)
     ratio = lambda field: _ratio(key, field, target, base, hypers)  # noqa: E731
     init = None if _role_class(record.role) == "norm" else ratio("init.var")
-    return (init, ratio("mult")) + _optimizer_factors(ratio, opts.optimizer)
+    lr, wd, eps = _optimizer_factors(ratio, opts.optimizer, key)
+    if _family(opts.optimizer, key) == "adafactor" and init:
+        eps = math.sqrt(init)  # Adafactor's eps2 floors the parameter's RMS: it moves with the init std
+    return init, ratio("mult"), lr, wd, eps
 
 
 def _split_fused(record, opts):
@@ -176,11 +179,16 @@ def _split_fused(record, opts):
 
 def _fold(record, optimizer):
     """Lemma J.1 with theta = 1/mult: store mult*W and train it with multiplier
-    1; LR, eps and weight decay move so that training is unchanged."""
+    1; LR, eps and weight decay move so that training is unchanged
+    (Adafactor's step and decay are relative to W: only its eps2 floor moves)."""
     m = record.mult
     if m <= 0.0:
         raise ValueError(f"{record.name}: cannot fold the multiplier {m} (must be > 0); use multipliers='hooks'")
-    record.lr_factor *= m * m if optimizer == "sgd" else m
-    record.eps_factor /= m if optimizer != "sgd" else 1.0
-    record.wd_factor /= m if optimizer == "adamw" else m * m
+    family = _family(optimizer, record.block)
+    if family == "adafactor":
+        record.eps_factor *= m
+    else:
+        record.lr_factor *= m * m if family == "sgd" else m
+        record.eps_factor /= m if family == "adam" else 1.0
+        record.wd_factor /= m if optimizer in ("adamw", "lion", "muon") else m * m
     record.folded = True

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from mupspec.codegen.runtime.rules import _family
 from mupspec.codegen.runtime.spec_stub import SPEC_NAME
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
@@ -23,6 +24,7 @@ def format_table(plan, lr=None):
     for r in plan:
         std = "keep" if r.init_std is None else f"{r.init_std:.4g}"
         role = r.role + (" (res)" if r.branch else "")  # inside a residual branch
+        role += " [Muon]" if plan.optimizer == "muon" and _family("muon", r.block) == "muon" else ""
         if r.slices:  # a fused parameter: each part's role and init std
             role += " [" + "|".join(s["role"] for s in r.slices) + "]"
             std = "|".join("keep" if s["init_std"] is None else f"{s['init_std']:.4g}" for s in r.slices)
@@ -31,7 +33,8 @@ def format_table(plan, lr=None):
         mult = f"{r.mult:.4g}" + (" (folded)" if r.folded else "")
         lr_text = f"{r.lr_factor * lr:.4g}" if lr is not None else f"{r.lr_factor:.4g}"
         rows.append((r.name, "x".join(map(str, r.shape)) or "()", role, std, mult, lr_text,
-                     f"{r.wd_factor:.4g}", f"{r.eps_factor:.4g}" if plan.optimizer != "sgd" else "-"))
+                     f"{r.wd_factor:.4g}",
+                     f"{r.eps_factor:.4g}" if _family(plan.optimizer, r.block) in ("adam", "adafactor") else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     title = f"{SPEC_NAME}: optimizer={plan.optimizer}, init={plan.init}, multipliers={plan.multipliers}"

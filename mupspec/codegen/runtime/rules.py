@@ -9,7 +9,8 @@ import math
 
 import torch
 
-from mupspec.codegen.runtime.spec_stub import DEPTH_SYMBOL, DERIVED_WIDTHS, HYPER_DEFAULTS, RULES, SPEC_NAME, WIDTH_SYMBOLS
+from mupspec.codegen.runtime.spec_stub import (
+    DEPTH_SYMBOL, DERIVED_WIDTHS, HYPER_DEFAULTS, MUON_BLOCKS, RULES, SPEC_NAME, WIDTH_SYMBOLS)
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
@@ -59,15 +60,19 @@ def _value(block, field, fan_in, fan_out, dims, hypers):
     return float(value)
 
 
-def _family(optimizer):
-    """The spec's LR-rule family of a torch optimizer (adam covers AdamW)."""
-    return "sgd" if optimizer == "sgd" else "adam"
+def _family(optimizer, block="*"):
+    """The spec's LR-rule family of a torch optimizer (adam covers AdamW);
+    with Muon, a parameter whose rules (block or sub-role) have no `lr.muon`
+    rule, or that has none, is AdamW's. block="*": the optimizer's own family."""
+    if optimizer == "muon" and block != "*" and block not in MUON_BLOCKS:
+        return "adam"
+    return "adam" if optimizer == "adamw" else optimizer
 
 
-def _optimizer_factors(ratio, optimizer):
+def _optimizer_factors(ratio, optimizer, block="*"):
     """(lr, weight decay, eps) factors of a block for this optimizer, given the
     block's ratio(field); eps is Adam's only."""
-    family = _family(optimizer)
+    family = _family(optimizer, block)
     return ratio("lr." + family), ratio("wd." + family), (ratio("eps.adam") if family == "adam" else 1.0)
 
 

@@ -8,6 +8,7 @@ RULES: dict = {}  # (block or sub-role, field) -> rule function (fan_in, fan_out
 SUBROLES: dict = {}  # sub-role -> its class (e.g. "query" -> "hidden"); empty for a spec without sub-roles
 BLOCKS: tuple = ()
 FAMILIES: tuple = ()
+MUON_BLOCKS: tuple = ()  # blocks / sub-roles Muon steps (emitted only for specs with `lr.muon` rules)
 WIDTH_SYMBOLS: tuple = ()  # every width symbol, free and derived, in declaration order
 DERIVED_WIDTHS: dict = {}  # derived width symbol -> function(dims) -> its size (None while an input is missing)
 SUBROLE_CLASSES: dict = {}  # every sub-role of the language -> its class (those without a block follow it)

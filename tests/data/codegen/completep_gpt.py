@@ -359,7 +359,7 @@ RULES = {
 # ==================== runtime: plan (mupspec/codegen/runtime/plan.py) ====================
 
 ROLES = ("input", "hidden", "output", "bias", "norm", "scalar")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adafactor", "lion", "muon")
 
 
 class ParamPlan:
@@ -666,15 +666,19 @@ def _value(block, field, fan_in, fan_out, dims, hypers):
     return float(value)
 
 
-def _family(optimizer):
-    """The spec's LR-rule family of a torch optimizer (adam covers AdamW)."""
-    return "sgd" if optimizer == "sgd" else "adam"
+def _family(optimizer, block="*"):
+    """The spec's LR-rule family of a torch optimizer (adam covers AdamW);
+    with Muon, a parameter whose rules (block or sub-role) have no `lr.muon`
+    rule, or that has none, is AdamW's. block="*": the optimizer's own family."""
+    if optimizer == "muon" and block != "*" and block not in MUON_BLOCKS:
+        return "adam"
+    return "adam" if optimizer == "adamw" else optimizer
 
 
-def _optimizer_factors(ratio, optimizer):
+def _optimizer_factors(ratio, optimizer, block="*"):
     """(lr, weight decay, eps) factors of a block for this optimizer, given the
     block's ratio(field); eps is Adam's only."""
-    family = _family(optimizer)
+    family = _family(optimizer, block)
     return ratio("lr." + family), ratio("wd." + family), (ratio("eps.adam") if family == "adam" else 1.0)
 
 
@@ -821,7 +825,10 @@ def _rule_factors(key, record, opts):
     base = (record.base_fan_in, record.base_fan_out, base_dims)
     ratio = lambda field: _ratio(key, field, target, base, hypers)  # noqa: E731
     init = None if _role_class(record.role) == "norm" else ratio("init.var")
-    return (init, ratio("mult")) + _optimizer_factors(ratio, opts.optimizer)
+    lr, wd, eps = _optimizer_factors(ratio, opts.optimizer, key)
+    if _family(opts.optimizer, key) == "adafactor" and init:
+        eps = math.sqrt(init)  # Adafactor's eps2 floors the parameter's RMS: it moves with the init std
+    return init, ratio("mult"), lr, wd, eps
 
 
 def _split_fused(record, opts):
@@ -848,13 +855,18 @@ def _split_fused(record, opts):
 
 def _fold(record, optimizer):
     """Lemma J.1 with theta = 1/mult: store mult*W and train it with multiplier
-    1; LR, eps and weight decay move so that training is unchanged."""
+    1; LR, eps and weight decay move so that training is unchanged
+    (Adafactor's step and decay are relative to W: only its eps2 floor moves)."""
     m = record.mult
     if m <= 0.0:
         raise ValueError(f"{record.name}: cannot fold the multiplier {m} (must be > 0); use multipliers='hooks'")
-    record.lr_factor *= m * m if optimizer == "sgd" else m
-    record.eps_factor /= m if optimizer != "sgd" else 1.0
-    record.wd_factor /= m if optimizer == "adamw" else m * m
+    family = _family(optimizer, record.block)
+    if family == "adafactor":
+        record.eps_factor *= m
+    else:
+        record.lr_factor *= m * m if family == "sgd" else m
+        record.eps_factor /= m if family == "adam" else 1.0
+        record.wd_factor /= m if optimizer in ("adamw", "lion", "muon") else m * m
     record.folded = True
 
 
@@ -1164,17 +1176,71 @@ def _apply_residual(records, branches, optimizer, multipliers, env):
     target_dims, base_dims, hypers = env
     ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), (1, 1, base_dims), hypers)  # noqa: E731
     mult = ratio("mult")
-    lr, wd, eps = _optimizer_factors(ratio, optimizer)
     if multipliers == "fold" and mult != 1.0:
         raise ValueError("a residual-branch multiplier cannot be folded into a whole branch; use multipliers='hooks'")
     for record in records:
         branch = next((b for b in branches if record.name.startswith(b + ".")), None)
         if branch is not None:
+            lr, wd, eps = _optimizer_factors(ratio, optimizer, record.block)
             record.branch = branch
             record.lr_factor *= lr
             record.wd_factor *= wd
             record.eps_factor *= eps
     return mult
+
+
+# ==================== runtime: families (mupspec/codegen/runtime/families.py) ====================
+
+ADAFACTOR_EPS2 = 1e-3  # torch.optim.Adafactor's floor on a parameter's RMS, at the base model
+
+
+def _family_values(record, optimizer, eps):
+    """A parameter group's family-specific entries: Adam's eps; Adafactor's
+    (eps1, eps2), eps2 scaled with the init std; which optimizer of Muon's
+    pair steps it. SGD, Lion and Muon take no eps."""
+    family = _family(optimizer, record.block)
+    values = {"family": family} if optimizer == "muon" else {}
+    if family == "adam":
+        values["eps"] = eps * record.eps_factor
+    elif family == "adafactor":
+        values["eps"] = (None, ADAFACTOR_EPS2 * record.eps_factor)
+    return values
+
+
+def _muon_pair(groups, lr, muon_kwargs, adamw_kwargs):
+    """Muon over the Muon groups (torch's default "original" LR adjustment,
+    sqrt(max(1, fan_out/fan_in)): width-independent at a fixed aspect ratio),
+    AdamW over the others; either is None when it has no group."""
+    families = [g.pop("family") for g in groups]
+    muon = [g for g, family in zip(groups, families) if family == "muon"]
+    adamw = [g for g, family in zip(groups, families) if family != "muon"]
+    return (torch.optim.Muon(muon, lr=lr, **muon_kwargs) if muon else None,
+            torch.optim.AdamW(adamw, lr=lr, **adamw_kwargs) if adamw else None)
+
+
+class Lion(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023): p -= lr * (sign(b1*m + (1-b1)*g) + wd*p), then
+    m = b2*m + (1-b2)*g. betas=(0, 0) is sign-SGD."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
+                p.mul_(1.0 - group["lr"] * group["weight_decay"])
+                p.add_(torch.sign(m * beta1 + p.grad * (1.0 - beta1)), alpha=-group["lr"])
+                m.mul_(beta2).add_(p.grad, alpha=1.0 - beta2)
+        return loss
 
 
 # ==================== runtime: optimizer (mupspec/codegen/runtime/optimizer.py) ====================
@@ -1192,8 +1258,7 @@ def param_groups(model, plan, *, lr, weight_decay=0.0, eps=1e-8):
         if record.tied_to is not None:
             continue
         values = {"lr": lr * record.lr_factor, "weight_decay": weight_decay * record.wd_factor}
-        if plan.optimizer != "sgd":
-            values["eps"] = eps * record.eps_factor
+        values |= _family_values(record, plan.optimizer, eps)
         key = tuple(values.values())  # e.g. with weight_decay=0 the wd factors do not split groups
         if key not in groups:
             groups[key] = {"params": [], "roles": [], **values}
@@ -1203,10 +1268,17 @@ def param_groups(model, plan, *, lr, weight_decay=0.0, eps=1e-8):
     return list(groups.values())
 
 
-def make_optimizer(model, plan, *, lr, weight_decay=0.0, eps=1e-8, **kwargs):
-    """torch.optim.SGD, Adam or AdamW (the plan's optimizer) over param_groups."""
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[plan.optimizer]
+def make_optimizer(model, plan, *, lr, weight_decay=0.0, eps=1e-8, muon_kwargs=None, **kwargs):
+    """torch.optim.SGD, Adam, AdamW, Adafactor, or Lion (part `families`) --
+    the plan's optimizer -- over param_groups. For Muon: a pair (torch.optim.Muon
+    over the classes with an `lr.muon` rule, AdamW over the rest; either None
+    when it has no parameter); `kwargs` go to the AdamW, `muon_kwargs` to the
+    Muon. Step and zero both."""
     groups = param_groups(model, plan, lr=lr, weight_decay=weight_decay, eps=eps)
+    if plan.optimizer == "muon":
+        return _muon_pair(groups, lr, muon_kwargs or {}, kwargs)
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+           "adafactor": torch.optim.Adafactor, "lion": Lion}[plan.optimizer]
     return cls(groups, lr=lr, **kwargs)
 
 
@@ -1273,6 +1345,7 @@ def format_table(plan, lr=None):
     for r in plan:
         std = "keep" if r.init_std is None else f"{r.init_std:.4g}"
         role = r.role + (" (res)" if r.branch else "")  # inside a residual branch
+        role += " [Muon]" if plan.optimizer == "muon" and _family("muon", r.block) == "muon" else ""
         if r.slices:  # a fused parameter: each part's role and init std
             role += " [" + "|".join(s["role"] for s in r.slices) + "]"
             std = "|".join("keep" if s["init_std"] is None else f"{s['init_std']:.4g}" for s in r.slices)
@@ -1281,7 +1354,8 @@ def format_table(plan, lr=None):
         mult = f"{r.mult:.4g}" + (" (folded)" if r.folded else "")
         lr_text = f"{r.lr_factor * lr:.4g}" if lr is not None else f"{r.lr_factor:.4g}"
         rows.append((r.name, "x".join(map(str, r.shape)) or "()", role, std, mult, lr_text,
-                     f"{r.wd_factor:.4g}", f"{r.eps_factor:.4g}" if plan.optimizer != "sgd" else "-"))
+                     f"{r.wd_factor:.4g}",
+                     f"{r.eps_factor:.4g}" if _family(plan.optimizer, r.block) in ("adam", "adafactor") else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     title = f"{SPEC_NAME}: optimizer={plan.optimizer}, init={plan.init}, multipliers={plan.multipliers}"
