@@ -12,6 +12,7 @@ spec text outside comments and validated identifiers.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -69,20 +70,34 @@ def _constants(spec: ir.Spec) -> str:
     hypers = {}
     for hyper in spec.hypers:
         hypers[hyper.name] = evaluate(hyper.value, {})
-    hyper_items = ", ".join(f'"{name}": {value!r}' for name, value in hypers.items())
+    hyper_items = ", ".join(f'"{name}": {_float(value, spec.hyper(name))}' for name, value in hypers.items())
     blocks = tuple(b.kind for b in sorted(spec.blocks, key=lambda b: ir.BLOCK_KINDS.index(b.kind)))
-    widths = "".join(f'"{w}", ' for w in spec.widths)
     return "\n".join([
         f'SPEC_NAME = "{spec.name}"',
         f"SPEC_TITLE = {spec.title!r}" if spec.title is not None else "SPEC_TITLE = None",
         f'MUPSPEC_VERSION = "{__version__}"',
-        f"WIDTH_SYMBOLS = ({widths.rstrip(' ')})",
+        f"WIDTH_SYMBOLS = {_strings(spec.widths)}",
         f'DEPTH_SYMBOL = "{spec.depth}"' if spec.depth else "DEPTH_SYMBOL = None",
         f"HYPER_DEFAULTS = {{{hyper_items}}}",
-        f"FAMILIES = ({', '.join(f'{chr(34)}{o}{chr(34)}' for o in ir.optimizers(spec))},)"
+        f"FAMILIES = {_strings(ir.optimizers(spec))}"
         "  # optimizer families the spec has LR rules for",
-        f"BLOCKS = ({', '.join(f'{chr(34)}{b}{chr(34)}' for b in blocks)},)",
+        f"BLOCKS = {_strings(blocks)}",
     ])
+
+
+def _strings(names) -> str:
+    """A tuple literal of validated names: `()`, `("a",)`, `("a", "b",)`."""
+    items = [f'"{check_name(n, "name")}"' for n in names]
+    return f"({', '.join(items)},)" if items else "()"
+
+
+def _float(value, hyper: ir.Hyper) -> str:
+    """A hyperparameter's default as a finite float literal; validation
+    bounds constants, so this refusal is a last guard, never reached by a valid spec."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        raise MupError(Diagnostic(f"hyperparameter `{hyper.name}` has no finite real value ({value!r})",
+                                  hyper.span, "constants must be real numbers between 10^-300 and 10^300"))
+    return repr(value)
 
 
 def _fields(kind: str) -> tuple[str, ...]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from mupspec.commands._io import read_text
-from mupspec.errors import Diagnostic, MupError
+from mupspec.commands._io import read_text, write_atomic
+from mupspec.errors import MupError
 from mupspec.printer import format_spec
 from mupspec.resolve import parse_as_written
 
@@ -36,11 +36,9 @@ def run(args) -> int:
             changed.append(file)
             if not args.check:
                 try:
-                    with open(file, "w", encoding="utf-8") as fh:
-                        fh.write(new)
-                except OSError as err:
-                    errors.append(MupError(Diagnostic(f"cannot write {file}: {err.strerror or err}",
-                                                      hint="check the file's permissions")))
+                    write_atomic(file, new)  # a full disk or a kill never leaves half a spec
+                except MupError as err:
+                    errors.append(err)
                     changed.pop()
     for file in changed:
         print(f"{'would reformat' if args.check else 'reformatted'} {file}", file=sys.stderr)
