@@ -383,3 +383,13 @@ def test_cancelling_high_powers_are_fast(tmp_path, capsys):
     from mupspec.symbolic import class_exponents
     from mupspec.resolve import load_spec
     assert class_exponents(load_spec(path), "hidden", exact=True).a == -63
+
+
+def test_fmt_through_a_symlink_keeps_the_link(tmp_path, capsys):
+    real = tmp_path / "real.mup"
+    real.write_text((ROOT / "specs/sp.mup").read_text(encoding="utf-8").replace("  ", "    "), encoding="utf-8")
+    link = tmp_path / "link.mup"
+    link.symlink_to(real)
+    code, _, err = run(capsys, "fmt", link)
+    assert code == 0, err
+    assert link.is_symlink() and real.read_text(encoding="utf-8") == (ROOT / "specs/sp.mup").read_text(encoding="utf-8")

@@ -72,7 +72,7 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path in `path`'s folder; on success it is fsync'ed
     and renamed over `path`, on any failure removed (the target untouched).
     For writers that want a file name (matplotlib's savefig, csv modules)."""
-    target = Path(path)
+    target = Path(os.path.realpath(path))  # through a symlink: replace the file, keep the link
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
