@@ -67,10 +67,7 @@ def _header(spec: ir.Spec, source: str) -> str:
 
 
 def _constants(spec: ir.Spec) -> str:
-    hypers = {}
-    for hyper in spec.hypers:
-        hypers[hyper.name] = evaluate(hyper.value, {})
-    hyper_items = ", ".join(f'"{name}": {_float(value, spec.hyper(name))}' for name, value in hypers.items())
+    hyper_items = ", ".join(f'"{hyper.name}": {_float(evaluate(hyper.value, {}), hyper)}' for hyper in spec.hypers)
     blocks = tuple(b.kind for b in sorted(spec.blocks, key=lambda b: ir.BLOCK_KINDS.index(b.kind)))
     return "\n".join([
         f'SPEC_NAME = "{spec.name}"',
