@@ -146,8 +146,8 @@ def test_hypers_named_like_reserved_symbols_do_not_collide():
     from mupspec.symbolic import class_exponents
 
     spec = parse_and_resolve("parametrization c\nwidth d\nhyper n = 2\nhyper n_ = 3\n"
-                             "hidden { mult = n - n_ + d }\n")
-    assert class_exponents(spec, "hidden", exact=True).a == -1  # n - n_ is a nonzero constant
+                             "hidden { mult = (n - n_)*d }\n")
+    assert class_exponents(spec, "hidden", exact=True).a == -1  # n - n_ is a nonzero constant, not 0
 
 
 def test_equiv_compares_values_where_it_claims_exact_equivalence(tmp_path, capsys):
@@ -345,16 +345,15 @@ def _seconds(fn) -> float:
 
 
 def test_parse_time_is_linear_in_declarations():
-    """4,000 hypers took 20 s (line starts recomputed per declaration): the
-    time per declaration must not grow with the count (ratio of 4x the size
-    against 4x the time, with slack for a loaded machine)."""
+    """4,000 hypers took 20 s (line starts recomputed per declaration): 4x
+    the declarations must take about 4x the time, not 16x."""
     def spec(k):
         return "parametrization h\n" + "".join(f"hyper h{i} = {i + 1}\n" for i in range(k)) + "hidden { mult = h1 }\n"
-    small, large = spec(500), spec(2000)
+    small, large = spec(800), spec(3200)
     parse_and_resolve(small)
     t_small = min(_seconds(lambda: parse_and_resolve(small + "#\n" * i)) for i in (1, 2))  # distinct texts: parses are cached
     t_large = min(_seconds(lambda: parse_and_resolve(large + "#\n" * i)) for i in (1, 2))  # distinct texts: parses are cached
-    assert t_large < 10 * t_small, (t_small, t_large)
+    assert t_large < 7 * t_small, (t_small, t_large)  # linear: 4x; the old quadratic code: ~16x
 
 
 def test_rendering_many_diagnostics_reads_the_source_once(tmp_path, monkeypatch):
