@@ -212,3 +212,15 @@ def test_table9_for_an_adam_only_spec_pins_init():
     t9 = convert(bundled("umup"), "table9").spec
     assert _rule(t9, "input", "init.var") == "1/fan_out"
     assert _rule(t9, "hidden", "init.var") == "1/fan_in"
+
+
+def test_terms_carry_their_role_class_and_need():
+    """verify maps (role, class) to what it measures, and `need` decides `ok`:
+    a relabelled term changes verify's comparison even when no verdict moves."""
+    res = check_spec(spec(MUP_ADAM + "\nbias { lr.adam = 1 }\nnorm { lr.adam = 1 }\nattention { logit = 1/n }")
+                     ).results["adam"]
+    assert [(t.role, t.kind, t.need) for t in res.terms] == [
+        ("init", "input", "=0"), ("init", "hidden", "=0"), ("init", "bias", "<=0"), ("init", "norm", "=0"),
+        ("output_init", "output", "<=0"), ("own_update", "input", "=0"), ("own_update", "bias", "=0"),
+        ("own_update", "norm", "=0"), ("own_update", "hidden", "=0"), ("features", "hidden", "=0"),
+        ("own_update", "output", "=0"), ("output_change", "output", "<=0"), ("attention", "attention", "<=0")]
