@@ -1,6 +1,6 @@
 """A fuzzing campaign: N inputs through every mupspec command (tests/fuzzing.py).
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/fuzz.py --inputs 2000 [--seed S] [--workers K]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/fuzz.py --inputs 2000 [--seed S] [--workers K] [--minutes M]
 
 Inputs are drawn, in equal parts, from the grammar (hypothesis' from_lark),
 the spec strategies (tests/strategies.py, printed), mutations of the
@@ -28,8 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 
-def campaign(inputs: int, seed: int) -> dict:
-    """Run `inputs` inputs with hypothesis seeded by `seed`; a JSON-able tally."""
+class _OutOfTime(BaseException):
+    """Raised inside the hypothesis body when --minutes is spent: a
+    BaseException, so hypothesis stops instead of shrinking."""
+
+
+def campaign(inputs: int, seed: int, minutes: float | None = None) -> dict:
+    """Run `inputs` inputs with hypothesis seeded by `seed` (or as many as
+    `minutes` allow); a JSON-able tally."""
     import warnings
 
     from hypothesis import HealthCheck, Phase, given, settings, seed as hseed
@@ -46,9 +52,15 @@ def campaign(inputs: int, seed: int) -> dict:
               suppress_health_check=list(HealthCheck))
     @given(fuzzing.inputs())
     def body(text):
+        if deadline is not None and time.monotonic() > deadline:
+            raise _OutOfTime
         fuzzing.run_input(text, workdir, tally)
 
-    body()
+    deadline = time.monotonic() + 60 * minutes if minutes else None
+    try:
+        body()
+    except _OutOfTime:
+        pass
     return {"inputs": tally.inputs, "runs": tally.runs, "modules": tally.modules,
             "failures": [f.__dict__ for f in tally.failures],
             "slowest": tally.top_slowest(10)}
@@ -93,16 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--minutes", type=float, help="stop after this many minutes (the report covers the inputs run)")
     parser.add_argument("--json", metavar="FILE", help="also write the tally as JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     start = time.perf_counter()
     shares = [args.inputs // args.workers + (i < args.inputs % args.workers) for i in range(args.workers)]
     if args.workers == 1:
-        parts = [campaign(args.inputs, args.seed)]
+        parts = [campaign(args.inputs, args.seed, args.minutes)]
     else:
         with ProcessPoolExecutor(args.workers) as pool:
-            parts = list(pool.map(campaign, shares, [args.seed + i for i in range(args.workers)]))
+            parts = list(pool.map(campaign, shares, [args.seed + i for i in range(args.workers)],
+                                  [args.minutes] * args.workers))
     total = merge(parts)
     seconds = time.perf_counter() - start
     print(report(total, seconds))
