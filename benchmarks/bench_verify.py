@@ -4,7 +4,7 @@ default grid), each run as the user runs it: a fresh process, measured side
 by side in one run. Targets on the 2-core machine: verify <= 30 s,
 grad-ratio <= 20 s.
 
-    /work/venv/bin/python benchmarks/bench_verify.py [--spec specs/mup_table3.mup] [--repeat 1]
+    .venv/bin/python benchmarks/bench_verify.py [--spec specs/mup_table3.mup] [--repeat 1]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stage 3b: the μP checker -- exponents -> size terms -> verdicts -> classification.
 
 Takes a resolved `ir.Spec`; returns a `CheckResult` (plain data, rendered by
-`report`). The calculus is THEORY.md §8 (full alignment, the Tensor Programs
+`report`). The calculus is docs/theory.md §7 (full alignment, the Tensor Programs
 assumption), validated against TP4 Table 1 and TP5 Tables 3/8/9 by
 tests/test_check*.py. All sizes are growth exponents: a quantity is Θ(n^k);
 k > 0 grows with width, k = 0 is Θ(1), k < 0 vanishes.
@@ -20,7 +20,7 @@ large numbers once q and k move together; TP5 §6.1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from mupspec import ir
@@ -35,7 +35,7 @@ ZERO, ONE = Fraction(0), Fraction(1)
 VECTOR_LIKE = ("input", "bias", "norm")
 CORE = ("input", "hidden", "output")
 
-# μP in invariant form (THEORY.md §1.4; identical for TP5 Tables 3, 8, 9).
+# μP in invariant form (docs/theory.md §3.1; identical for TP5 Tables 3, 8, 9).
 MUP_INIT = {"input": ZERO, "hidden": HALF, "output": ONE, "bias": ZERO, "norm": ZERO}
 MUP_OPT = {
     "sgd": {"input": -ONE, "hidden": ZERO, "output": ONE, "bias": -ONE, "norm": -ONE},
@@ -50,7 +50,7 @@ def _flat(init: tuple, opt: object) -> dict:
 
 
 # Named parametrizations in invariant form, per optimizer (None: not defined).
-# Sources: THEORY.md §1.4 (μP, SP), §2 (TP4 Table 1: NTP, MFP, SP with LR 1/n), §5 (u-μP).
+# Sources: docs/theory.md §3.1 (μP, SP), §4 (TP4 Table 1: NTP, MFP, SP with LR 1/n), §5 (u-μP).
 NAMED: dict[str, tuple[str, dict[str, dict | None]]] = {
     "mup": ("μP", {o: {"init": MUP_INIT, "opt": MUP_OPT[o]} for o in ir.OPTIMIZERS}),
     "mean_field": ("mean-field (MFP)", {"sgd": {"init": MUP_INIT, "opt": MUP_OPT["sgd"]}, "adam": None}),
@@ -62,7 +62,7 @@ NAMED: dict[str, tuple[str, dict[str, dict | None]]] = {
     "umup": ("u-μP", {"sgd": None, "adam": {"init": MUP_INIT, "opt": MUP_OPT["adam"] | {"input": HALF}}}),
 }
 REGIMES = ("unstable", "trivial", "kernel", "feature_learning", "mup")
-# μP in width plus the TP6 depth class (THEORY.md §4): the depth-aware names.
+# μP in width plus the TP6 depth class (docs/theory.md §6): the depth-aware names.
 DEPTH_CLASS_NAMES = {"Depth-μP": "depth_mup", "CompleteP": "completep"}
 DEPTH_NAMES = {"depth_mup": "Depth-μP", "completep": "CompleteP"}
 EXPECTABLE = tuple(dict.fromkeys(REGIMES + tuple(NAMED) + tuple(DEPTH_NAMES)))
@@ -109,6 +109,9 @@ class CheckResult:
     depth: sym.DepthExponents | None
     results: dict[str, OptimizerResult]
     notes: list[str] = field(default_factory=list)
+    head: object = ONE        # width exponent of the attention head size d_head
+    subroles: dict[str, sym.ClassExponents] = field(default_factory=dict)
+    tie: "TieResult | None" = None
 
     @property
     def ok(self) -> bool:
@@ -159,7 +162,7 @@ def backward_exponent(ex: dict[str, sym.ClassExponents], optimizer: str) -> obje
     return min(ex["output"].e_init, ex["output"].e_sgd)
 
 
-def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit) -> tuple[object, object, list[Term]]:
+def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit, head=ONE) -> tuple[object, object, list[Term]]:
     g = backward_exponent(ex, optimizer)
     terms = []
     for kind in VECTOR_LIKE:
@@ -176,15 +179,16 @@ def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit) -> tupl
         terms.append(Term("own_update", "output", "output change by its own update ΔW_out·x", ONE - out.e_opt(optimizer), "=0"))
         w_out = min(out.e_init, out.e_opt(optimizer))
         terms.append(Term("output_change", "output", "output change through W_out·Δx", ONE - w_out - r, "<=0"))
-    if logit is not None:
-        terms.append(Term("attention", "attention", "attention logits after a step", logit + max(HALF, ONE - r), "<=0"))
+    if logit is not None:  # q·k sums d_head = Θ(n^head) terms: CLT at init, LLN once q and k move
+        terms.append(Term("attention", "attention", "attention logits after a step",
+                          logit + max(head * HALF, head - r), "<=0"))
     return g, r, terms
 
 
 # ---------------------------------------------------------------- verdicts
 
 
-def desiderata(terms: list[Term], logit) -> dict[str, bool]:
+def desiderata(terms: list[Term], logit, head=ONE) -> dict[str, bool]:
     """The five desiderata of TP5 App. J.1 / TP4 §3, each True or False."""
     by_role = lambda *roles: [t for t in terms if t.role in roles]  # noqa: E731
     stable = all(t.k <= 0 for t in by_role("init", "output_init", "own_update", "features",
@@ -192,7 +196,7 @@ def desiderata(terms: list[Term], logit) -> dict[str, bool]:
     features = [t for t in terms if t.role == "features"]
     maximal = all(t.k == 0 for t in by_role("own_update"))
     if logit is not None:
-        maximal = maximal and bool(logit == -1)
+        maximal = maximal and bool(logit == -head)
     return {
         "init_activations": all(t.ok for t in by_role("init")),
         "output_bounded": all(t.ok for t in by_role("output_init", "output_change")),
@@ -257,26 +261,58 @@ def check_spec(spec: ir.Spec, only: tuple[str, ...] | None = None) -> CheckResul
     """Analyze one resolved spec for the optimizers it covers (∩ `only`)."""
     ex = sym.spec_exponents(spec, exact=True)
     logit = sym.logit_exponent(spec, exact=True)
+    head = sym.head_exponent(spec, exact=True) if logit is not None else ONE
     depth = sym.depth_exponents(spec, exact=True)
     optimizers = tuple(o for o in ir.optimizers(spec) if only is None or o in only)
+    subroles = sym.subrole_exponents(spec, exact=True)
+    tie = tie_result(spec, ex, subroles, optimizers) if spec.ties else None
     results = {}
     for opt in optimizers:
-        g, r, terms = step_terms(ex, opt, logit)
-        terms = init_terms(ex) + terms
-        verdicts = desiderata(terms, logit)
         dclass = depth_class(depth, opt) if depth is not None else None
-        names = named_matches(ex, opt)
+        # The classes first, then each variant (a sub-role or the tied readout
+        # standing in for its class): every one must pass.
+        outs = [_outcome(label, variant, opt, logit, head) for label, variant in _variants(ex, subroles, tie)]
+        terms = [t for o in outs for t in _labelled(o.terms, o.label)]
+        verdicts = {key: all(o.verdicts[key] for o in outs) for key in outs[0].verdicts}
+        worst = min((o.regime for o in outs), key=REGIMES.index)
+        names = [n for n in outs[0].names if all(n in o.names for o in outs)]
         if "mup" in names and dclass in DEPTH_CLASS_NAMES:
             names.append(DEPTH_CLASS_NAMES[dclass])
-        results[opt] = OptimizerResult(opt, g, r, terms, verdicts, regime(terms, verdicts), names, dclass)
+        results[opt] = OptimizerResult(opt, outs[0].g, outs[0].r, terms, verdicts, worst, names, dclass)
     absent = [k for k in ir.LAYER_KINDS if k not in ex]
-    result = CheckResult(spec, ex, absent, logit, depth, results)
+    result = CheckResult(spec, ex, absent, logit, depth, results, head=head, subroles=subroles, tie=tie)
     result.notes = _notes(result)
     return result
 
 
+@dataclass
+class _Outcome:
+    label: str | None
+    g: object
+    r: object
+    terms: list[Term]
+    verdicts: dict[str, bool]
+    regime: str
+    names: list[str]
+
+
+def _outcome(label, ex: dict[str, sym.ClassExponents], opt: str, logit, head) -> _Outcome:
+    g, r, terms = step_terms(ex, opt, logit, head)
+    terms = init_terms(ex) + terms
+    verdicts = desiderata(terms, logit, head)
+    return _Outcome(label, g, r, terms, verdicts, regime(terms, verdicts), named_matches(ex, opt))
+
+
 def _notes(result: CheckResult) -> list[str]:
     notes = []
+    if result.logit is not None and len(result.spec.widths) > 1 and \
+            result.spec.block("attention").rule("head_dim") is None:
+        notes.append(f"attention: no `head_dim` rule, so d_head is taken to be `{result.spec.widths[0]}`")
+    for role, ex in result.subroles.items():
+        if ex.b == OO and role in ZERO_INIT_OK:
+            notes.append(f"{role}: zero init, allowed for this sub-role (checked with its class's init)")
+    if result.tie is not None:
+        notes += result.tie.notes()
     if not result.exponents:
         notes.append("no layer block (input, hidden, output, bias, norm): nothing to check in width")
     if result.absent:
@@ -286,3 +322,82 @@ def _notes(result: CheckResult) -> list[str]:
     if result.logit is None:
         notes.append("no attention block: attention logits not checked")
     return notes
+
+
+# ---------------------------------------------------------------- sub-roles and ties (Transformer parts)
+
+# Sub-roles whose zero init keeps the network non-trivial: each feeds a sum
+# that other terms keep alive (a residual stream, a softmax's logits, the
+# readout), and its first step moves it by a Θ(1) amount (mup zero-inits the
+# query and the readout; many GPTs zero-init the projections into the stream).
+ZERO_INIT_OK = ("query", "key", "attn_out", "mlp_out", "router", "readout")
+
+
+def _variants(ex: dict[str, sym.ClassExponents], subroles: dict[str, sym.ClassExponents], tie):
+    """(label, class exponents) to check: the classes themselves, then each
+    sub-role that differs from its class standing in for that class, then
+    the tied readout. The spec passes only if every variant does: a network
+    mixes every part."""
+    yield None, ex
+    for role, sub in subroles.items():
+        parent = ir.SUBROLES[role]
+        stand_in = replace(sub, kind=parent)
+        if role in ZERO_INIT_OK and sub.b == OO and parent in ex:
+            stand_in = replace(stand_in, b=ex[parent].b)  # zero init allowed: check the rest
+        if parent in ex and stand_in != ex[parent]:
+            yield role, ex | {parent: stand_in}
+    if tie is not None:
+        yield f"{tie.readout} (tied)", ex | {"output": tie.tied}
+
+
+def _labelled(terms: list[Term], label: str | None) -> list[Term]:
+    """A variant's terms about the part it stands in for, named after it."""
+    if label is None:
+        return terms
+    kind = "output" if label.endswith("(tied)") else None
+    return [replace(t, kind=label) for t in terms
+            if t.kind == (kind or ir.SUBROLES.get(label)) and t.role not in ("features", "attention")]
+
+
+@dataclass
+class TieResult:
+    """`tie EMBEDDING, READOUT`: one tensor, with the embedding's init and
+    optimizer group; the readout keeps its multiplier. `shareable`: the two
+    rules give that tensor the same width exponents (b, c, wd, eps) per
+    optimizer, so tying changes nothing; `tied` is the readout as it really
+    is (its a, the embedding's b, c, wd, eps); `fix_a` the readout
+    multiplier exponent that makes the tied readout's invariants the spec's
+    (None when no multiplier can: the embedding's b - c differs)."""
+
+    embedding: str
+    readout: str
+    shareable: bool
+    differs: list[str]
+    tied: sym.ClassExponents
+    fix_a: object | None
+
+    def notes(self) -> list[str]:
+        head = f"tie {self.embedding}, {self.readout}: "
+        if self.shareable:
+            return [head + "the two rules can share one tensor (same init, LR, wd and eps exponents)"]
+        fix = (f"a readout `mult` ∝ n^-{self.fix_a} (with the embedding's init and LR) keeps the readout's "
+               f"invariants" if self.fix_a is not None else
+               "no readout multiplier can restore the readout's invariants (the embedding's b and c differ "
+               "from the readout's by different amounts)")
+        return [head + f"the rules cannot share one tensor as written ({', '.join(self.differs)} differ); "
+                "tied, the readout takes the embedding's init and LR (see the `(tied)` rows); " + fix]
+
+
+def tie_result(spec: ir.Spec, ex: dict, subroles: dict, optimizers: tuple[str, ...]) -> TieResult:
+    tie = spec.ties[0]
+    emb = subroles.get(tie.embedding) or ex.get("input") or sym.class_exponents(spec, "input", exact=True)
+    out = subroles.get(tie.readout) or ex.get("output") or sym.class_exponents(spec, "output", exact=True)
+    fields = ["b"] + [f for o in optimizers for f in (f"c_{o}", f"wd_{o}")] + (["eps_adam"] if "adam" in optimizers else [])
+    differs = [f for f in fields if getattr(emb, f) != getattr(out, f)]
+    tied = replace(emb, kind="output", a=out.a)
+    # Lemma J.1: with b, c fixed to the embedding's, a' = e_init,out - b_emb;
+    # it must also give e_opt,out: Adam a' + c, SGD 2a' + c.
+    fix_a = None if emb.b == OO or out.e_init == OO else out.e_init - emb.b
+    if fix_a is not None and not all(replace(tied, a=fix_a).e_opt(o) == out.e_opt(o) for o in optimizers):
+        fix_a = None
+    return TieResult(tie.embedding, tie.readout, not differs, differs, tied, fix_a)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "codegen": "emit a standalone PyTorch module applying the spec",
     "verify": "measure scaling exponents on real networks and compare with check",
     "experiment": "run the bundled experiments (grad-ratio, spiral)",
+    "specs": "list the bundled specs (their names work wherever a spec file does)",
 }
 
 EXIT_USAGE = 2
@@ -59,6 +60,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help, description=help)
         if name == command:
             importlib.import_module(f"mupspec.commands.{name}").configure(cmd)
+            parser.set_defaults(_usage_of=cmd)  # an unknown option is reported with this command's usage
     return parser
 
 
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "_usage_of", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print(render_all(err), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resume = getattr(module, "on_interrupt", lambda args: "")(args)
+        print("interrupted" + (f": {resume}" if resume else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

@@ -73,8 +73,9 @@ def form_settings(form: str, spec: ir.Spec) -> list[Setting]:
     kinds = [k for k in MOVABLE if spec.block(k) is not None]
     if form == "table3":
         return [Setting(k, "mult", _ONE, form) for k in kinds]
-    if form == "table8":
-        return [Setting(k, "init.var" if k == "output" else "mult", _ONE, form) for k in kinds]
+    if form == "table8":  # a zero-init readout pins Table 8's readout multiplier instead of its init
+        return [Setting(k, "mult", _inv("fan_in"), form) if k == "output" and _zero_init(spec, k) else
+                Setting(k, "init.var" if k == "output" else "mult", _ONE, form) for k in kinds]
     if form == "unit":
         return [Setting(k, "init.var", _ONE, form) for k in kinds if not _zero_init(spec, k)]
     if "sgd" in ir.optimizers(spec):
@@ -109,6 +110,8 @@ def to_ir(f: sympy.Expr, order: tuple[str, ...] = ("fan_in", "fan_out")):
     powers, rationals, positive symbols), in a canonical spelling:
     coefficient first, symbols in a fixed order, negative powers below the
     fraction bar, x^(1/2) as sqrt(x). `order` ranks the symbols (`name_order`)."""
+    if isinstance(f, (sympy.Min, sympy.Max)):
+        return ir.MinMax(func="min" if isinstance(f, sympy.Min) else "max", args=tuple(to_ir(a, order) for a in f.args))
     if f.is_Add:
         return _sum_ir(f, order)
     coeff, factors = f.as_coeff_mul()
@@ -196,12 +199,7 @@ def simplify_ir(expr):
     return to_ir(normal_form(to_sympy(expr, env)))
 
 
-def _symbols(expr):
-    if isinstance(expr, ir.Sym):
-        yield expr
-    for child in ("operand", "arg", "left", "right"):
-        if hasattr(expr, child):
-            yield from _symbols(getattr(expr, child))
+_symbols = ir.symbols_in
 
 
 # ---------------------------------------------------------------- settings
@@ -264,8 +262,11 @@ def convert(spec: ir.Spec, form: str | None = None, settings: tuple[Setting, ...
         theta = _solve_theta(spec, pin, env)
         if theta != 1:
             thetas[kind] = theta
+    _check_ties(spec, thetas)
     covered = ir.optimizers(spec)
-    blocks = tuple(_moved_block(spec, b, thetas[b.kind], covered, fixed_eps, env) if b.kind in thetas else b
+    blocks = tuple(_moved_block(spec, b, thetas[b.kind], covered, fixed_eps, env) if b.kind in thetas else
+                   _moved_subrole(spec, b, thetas[ir.SUBROLES[b.kind]], covered, fixed_eps, env)
+                   if ir.SUBROLES.get(b.kind) in thetas else b
                    for b in spec.blocks)
     new = spec.model_copy(update={"blocks": blocks, "extends": None})
     moved_adam = [k for k in thetas if "adam" in covered]
@@ -275,6 +276,20 @@ def convert(spec: ir.Spec, form: str | None = None, settings: tuple[Setting, ...
         notes.append(f"Adam eps kept fixed in {', '.join(moved_adam)}: equivalent only up to eps "
                      "(exactly so when eps is negligible next to sqrt(v))")
     return Conversion(new, {k: to_ir(t, tuple(env)) for k, t in thetas.items()}, exact, notes)
+
+
+def _check_ties(spec: ir.Spec, thetas: dict) -> None:
+    """A tied embedding and readout are one tensor: the symmetry rescales
+    that tensor once, so both classes must move by the same θ."""
+    for tie in spec.ties:
+        emb, out = ir.role_class(tie.embedding), ir.role_class(tie.readout)
+        theta_in, theta_out = thetas.get(emb, sympy.Integer(1)), thetas.get(out, sympy.Integer(1))
+        if sympy.simplify(theta_in - theta_out) != 0:
+            raise MupError(Diagnostic(
+                f"`tie {tie.embedding}, {tie.readout}`: the two share one tensor, so they must move by one θ, "
+                f"but this conversion moves {emb} by θ = {theta_in} and {out} by θ = {theta_out}", tie.span,
+                f"pin one θ for both (`--set {emb}.theta=...` and `--set {out}.theta=...` with the same value), "
+                "or remove the `tie` to convert the untied network"))
 
 
 def _solve_theta(spec: ir.Spec, pin: Setting, env) -> sympy.Expr:
@@ -315,6 +330,15 @@ def _moved_fields(block: ir.Block, covered: tuple[str, ...], fixed_eps: bool) ->
     if "adam" in covered and not fixed_eps:
         fields.append("eps.adam")
     return fields
+
+
+def _moved_subrole(spec, block: ir.Block, theta, covered, fixed_eps: bool, env) -> ir.Block:
+    """A sub-role moves with its class (one θ); only the rules it states
+    are rewritten, the others keep following the class."""
+    moved = _moved_block(spec, block, theta, covered, fixed_eps, env)
+    stated = {("init" if r.field.startswith("init.") else r.field) for r in block.rules}
+    rules = [r for r in moved.rules if ("init" if r.field.startswith("init.") else r.field) in stated]
+    return moved.model_copy(update={"rules": tuple(rules)})
 
 
 def _moved_block(spec, block: ir.Block, theta, covered, fixed_eps: bool, env) -> ir.Block:

@@ -7,6 +7,7 @@ carries one or more of them. Only the CLI prints them and picks exit codes.
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,13 +105,14 @@ def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool 
     span, then the hint -- the format of compilers and of miniwdl."""
     sources = sources or {}
     bold, red, cyan, reset = ("\033[1m", "\033[31m", "\033[36m", "\033[0m") if color else ("",) * 4
+    label = "\033[33m" if color and diag.severity == "warning" else red  # warnings in yellow
     span = diag.span
     where = ""
     if span is not None and span.line > 0:
         where = f"{span.file or '<input>'}:{span.line}:{span.column}: "
     elif span is not None and span.file:
         where = f"{span.file}: "
-    out = [f"{bold}{where}{red}{diag.severity}:{reset}{bold} {diag.message}{reset}"]
+    out = [f"{bold}{where}{label}{diag.severity}:{reset}{bold} {diag.message}{reset}"]
     line = _source_line(span, sources, cache) if span is not None and span.line > 0 else None
     if line is not None:
         width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
@@ -118,7 +120,7 @@ def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool 
         # keep tabs so that the caret lines up under tab-indented source
         pad = "".join("\t" if ch == "\t" else " " for ch in line[:span.column - 1])
         pad += " " * max(0, span.column - 1 - len(line))
-        out.append(f"    {pad}{red}{'^' * max(1, width)}{reset}")
+        out.append(f"    {pad}{label}{'^' * max(1, width)}{reset}")
     if diag.hint:
         out.append(f"  {cyan}hint:{reset} {diag.hint}")
     return "\n".join(out)
@@ -126,6 +128,11 @@ def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool 
 
 def render_all(error: MupError, sources: dict[str, str] | None = None, color: bool | None = None) -> str:
     if color is None:
-        color = sys.stderr.isatty()
+        color = use_color(sys.stderr)
     cache: dict = {}
     return "\n".join(render(d, sources, color, cache) for d in error.diagnostics)
+
+
+def use_color(stream) -> bool:
+    """Colour on a terminal only, and never when NO_COLOR is set (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and getattr(stream, "isatty", lambda: False)()

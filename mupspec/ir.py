@@ -94,22 +94,53 @@ class Call(Node):
     span: Span = NO_SPAN
 
 
-Expr = Annotated[Union[Num, Sym, Neg, BinOp, Call], Field(discriminator="kind")]
+class MinMax(Node):
+    """`min(a, b, ...)` or `max(a, b, ...)`: two or more arguments."""
 
-for _model in (Neg, BinOp, Call):
+    kind: Literal["minmax"] = "minmax"
+    func: Literal["min", "max"]
+    args: tuple["Expr", ...] = Field(min_length=2)
+    span: Span = NO_SPAN
+
+
+Expr = Annotated[Union[Num, Sym, Neg, BinOp, Call, MinMax], Field(discriminator="kind")]
+
+for _model in (Neg, BinOp, Call, MinMax):
     _model.model_rebuild()
+
+
+def children(expr) -> tuple:
+    """The sub-expressions of a node, left to right."""
+    if isinstance(expr, Neg):
+        return (expr.operand,)
+    if isinstance(expr, Call):
+        return (expr.arg,)
+    if isinstance(expr, BinOp):
+        return (expr.left, expr.right)
+    if isinstance(expr, MinMax):
+        return expr.args
+    return ()
+
+
+def symbols_in(expr):
+    """Every `Sym` of an expression, left to right."""
+    if isinstance(expr, Sym):
+        yield expr
+    for child in children(expr):
+        yield from symbols_in(child)
 
 # The four arithmetic operators of the language, in any number domain (`^` is
 # left to each domain: its rules differ -- exact roots, floats, sympy).
 ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 
 
-def fold(expr: "Expr", *, num, sym, neg, sqrt, binary):
+def fold(expr: "Expr", *, num, sym, neg, sqrt, binary, choose):
     """Evaluate an expression bottom-up in some value domain (floats, exact
     fractions, sympy): `num(node)` and `sym(node)` give the leaves' values,
-    `neg(value, node)`, `sqrt(value, node)` and `binary(node, left, right)`
-    combine them (the node carries the operator and the span for errors).
-    Spec text is never evaluated: this walks the tree the parser built."""
+    `neg(value, node)`, `sqrt(value, node)`, `binary(node, left, right)` and
+    `choose(node, values)` (min/max) combine them (the node carries the
+    operator and the span for errors). Spec text is never evaluated: this
+    walks the tree the parser built."""
     def go(e):
         if isinstance(e, Num):
             return num(e)
@@ -119,6 +150,8 @@ def fold(expr: "Expr", *, num, sym, neg, sqrt, binary):
             return neg(go(e.operand), e)
         if isinstance(e, Call):
             return sqrt(go(e.arg), e)
+        if isinstance(e, MinMax):
+            return choose(e, [go(a) for a in e.args])
         return binary(e, go(e.left), go(e.right))
     return go(expr)
 
@@ -128,9 +161,22 @@ def fold(expr: "Expr", *, num, sym, neg, sqrt, binary):
 # The layer classes of an abc-parametrization (TP5 App. B), plus the two
 # blocks that are not parameter classes: attention logits and residual branches.
 LayerKind = Literal["input", "hidden", "output", "bias", "norm"]
-BlockKind = Literal["input", "hidden", "output", "bias", "norm", "attention", "residual"]
 LAYER_KINDS: tuple[str, ...] = ("input", "hidden", "output", "bias", "norm")
-BLOCK_KINDS: tuple[str, ...] = LAYER_KINDS + ("attention", "residual")
+
+# Sub-roles: named parts of a Transformer, each a member of one class. A
+# sub-role block states only what differs from its class; every other rule
+# (and a sub-role without a block) follows the class (`role_rule`).
+SUBROLES: dict[str, str] = {
+    "token_embedding": "input", "position_embedding": "input",
+    "query": "hidden", "key": "hidden", "value": "hidden", "attn_out": "hidden",
+    "mlp_in": "hidden", "mlp_out": "hidden", "router": "hidden", "experts": "hidden",
+    "readout": "output", "norm_bias": "bias", "norm_gain": "norm",
+}
+BlockKind = Literal["input", "hidden", "output", "bias", "norm",
+                    "token_embedding", "position_embedding", "query", "key", "value", "attn_out",
+                    "mlp_in", "mlp_out", "router", "experts", "readout", "norm_bias", "norm_gain",
+                    "attention", "residual"]
+BLOCK_KINDS: tuple[str, ...] = LAYER_KINDS + tuple(SUBROLES) + ("attention", "residual")
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
@@ -144,9 +190,16 @@ BLOCK_FIELDS: dict[str, tuple[str, ...]] = {
     "bias": _PARAM_FIELDS,
     # Norm gains start at 1 by convention; their init is not a rule.
     "norm": ("mult", "lr.sgd", "lr.adam", "wd.sgd", "wd.adam", "eps.adam"),
-    "attention": ("logit",),
+    # head_dim: the number of terms q.k sums (a size, default the first width symbol).
+    "attention": ("head_dim", "logit"),
     "residual": ("mult", "lr.sgd", "lr.adam", "wd.sgd", "wd.adam", "eps.adam"),
 }
+BLOCK_FIELDS |= {role: BLOCK_FIELDS[parent] for role, parent in SUBROLES.items()}
+
+
+def role_class(role: str) -> str:
+    """The class of a sub-role; a class is its own."""
+    return SUBROLES.get(role, role)
 
 
 class Commented(Node):
@@ -177,11 +230,18 @@ class Block(Commented):
 
 
 class Dim(Commented):
-    """`width n, d_ff` or `depth L`: the symbols that grow."""
+    """`width n, d_ff = 4*n, d_head = 64` or `depth L`: the symbols that grow.
+    `values` is empty, or parallel to `names`: None for a free symbol (it
+    grows), an expression of the symbols before it for a derived one (a
+    fixed ratio, or a fixed size when it has no symbol)."""
 
     role: Literal["width", "depth"]
     names: tuple[str, ...]
+    values: tuple[Union[Expr, None], ...] = ()
     span: Span = NO_SPAN
+
+    def value(self, name: str) -> "Expr | None":
+        return self.values[self.names.index(name)] if self.values else None
 
 
 class Hyper(Commented):
@@ -189,6 +249,16 @@ class Hyper(Commented):
 
     name: str
     value: Expr
+    span: Span = NO_SPAN
+
+
+class Tie(Commented):
+    """`tie token_embedding, readout`: one tensor is both (microsoft/mup's
+    MuSharedReadout): it keeps the embedding's init and optimizer group, and
+    the readout's multiplier applies in the readout's forward."""
+
+    embedding: str
+    readout: str
     span: Span = NO_SPAN
 
 
@@ -212,6 +282,7 @@ class Spec(Commented):
     extends: Ref | None = None
     dims: tuple[Dim, ...] = ()
     hypers: tuple[Hyper, ...] = ()
+    ties: tuple[Tie, ...] = ()
     blocks: tuple[Block, ...] = ()
     end_comments: tuple[str, ...] = ()
     resolved: bool = False
@@ -220,6 +291,21 @@ class Spec(Commented):
     @property
     def widths(self) -> tuple[str, ...]:
         return next((d.names for d in self.dims if d.role == "width"), ())
+
+    def width_value(self, name: str) -> "Expr | None":
+        """The definition of a derived width symbol; None for a free one."""
+        dim = next((d for d in self.dims if d.role == "width"), None)
+        return dim.value(name) if dim is not None and name in dim.names else None
+
+    @property
+    def free_widths(self) -> tuple[str, ...]:
+        """The width symbols that grow independently (the user gives their sizes)."""
+        return tuple(w for w in self.widths if self.width_value(w) is None)
+
+    @property
+    def subroles(self) -> tuple[str, ...]:
+        """The sub-roles this spec has a block for, in canonical order."""
+        return tuple(r for r in SUBROLES if self.block(r) is not None)
 
     @property
     def depth(self) -> str | None:
@@ -252,20 +338,56 @@ DEFAULT_RULES: dict[str, Expr] = {
 }
 
 
-def rule_value(block: Block, field: str, widths: tuple[str, ...] = ("n",)) -> Expr:
-    """The expression a block gives `field`, or its default. `init.var` is
-    answered from `init.std` (squared) when the block gives the std; the
-    attention logit defaults to 1/sqrt(first width symbol)."""
+def given_rule(block: Block | None, field: str) -> Expr | None:
+    """The rule a block states for `field` (init.var answered from init.std)."""
+    if block is None:
+        return None
     if field == "init.var":
         std = block.rule("init.std")
         if std is not None:
             return BinOp(op="^", left=std.value, right=Num(numerator=2))
     rule = block.rule(field)
-    if rule is not None:
-        return rule.value
+    return rule.value if rule is not None else None
+
+
+def rule_value(block: Block, field: str, widths: tuple[str, ...] = ("n",)) -> Expr:
+    """The expression a block gives `field`, or its default. `init.var` is
+    answered from `init.std` (squared) when the block gives the std; the
+    attention head size defaults to the first width symbol, the logit to
+    1/sqrt(head_dim)."""
+    given = given_rule(block, field)
+    if given is not None:
+        return given
+    if field == "head_dim":
+        return Sym(name=widths[0])
     if field == "logit":
-        return BinOp(op="/", left=_ONE, right=Call(func="sqrt", arg=Sym(name=widths[0])))
+        return BinOp(op="/", left=_ONE, right=Call(func="sqrt", arg=rule_value(block, "head_dim", widths)))
     return DEFAULT_RULES[field]
+
+
+def role_rule(spec: Spec, role: str, field: str) -> Expr:
+    """The rule of a class or sub-role: a sub-role's own block, else its
+    class's block, else the language default."""
+    own = given_rule(spec.block(role), field) if role in SUBROLES else None
+    if own is not None:
+        return own
+    kind = role_class(role)
+    return rule_value(spec.block(kind) or Block(kind=kind), field, spec.widths)
+
+
+def subrole_differs(spec: Spec, role: str, field: str) -> bool:
+    """Whether a sub-role's rule for `field` is not its class's rule, as
+    written (the runtime refuses an LR/wd/eps difference on a slice of a
+    shared tensor: one tensor has one optimizer group)."""
+    own = given_rule(spec.block(role), field)
+    return own is not None and strip(own) != strip(role_rule(spec, SUBROLES[role], field))
+
+
+def strip(expr) -> object:
+    """An expression's structure without spans (for comparisons)."""
+    return (type(expr).__name__, getattr(expr, "op", None) or getattr(expr, "func", None),
+            getattr(expr, "name", None), getattr(expr, "numerator", None), getattr(expr, "denominator", None),
+            tuple(strip(c) for c in children(expr)))
 
 
 def optimizers(spec: Spec) -> tuple[str, ...]:

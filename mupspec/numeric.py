@@ -35,7 +35,18 @@ def evaluate(expr, env: Mapping[str, float]) -> float:
             raise MupError(Diagnostic("division by zero at these sizes", node.span)) from None
 
     return ir.fold(expr, num=lambda node: node.numerator / node.denominator, sym=sym,
-                   neg=lambda value, _: -value, sqrt=sqrt, binary=binary)
+                   neg=lambda value, _: -value, sqrt=sqrt, binary=binary,
+                   choose=lambda node, values: (min if node.func == "min" else max)(values))
+
+
+def width_env(spec: ir.Spec, sizes: Mapping[str, float]) -> dict[str, float]:
+    """Every width symbol's size from the free ones' (`sizes`): a derived
+    symbol (`d_ff = 4*d_model`, `d_head = 64`) from its definition."""
+    env = {}
+    for name in spec.widths:
+        value = spec.width_value(name)
+        env[name] = float(sizes[name]) if value is None else evaluate(value, env)
+    return env
 
 
 def hyper_values(spec: ir.Spec, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -58,13 +69,13 @@ def class_fans(kind: str, width: float, d_in: float, d_out: float) -> tuple[floa
 
 def layer_value(spec: ir.Spec, kind: str, field: str, *, fan_in: float, fan_out: float,
                 width: float, depth: float | None = None, hypers: Mapping[str, float] | None = None) -> float:
-    """A rule's value for one parameter: every width symbol is bound to `width`."""
-    block = spec.block(kind)
-    if block is None:
-        raise MupError(Diagnostic(f"spec `{spec.name}` has no `{kind}` block", spec.span,
-                                  f"add a `{kind} {{ ... }}` block to the spec"))
-    env = {w: width for w in spec.widths} | {"fan_in": fan_in, "fan_out": fan_out}
+    """A rule's value for one parameter (`kind` a class or a sub-role): every
+    free width symbol is bound to `width`, derived ones follow."""
+    if spec.block(ir.role_class(kind)) is None:
+        raise MupError(Diagnostic(f"spec `{spec.name}` has no `{ir.role_class(kind)}` block", spec.span,
+                                  f"add a `{ir.role_class(kind)} {{ ... }}` block to the spec"))
+    env = width_env(spec, {w: width for w in spec.free_widths}) | {"fan_in": fan_in, "fan_out": fan_out}
     if spec.depth:
         env[spec.depth] = depth if depth is not None else 1.0
     env |= hyper_values(spec, hypers)
-    return evaluate(ir.rule_value(block, field, spec.widths), env)
+    return evaluate(ir.role_rule(spec, kind, field), env)

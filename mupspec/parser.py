@@ -24,8 +24,8 @@ _TERMINAL_WORDS = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a quoted string", "LBRACE": "'{'",
     "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='", "SEMICOLON": "';'",
     "DOT": "'.'", "COMMA": "','", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
-    "SLASH": "'/'", "CIRCUMFLEX": "'^'", "SQRT": "'sqrt'", "WIDTH": "'width'",
-    "DEPTH": "'depth'", "HYPER": "'hyper'", "EXTENDS": "'extends'",
+    "SLASH": "'/'", "CIRCUMFLEX": "'^'", "SQRT": "'sqrt'", "MIN": "'min'", "MAX": "'max'",
+    "WIDTH": "'width'", "DEPTH": "'depth'", "HYPER": "'hyper'", "TIE": "'tie'", "EXTENDS": "'extends'",
     "PARAMETRIZATION": "'parametrization'", "$END": "end of input",
 }
 
@@ -113,6 +113,9 @@ class _Builder(Transformer):
     def sqrt(self, meta, children):
         return ir.Call(func="sqrt", arg=children[1], span=self._s(meta))
 
+    def minmax(self, meta, children):
+        return ir.MinMax(func=str(children[0]), args=tuple(children[1:]), span=self._s(meta))
+
     def neg(self, meta, children):
         return ir.Neg(operand=children[0], span=self._s(meta))
 
@@ -138,9 +141,20 @@ class _Builder(Transformer):
         # name here so one typo does not hide the other errors.
         return _RawBlock(str(kind_token), _span(self.file, kind_token), tuple(rules), self._s(meta))
 
+    def width_item(self, meta, children):
+        name, value = children
+        return str(name), value
+
     def width_decl(self, meta, children):
         self._count("declarations", MAX_DECLARATIONS, meta)
-        return ir.Dim(role="width", names=tuple(str(c) for c in children), span=self._s(meta))
+        names = tuple(name for name, _ in children)
+        values = tuple(value for _, value in children)
+        return ir.Dim(role="width", names=names, values=values if any(v is not None for v in values) else (),
+                      span=self._s(meta))
+
+    def tie_decl(self, meta, children):
+        self._count("declarations", MAX_DECLARATIONS, meta)
+        return ir.Tie(embedding=str(children[0]), readout=str(children[1]), span=self._s(meta))
 
     def depth_decl(self, meta, children):
         self._count("declarations", MAX_DECLARATIONS, meta)
@@ -177,7 +191,7 @@ MAX_SOURCE_CHARS = 10_000_000
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20 * MAX_DEPTH))
 
 
-_EXPRESSION_NODES = {"add", "sub", "mul", "div", "pow", "neg", "sqrt", "number", "symbol"}
+_EXPRESSION_NODES = {"add", "sub", "mul", "div", "pow", "neg", "sqrt", "minmax", "number", "symbol"}
 
 
 def _check_depth(tree, file: str | None) -> None:
@@ -224,7 +238,7 @@ def _unquote(token: Token, file: str | None = None) -> str:
     return _ESCAPE.sub(unescape, str(token)[1:-1])
 
 
-_VALUE_START = {"'('", "'-'", "'sqrt'", "a name", "a number"}
+_VALUE_START = {"'('", "'-'", "'sqrt'", "'min'", "'max'", "a name", "a number"}
 _OPERATORS = {"'+'", "'-'", "'*'", "'/'", "'^'"}
 
 
@@ -300,7 +314,9 @@ def _hint(found: str, token: Token | None, expected: set[str], text: str, at_end
             return "the file ends in the middle of an expression"
         return "the file ends in the middle of a declaration"
     if expected == {"'('"}:
-        return "sqrt takes its argument in parentheses: `sqrt(n)`"
+        return "sqrt, min and max take their arguments in parentheses: `sqrt(n)`, `min(1, n)`"
+    if "','" in expected and "')'" not in expected and found == "')'":
+        return "min and max take two or more arguments: `min(1, sqrt(fan_out/fan_in))`"
     if expected == {"')'"}:
         return "a '(' is not closed"
     if found == "','" and "'}'" in expected:
@@ -315,14 +331,16 @@ def _hint(found: str, token: Token | None, expected: set[str], text: str, at_end
         return "each rule reads `field = expression`, e.g. `lr.adam = 1/fan_in`"
     if expected == {"'{'"}:
         return "a block reads `NAME { field = expression ... }`, e.g. `hidden { lr.adam = 1/fan_in }`"
-    if token is not None and token.type in ("WIDTH", "DEPTH", "HYPER", "PARAMETRIZATION", "EXTENDS", "SQRT"):
+    if token is not None and token.type in ("WIDTH", "DEPTH", "HYPER", "TIE", "PARAMETRIZATION", "EXTENDS", "SQRT",
+                                            "MIN", "MAX"):
         return f"`{token}` is a keyword and cannot be used as a name here"
     if "a value" in _describe_expected(expected):
         return "an expression is missing or incomplete here"
     if found == "character '\"'":
         return 'a quoted title or path must end with `"` on the same line'
     if found.startswith("character"):
-        return "expressions use numbers, names, + - * / ^, sqrt(...) and parentheses; comments start with #"
+        return "expressions use numbers, names, + - * / ^, sqrt(...), min(...), max(...) and parentheses; " \
+               "comments start with #"
     return None
 
 
@@ -410,7 +428,7 @@ def attach_comments(file, name, title, extends, header_span, items, comments) ->
     def dress(node):
         return node.model_copy(update={"comments": tuple(lead.get(id(node), ())), "note": note.get(id(node))})
 
-    dims, hypers, blocks = [], [], []
+    dims, hypers, ties, blocks = [], [], [], []
     for it in items:
         if isinstance(it, _RawBlock):
             it.rules = tuple(dress(r) for r in it.rules)
@@ -419,9 +437,11 @@ def attach_comments(file, name, title, extends, header_span, items, comments) ->
             blocks.append(it)
         elif isinstance(it, ir.Dim):
             dims.append(dress(it))
+        elif isinstance(it, ir.Tie):
+            ties.append(dress(it))
         else:
             hypers.append(dress(it))
-    spec = ir.Spec(name=name, title=title, extends=extends, dims=tuple(dims), hypers=tuple(hypers),
+    spec = ir.Spec(name=name, title=title, extends=extends, dims=tuple(dims), hypers=tuple(hypers), ties=tuple(ties),
                    comments=tuple(header_lead), note=note.get(id(header_span)), end_comments=tuple(spec_end),
                    span=header_span)
     return spec, blocks

@@ -1,8 +1,8 @@
 """Stage 2c: `ir.Spec` -> canonical `.mup` text (used by `mupspec fmt`).
 
 Canonical form: header comments, the `parametrization` line, widths, depth,
-hyperparameters in source order, then blocks in the order input, hidden,
-output, bias, norm, attention, residual, one rule per line in field order,
+hyperparameters in source order, ties, then blocks in the order input, hidden,
+output, bias, norm, the sub-roles (ir.SUBROLES order), attention, residual, one rule per line in field order,
 two-space indent, minimal parentheses, comments kept with their nodes.
 For any valid spec, parse(print(spec)) == spec up to spans.
 """
@@ -26,6 +26,8 @@ def _expr(expr, parent_prec: int, right_of: str | None = None) -> str:
         return expr.name
     if isinstance(expr, ir.Call):
         return f"{expr.func}({_expr(expr.arg, 0)})"
+    if isinstance(expr, ir.MinMax):
+        return f"{expr.func}({', '.join(_expr(a, 0) for a in expr.args)})"
     if isinstance(expr, ir.Neg):
         # -a^b parses as -(a^b); -(-a) needs parens only for readability of "--"
         text = "-" + _expr(expr.operand, _PREC["neg"])
@@ -82,13 +84,17 @@ def format_spec(spec: ir.Spec) -> str:
         target = _quote(spec.extends.target) if spec.extends.is_path else spec.extends.target
         header += f" extends {target}"
     out.append(_with_note(header, spec.note))
-    decls = [*sorted(spec.dims, key=lambda d: d.role != "width"), *spec.hypers]
+    decls = [*sorted(spec.dims, key=lambda d: d.role != "width"), *spec.hypers, *spec.ties]
     if decls:
         out.append("")
     for decl in decls:
         out += _comment_lines(decl.comments, "")
         if isinstance(decl, ir.Dim):
-            line = f"{decl.role} {', '.join(decl.names)}"
+            items = [name if decl.value(name) is None else f"{name} = {format_expr(decl.value(name))}"
+                     for name in decl.names]
+            line = f"{decl.role} {', '.join(items)}"
+        elif isinstance(decl, ir.Tie):
+            line = f"tie {decl.embedding}, {decl.readout}"
         else:
             line = f"hyper {decl.name} = {format_expr(decl.value)}"
         out.append(_with_note(line, decl.note))

@@ -1,6 +1,6 @@
 """Stage 3c: a `check.CheckResult` -> findings with fixes -> text, markdown or JSON.
 
-`diagnose` compares every class's invariants with μP's (THEORY.md §1.4), the
+`diagnose` compares every class's invariants with μP's (docs/theory.md §3.1), the
 attention logit with 1/d (TP5 §6.1) and the residual block with TP6, and
 returns one `Finding` per rule that breaks them: the rule's span, the exponent
 found and needed, one sentence of why, and the spec edit that fixes it.
@@ -10,11 +10,11 @@ documented in docs/checking.md ("mupspec.check/1").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from mupspec import ir
-from mupspec.check import HALF, MUP_INIT, MUP_OPT, NAMED, CheckResult
+from mupspec.check import HALF, MUP_INIT, MUP_OPT, NAMED, ZERO_INIT_OK, CheckResult
 from mupspec.errors import Diagnostic, render
 from mupspec.printer import format_expr
 from mupspec.symbolic import INF as OO, fmt_exponent
@@ -74,8 +74,10 @@ def _span(spec: ir.Spec, kind: str, *fields: str) -> ir.Span | None:
 def _as_written(spec: ir.Spec, kind: str, field: str) -> str:
     block = spec.block(kind) or ir.Block(kind=kind)
     given = block.rule(field) or (block.rule("init.std") if field == "init.var" else None)
+    inherited = kind in ir.SUBROLES and ir.given_rule(spec.block(ir.SUBROLES[kind]), field) is not None
     text = f"{given.field} = {format_expr(given.value)}" if given else \
-        f"{field} = {format_expr(ir.rule_value(block, field, spec.widths))} (default)"
+        f"{field} = {format_expr(ir.role_rule(spec, kind, field))} " + \
+        (f"(from `{ir.SUBROLES[kind]}`)" if inherited else "(default)")
     return text
 
 
@@ -83,10 +85,18 @@ def _grows(k) -> str:
     return f"Θ(n^{fmt_exponent(k)})"
 
 
+def _parts(result: CheckResult) -> dict:
+    """The classes, and the sub-roles whose exponents are not their class's."""
+    own = {r: e for r, e in result.subroles.items()
+           if replace(e, kind=ir.SUBROLES[r]) != result.exponents.get(ir.SUBROLES[r])}
+    return result.exponents | own
+
+
 def diagnose(result: CheckResult) -> list[Finding]:
-    findings = [f for kind, ex in result.exponents.items() for f in _init_findings(result, kind, ex)]
+    parts = _parts(result)
+    findings = [f for kind, ex in parts.items() for f in _init_findings(result, kind, ex)]
     for opt in result.results:
-        findings += [f for kind, ex in result.exponents.items() for f in _lr_findings(result, kind, ex, opt)]
+        findings += [f for kind, ex in parts.items() for f in _lr_findings(result, kind, ex, opt)]
     findings += _attention_findings(result)
     findings += _depth_findings(result)
     if "adam" in result.results:
@@ -96,7 +106,7 @@ def diagnose(result: CheckResult) -> list[Finding]:
 
 def _eps_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
     """Warning (no verdict changes): Adam's eps above the gradient scale turns
-    Adam into SGD for this class at large width (THEORY.md §1.6, §3). The
+    Adam into SGD for this class at large width (docs/theory.md §5). The
     gradient of w is A·(backward ⊗ input): n^-(a + g), g = the backward signal's
     exponent, min(e_init,out, e_adam,out); the output's own gradient has g = 0."""
     out = result.exponents.get("output")
@@ -112,9 +122,10 @@ def _eps_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
                     f"eps.adam = {power_text(-needed, FAN[kind])}", severity="warning")]
 
 
-def _init_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
+def _init_findings(result: CheckResult, role: str, ex) -> list[Finding]:
+    kind = ir.role_class(role)  # a sub-role is held to its class's invariants
     spec, found, target = result.spec, ex.e_init, MUP_INIT[kind]
-    if found == target or (kind in ("output", "bias") and found > target):
+    if found == target or (kind in ("output", "bias") and found > target) or (role in ZERO_INIT_OK and ex.b == OO):
         return []  # a smaller (or zero) readout or bias init is allowed: TP5 App. D.2; a bias is O(1)
     fan = FAN[kind]
     if kind == "norm":  # a gain starts at 1: only its multiplier sets the scale
@@ -124,11 +135,11 @@ def _init_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
                         f"mult = 1")]
     var_power = -2 * (target - ex.a)
     fix = f"init.var = {power_text(var_power, fan)}"
-    written = _as_written(spec, kind, 'init.var')
+    written = _as_written(spec, role, 'init.var')
     here = f"init.var = {power_text(-2 * ex.b, fan)}" if ex.b != OO else "init.var = 0"
     if here not in written:
         written += f" [here {here}]"
-    message = f"{kind}: {written} gives e_init = a+b = {fmt_exponent(found)}; μP needs {fmt_exponent(target)}"
+    message = f"{role}: {written} gives e_init = a+b = {fmt_exponent(found)}; μP needs {fmt_exponent(target)}"
     if kind == "output" and found == HALF and all(r.regime != "mup" for r in result.results.values()):
         message += " -- with the LR it has, the readout is SP's"
     if kind == "output" and found >= HALF:
@@ -142,11 +153,12 @@ def _init_findings(result: CheckResult, kind: str, ex) -> list[Finding]:
     else:
         why = (f"a finite fan_in sums O(1) terms of size {_grows(-found)}: the activations are {_grows(-found)} "
                "and must be Θ(1)")
-    return [Finding(kind, "init.var", None, _span(spec, kind, "init.var", "init.std"), fmt_exponent(found),
+    return [Finding(role, "init.var", None, _span(spec, role, "init.var", "init.std"), fmt_exponent(found),
                     fmt_exponent(target), message, why, fix)]
 
 
-def _lr_findings(result: CheckResult, kind: str, ex, opt: str) -> list[Finding]:
+def _lr_findings(result: CheckResult, role: str, ex, opt: str) -> list[Finding]:
+    kind = ir.role_class(role)
     found, target = ex.e_opt(opt), MUP_OPT[opt][kind]
     if found == target:
         return []
@@ -154,32 +166,34 @@ def _lr_findings(result: CheckResult, kind: str, ex, opt: str) -> list[Finding]:
     factor = 2 * ex.a if opt == "sgd" else ex.a
     fix = f"{field} = {power_text(-(target - factor), FAN[kind])}  (keep any constant factor)"
     inv = f"e_{opt} = {'2a' if opt == 'sgd' else 'a'}+c"
-    message = f"{kind}: {_as_written(spec, kind, field)} gives {inv} = {fmt_exponent(found)}; μP needs {fmt_exponent(target)}"
+    message = f"{role}: {_as_written(spec, role, field)} gives {inv} = {fmt_exponent(found)}; μP needs {fmt_exponent(target)}"
     term = "ΔW·x" if kind == "hidden" else "ΔW_out·x" if kind == "output" else "Δw"
     if found < target:
         why = f"with every other layer at μP, this layer's own update {term} is {_grows(target - found)} per step: it grows with width"
     else:
         why = (f"with every other layer at μP, this layer's own update {term} is {_grows(target - found)} per step: "
                "it vanishes, so the layer is not updated maximally and stops learning at large width")
-    actual = [t for t in result.results[opt].terms if t.kind == kind and not t.ok]
+    actual = [t for t in result.results[opt].terms if t.kind == role and not t.ok]
     if actual:
         why += "; in this spec: " + ", ".join(f"{t.name} = {_grows(t.k)}" for t in actual)
-    return [Finding(kind, field, opt, _span(spec, kind, field), fmt_exponent(found), fmt_exponent(target), message, why, fix)]
+    return [Finding(role, field, opt, _span(spec, role, field), fmt_exponent(found), fmt_exponent(target), message, why, fix)]
 
 
 def _attention_findings(result: CheckResult) -> list[Finding]:
-    if result.logit is None or result.logit == -1:
+    if result.logit is None or result.logit == -result.head:
         return []
-    width = result.spec.widths[0]
-    found = result.logit
-    if found > -1:
+    head = format_expr(ir.role_rule(result.spec, "attention", "head_dim"))
+    found, needed = result.logit, -result.head
+    if found > needed:
         why = (f"q·k sums d terms; once training correlates q and k it is Θ(d) (law of large numbers, not CLT), "
                f"so a scale {_grows(found)} leaves logits {_grows(found + 1)} after training (TP5 §6.1)")
     else:
         why = f"q·k is at most Θ(d): a scale {_grows(found)} makes the logits vanish, so attention becomes uniform"
-    return [Finding("attention", "logit", None, _span(result.spec, "attention", "logit"), fmt_exponent(found), "-1",
-                    f"attention: {_as_written(result.spec, 'attention', 'logit')} scales logits by {_grows(found)}; μP needs n^-1",
-                    why, f"logit = 1/{width}")]
+    return [Finding("attention", "logit", None, _span(result.spec, "attention", "logit"), fmt_exponent(found),
+                    fmt_exponent(needed),
+                    f"attention: {_as_written(result.spec, 'attention', 'logit')} scales logits by {_grows(found)}; "
+                    f"μP needs 1/d_head = {_grows(needed)} (d_head = {head})",
+                    why, f"logit = 1/{head}" if " " not in head else f"logit = 1/({head})")]
 
 
 def _depth_findings(result: CheckResult) -> list[Finding]:
@@ -236,6 +250,11 @@ def exponent_rows(result: CheckResult) -> list[list[str]]:
         mup = [fmt_exponent(MUP_INIT[kind])] + [fmt_exponent(MUP_OPT[o][kind]) for o in opts]
         values = [e.a, e.b] + [e.c(o) for o in opts] + [e.e_init] + [e.e_opt(o) for o in opts]
         rows.append([kind] + [fmt_exponent(v) for v in values] + [", ".join(mup)])
+    for role, e in result.subroles.items():  # a sub-role is held to its class's μP invariants
+        parent = ir.SUBROLES[role]
+        mup = [fmt_exponent(MUP_INIT[parent])] + [fmt_exponent(MUP_OPT[o][parent]) for o in opts]
+        values = [e.a, e.b] + [e.c(o) for o in opts] + [e.e_init] + [e.e_opt(o) for o in opts]
+        rows.append([f"{role} ({parent})"] + [fmt_exponent(v) for v in values] + [", ".join(mup)])
     return rows
 
 
@@ -265,7 +284,7 @@ def _names(result: CheckResult, opt: str) -> str:
 
 
 def render_text(result: CheckResult, findings: list[Finding], file: str, markdown: bool = False,
-                shown: dict[str, str] | None = None) -> str:
+                shown: dict[str, str] | None = None, quiet: bool = False, color: bool = False) -> str:
     """The text report. `shown` (finding text -> spec name) carries findings
     already printed for an earlier spec of the same run: a spec that inherits
     them (`extends`) gets their first line and a pointer, not the whole text again."""
@@ -288,14 +307,17 @@ def render_text(result: CheckResult, findings: list[Finding], file: str, markdow
         out.append(f"depth: α = {fmt_exponent(d.alpha)}, " + ", ".join(
             f"γ_{o} = {fmt_exponent(d.gamma(o))}" for o in result.results) + f", eps L-exponent {fmt_exponent(d.eps_adam)}")
     if result.logit is not None:
-        out.append(f"attention: logit scale n^{fmt_exponent(result.logit)} (μP: n^-1)")
+        out.append(f"attention: logit scale n^{fmt_exponent(result.logit)}, d_head = Θ(n^{fmt_exponent(result.head)}) "
+                   f"(μP: 1/d_head, n^{fmt_exponent(-result.head)})")
     for note in result.notes:
         out.append(f"note: {note}")
     out.append(f"verdict: {verdict_text(result)}")
+    kept = [f for f in findings if not (quiet and f.severity == "warning")]
     if findings:
-        out += ["", h(f"diagnostics ({len(findings)})")]
-        body = [_once(render_finding(f), spec.name, shown) for f in sorted(findings, key=_position)]
-        out += (["```"] + body + ["```"]) if markdown else body
+        hidden = f"; {len(findings) - len(kept)} warnings hidden by --quiet" if len(kept) < len(findings) else ""
+        out += ["", h(f"diagnostics ({len(findings)}{hidden})")]
+        body = _finding_texts(sorted(kept, key=_position), spec.name, shown, color)
+        out += (["```"] + body + ["```"]) if markdown and body else body
     return "\n".join(out) + "\n"
 
 
@@ -331,7 +353,32 @@ def _why_not(res) -> str:
 def render_finding(f: Finding, color: bool = False) -> str:
     head = render(to_diagnostic(f), color=color)
     opt = f" [{f.optimizer}]" if f.optimizer else ""
-    return f"{head}\n  found {f.found}, needed {f.needed}{opt}\n  why: {f.why}\n  fix: {f.fix}"
+    fix = "\033[32mfix:\033[0m" if color else "fix:"
+    return f"{head}\n  found {f.found}, needed {f.needed}{opt}\n  why: {f.why}\n  {fix} {f.fix}"
+
+
+def _finding_texts(findings: list[Finding], spec_name: str, shown, color: bool) -> list[str]:
+    """Each finding in full once (`_once`); a warning that repeats for more classes
+    (eps.adam in every class) is told in one line under its first full telling."""
+    texts, first, repeats = [], {}, {}
+    for f in findings:
+        full = render_finding(f, color)
+        text = _once(full, spec_name, shown)
+        key = (f.field, f.optimizer)
+        if f.severity == "warning" and text == full:
+            if key in first:
+                repeats[first[key]].append(f)
+                continue
+            first[key], repeats[len(texts)] = len(texts), []
+        texts.append(text)
+    return [text + summarize_repeats(repeats.get(i, [])) for i, text in enumerate(texts)]
+
+
+def summarize_repeats(more: list[Finding]) -> str:
+    if not more:
+        return ""
+    where = ", ".join(f"{f.kind} (fix: {f.fix})" for f in more)
+    return f"\n  the same warning for {len(more)} more {'class' if len(more) == 1 else 'classes'}: {where}"
 
 
 # ---------------------------------------------------------------- JSON
@@ -347,7 +394,14 @@ def to_json(result: CheckResult, findings: list[Finding], file: str) -> dict:
                           "e_init": s(e.e_init), "e_sgd": s(e.e_sgd), "e_adam": s(e.e_adam),
                           "wd_sgd": s(e.wd_sgd), "wd_adam": s(e.wd_adam), "eps_adam": s(e.eps_adam)}
                       for k, e in result.exponents.items()},
-        "attention": None if result.logit is None else {"logit_exponent": s(result.logit)},
+        "attention": None if result.logit is None else {"logit_exponent": s(result.logit),
+                                                        "head_dim_exponent": s(result.head)},
+        "subroles": {k: {"class": ir.SUBROLES[k], "a": s(e.a), "b": s(e.b), "c_sgd": s(e.c_sgd), "c_adam": s(e.c_adam),
+                         "e_init": s(e.e_init), "e_sgd": s(e.e_sgd), "e_adam": s(e.e_adam)}
+                     for k, e in result.subroles.items()},
+        "tie": None if result.tie is None else {
+            "embedding": result.tie.embedding, "readout": result.tie.readout, "shareable": result.tie.shareable,
+            "differs": result.tie.differs, "readout_mult_exponent": None if result.tie.fix_a is None else s(result.tie.fix_a)},
         "depth": None if result.depth is None else {
             "alpha": s(result.depth.alpha), "c_sgd": s(result.depth.c_sgd), "c_adam": s(result.depth.c_adam),
             "eps_adam": s(result.depth.eps_adam), "gamma": {o: s(result.depth.gamma(o)) for o in result.results}},

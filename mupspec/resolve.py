@@ -20,8 +20,10 @@ from mupspec.errors import Diagnostic, DiagnosticBag, MupError, decode_text, did
 from mupspec.parser import _RawBlock, parse_spec
 
 FAN_SYMBOLS = ("fan_in", "fan_out")
-RESERVED = FAN_SYMBOLS + ("sqrt",)
-KEYWORDS = ("parametrization", "extends", "width", "depth", "hyper")
+RESERVED = FAN_SYMBOLS + ("sqrt", "min", "max")
+KEYWORDS = ("parametrization", "extends", "width", "depth", "hyper", "tie")
+TIE_EMBEDDINGS = ("input", "token_embedding")
+TIE_READOUTS = ("output", "readout")
 DEFAULT_WIDTH = "n"
 
 
@@ -43,6 +45,8 @@ def parse_and_validate(text: str, file: str | None = None, base_symbols: "Symbol
     if not spec.widths and not (base_symbols and base_symbols.widths):
         _check_default_width_free(spec, text, bag)
     _validate_hypers(spec, symbols, bag)
+    _validate_width_values(spec, text, bag)
+    _validate_ties(spec, text, bag)
     for block in spec.blocks:
         for rule in block.rules:
             _validate_expr(rule.value, block.kind, symbols, bag)
@@ -99,6 +103,7 @@ def _resolve_text(text: str, file: str | None, chain: tuple[Path, ...]) -> ir.Sp
     merged = _merge(base, spec) if base else _with_defaults(spec)
     if base is not None:
         _check_merged(base, spec, merged, text)
+    _check_subrole_classes(merged)
     return canonical(merged).model_copy(update={"resolved": True})
 
 
@@ -165,6 +170,7 @@ def _merge(base: ir.Spec, spec: ir.Spec) -> ir.Spec:
     not repeat (widths, depth, hypers, blocks, rules) are inherited."""
     dims = {d.role: d for d in base.dims} | {d.role: d for d in spec.dims}
     hypers = {h.name: h for h in base.hypers} | {h.name: h for h in spec.hypers}
+    ties = spec.ties or base.ties
     blocks = {b.kind: b for b in base.blocks}
     for block in spec.blocks:
         old = blocks.get(block.kind)
@@ -177,7 +183,7 @@ def _merge(base: ir.Spec, spec: ir.Spec) -> ir.Spec:
             rules[rule.field] = rule
         blocks[block.kind] = block.model_copy(update={"rules": tuple(rules.values())})
     merged = spec.model_copy(update={"dims": tuple(dims.values()), "hypers": tuple(hypers.values()),
-                                     "blocks": tuple(blocks.values())})
+                                     "ties": ties, "blocks": tuple(blocks.values())})
     return _with_defaults(merged)
 
 
@@ -305,9 +311,11 @@ def _name_spans(text: str, decl: ir.Span) -> list[ir.Span]:
     end = starts[decl.end_line - 1] + decl.end_column - 1
     words = [m for m in _WORD_OR_SKIP.finditer(text, begin, end) if m.group()[0] not in '#"']
     spans = []
-    for m in words[1:]:  # words[0] is the keyword
+    for i, m in enumerate(words[1:], 1):  # words[0] is the keyword
         if m.group() == "hyper" or spans and words[0].group() == "hyper":
             break  # a hyper declares one name; the rest is its value
+        if i > 1 and not _starts_item(text[begin:m.start()]):
+            continue  # a name inside a width symbol's definition (`d_ff = 4*d_model`)
         line = bisect.bisect_right(starts, m.start())
         column = m.start() - starts[line - 1] + 1
         spans.append(ir.Span(file=decl.file, line=line, column=column, end_line=line,
@@ -320,6 +328,11 @@ def _line_starts(text: str) -> list[int]:
     """Offsets where each line starts, computed once per text (a spec with
     10,000 declarations would otherwise take quadratic time)."""
     return [0] + [m.end() for m in re.finditer("\n", text)]
+
+
+def _starts_item(before: str) -> bool:
+    """Whether a word follows a top-level comma of its declaration."""
+    return before.rstrip().endswith(",") and before.count("(") == before.count(")")
 
 
 def _check_default_width_free(spec: ir.Spec, text: str, bag: DiagnosticBag) -> None:
@@ -335,7 +348,7 @@ def _check_default_width_free(spec: ir.Spec, text: str, bag: DiagnosticBag) -> N
 def _declare(name: str, span: ir.Span, seen: dict[str, ir.Span], bag: DiagnosticBag) -> None:
     if name in RESERVED:
         bag.error(f"`{name}` is a built-in name and cannot be declared", span,
-                  "fan_in, fan_out and sqrt are provided by the language")
+                  "fan_in, fan_out, sqrt, min and max are provided by the language")
     elif name in KEYWORDS:
         bag.error(f"`{name}` is a keyword and cannot be declared", span, "pick another name")
     elif name in seen:
@@ -349,6 +362,73 @@ def _validate_hypers(spec: ir.Spec, symbols: Symbols, bag: DiagnosticBag) -> Non
             bag.error(f"a hyperparameter's value must be a number, but `{sym.name}` is a symbol", sym.span,
                       "hyperparameters are width-independent constants, e.g. `hyper alpha_out = 2`")
         _check_constants(hyper.value, bag)
+
+
+def _validate_width_values(spec: ir.Spec, text: str, bag: DiagnosticBag) -> None:
+    """A derived width symbol (`d_ff = 4*d_model`, `d_head = 64`) is a
+    positive expression of numbers and the width symbols declared before it
+    in the same declaration; at least one width symbol must be free."""
+    for dim in spec.dims:
+        if dim.role != "width" or not dim.values:
+            continue
+        spans = _name_spans(text, dim.span)
+        for i, (name, value) in enumerate(zip(dim.names, dim.values)):
+            if value is None:
+                continue
+            before = dim.names[:i]
+            for sym in ir.symbols_in(value):
+                if sym.name in dim.names[i:]:
+                    bag.error(f"`{name}` is defined from `{sym.name}`, which is declared after it", sym.span,
+                              "a width symbol may only use the width symbols before it: reorder the declaration")
+                elif sym.name not in before:
+                    bag.error(f"a width symbol's size may use only numbers and earlier width symbols, "
+                              f"not `{sym.name}`", sym.span,
+                              f"write it from {', '.join(f'`{b}`' for b in before) or 'numbers'}, "
+                              f"e.g. `{name} = 4*{before[0] if before else 'n'}` or `{name} = 64`")
+            _check_constants(value, bag)
+            constant = constant_value(value)
+            if constant is not None and constant <= 0:
+                bag.error(f"width symbol `{name}` has size {constant}", value.span, "a size must be positive")
+        if all(v is not None for v in dim.values):
+            bag.error("every width symbol has a fixed size or a definition: nothing grows", spans[0],
+                      "declare at least one free width symbol (without `=`), e.g. `width d_model, d_ff = 4*d_model`")
+
+
+def _validate_ties(spec: ir.Spec, text: str, bag: DiagnosticBag) -> None:
+    for i, tie in enumerate(spec.ties):
+        emb_span, out_span = _name_spans(text, tie.span)[:2]
+        if i:
+            bag.error("`tie` is declared twice", tie.span, "a spec ties at most one embedding to one readout")
+        if tie.embedding not in TIE_EMBEDDINGS:
+            bag.error(f"`{tie.embedding}` cannot be the embedding of a tie", emb_span,
+                      did_you_mean(tie.embedding, TIE_EMBEDDINGS) or
+                      "write `tie EMBEDDING, READOUT` with EMBEDDING `input` or `token_embedding`")
+        if tie.readout not in TIE_READOUTS:
+            bag.error(f"`{tie.readout}` cannot be the readout of a tie", out_span,
+                      did_you_mean(tie.readout, TIE_READOUTS) or
+                      "write `tie EMBEDDING, READOUT` with READOUT `output` or `readout`")
+
+
+def _check_subrole_classes(spec: ir.Spec) -> None:
+    """A sub-role refines its class, and a tie joins two classes: the class
+    must have a block (resolved spec, so a derived spec may use its base's)."""
+    bag = DiagnosticBag()
+    for role in spec.subroles:
+        parent = ir.SUBROLES[role]
+        if spec.block(parent) is None:
+            block = spec.block(role)
+            span = block.span.model_copy(update={"end_line": block.span.line,
+                                                 "end_column": block.span.column + len(role)})
+            bag.error(f"sub-role `{role}` refines the `{parent}` class, which this spec has no block for", span,
+                      f"add a `{parent} {{ ... }}` block (`{parent} {{ }}` for the defaults): "
+                      f"`{role}` states only what differs from it")
+    for tie in spec.ties:
+        for role in (tie.embedding, tie.readout):
+            if spec.block(ir.role_class(role)) is None:
+                bag.error(f"`tie {tie.embedding}, {tie.readout}` needs the `{ir.role_class(role)}` class, "
+                          "which this spec has no block for", tie.span,
+                          f"add a `{ir.role_class(role)} {{ ... }}` block: the tie shares its tensor")
+    bag.raise_if_any()
 
 
 def _validate_expr(expr, kind: str, symbols: Symbols, bag: DiagnosticBag) -> None:
@@ -376,14 +456,7 @@ def _validate_rule_value(rule: ir.Rule, bag: DiagnosticBag) -> None:
                   "only init (zero init) and weight decay may be 0; a zero multiplier or LR removes the layer")
 
 
-def _children(expr) -> tuple:
-    if isinstance(expr, ir.BinOp):
-        return expr.left, expr.right
-    if isinstance(expr, ir.Neg):
-        return (expr.operand,)
-    if isinstance(expr, ir.Call):
-        return (expr.arg,)
-    return ()
+_children = ir.children
 
 
 def _postorder(expr) -> list:
@@ -459,6 +532,8 @@ def _fold_constant(node, kids: list):
         return -kids[0]
     if isinstance(node, ir.Call):
         return _exact_root(kids[0], 2) if kids[0] >= 0 else None
+    if isinstance(node, ir.MinMax):
+        return (min if node.func == "min" else max)(kids)
     left, right = kids
     if node.op == "/" and right == 0:
         return None
@@ -505,7 +580,8 @@ def constant_value(expr) -> Fraction | None:
     return ir.fold(expr, num=lambda node: node.value, sym=lambda node: None,
                    neg=lambda value, _: None if value is None else -value,
                    sqrt=lambda value, _: _exact_root(value, 2) if value is not None and value >= 0 else None,
-                   binary=binary)
+                   binary=binary, choose=lambda node, values: None if None in values else
+                   (min if node.func == "min" else max)(values))
 
 
 def _power(base: Fraction, exponent: Fraction) -> Fraction | None:

@@ -1,7 +1,7 @@
 """Stage 3a: symbolic scaling exponents of a spec (sympy behind one boundary).
 
 Takes a resolved `ir.Spec`; returns, per layer class, the exponents of the
-abc-parametrization (THEORY.md §0: A ∝ n^-a multiplier, B ∝ n^-b init std,
+abc-parametrization (docs/theory.md §1: A ∝ n^-a multiplier, B ∝ n^-b init std,
 C ∝ n^-c learning rate) and the Lemma J.1 invariants
 
     e_init = a + b      (init scale of the effective weight A·w)
@@ -51,7 +51,7 @@ def _constants() -> dict:
     d_in, d_out = sympy.Symbol("d_in", positive=True), sympy.Symbol("d_out", positive=True)
     return {
         "N": n, "Ldepth": sympy.Symbol("L", positive=True), "D_IN": d_in, "D_OUT": d_out, "OO": sympy.oo,
-        # fan_in / fan_out of each parameter class (TP5 App. B; THEORY.md §8):
+        # fan_in / fan_out of each parameter class (TP5 App. B; docs/theory.md §7):
         # input maps finite -> n, hidden n -> n, output n -> finite, and a bias
         # or a norm gain is a vector of length n (fan_in 1).
         "CLASS_FANS": {"input": (d_in, n), "hidden": (n, n), "output": (n, d_out), "bias": (one, n), "norm": (one, n)},
@@ -85,7 +85,8 @@ def to_sympy(expr, env: dict):
         return left ** right if node.op == "^" else ir.ARITHMETIC[node.op](left, right)
 
     return ir.fold(expr, num=lambda node: sympy.Rational(node.numerator, node.denominator), sym=sym,
-                   neg=lambda value, _: -value, sqrt=lambda value, _: sympy.sqrt(value), binary=binary)
+                   neg=lambda value, _: -value, sqrt=lambda value, _: sympy.sqrt(value), binary=binary,
+                   choose=lambda node, values: (sympy.Min if node.func == "min" else sympy.Max)(*values))
 
 
 def hyper_symbol(name: str):
@@ -97,10 +98,13 @@ def hyper_symbol(name: str):
 
 
 def base_env(spec: ir.Spec) -> dict:
-    """Widths -> N, depth -> Ldepth, hyperparameters -> positive constants."""
+    """Free widths -> N, derived widths -> their definitions, depth ->
+    Ldepth, hyperparameters -> positive constants."""
     c = _constants()
     env = {h.name: hyper_symbol(h.name) for h in spec.hypers}
-    env |= {w: c["N"] for w in spec.widths}
+    for w in spec.widths:
+        value = spec.width_value(w)
+        env[w] = c["N"] if value is None else to_sympy(value, env)
     if spec.depth:
         env[spec.depth] = c["Ldepth"]
     return env
@@ -110,14 +114,14 @@ def class_env(spec: ir.Spec, kind: str) -> dict:
     """`base_env` plus fan_in/fan_out of the class (none for attention/residual)."""
     env = base_env(spec)
     fans = _constants()["CLASS_FANS"]
-    if kind in fans:
-        env["fan_in"], env["fan_out"] = fans[kind]
+    if ir.role_class(kind) in fans:
+        env["fan_in"], env["fan_out"] = fans[ir.role_class(kind)]
     return env
 
 
 def _rule(spec: ir.Spec, kind: str, field: str):
-    block = spec.block(kind) or ir.Block(kind=kind)
-    return ir.rule_value(block, field, spec.widths)
+    """The rule of a class or sub-role (a sub-role falls back to its class)."""
+    return ir.role_rule(spec, kind, field)
 
 
 def rule_sympy(spec: ir.Spec, kind: str, field: str):
@@ -165,6 +169,12 @@ def _lead(f, var) -> tuple:
         if c == 0:
             return (sympy.Integer(0), -sympy.oo) if f.exp > 0 else _limit_lead(f, var)
         return c ** f.exp, e * f.exp
+    if isinstance(f, (sympy.Min, sympy.Max)):  # of positive terms: the smallest / largest leading term
+        terms = [_lead(t, var) for t in f.args]
+        if all(c.is_positive for c, _ in terms):
+            pick = min if isinstance(f, sympy.Min) else max
+            top = pick(e for _, e in terms)
+            return (sympy.Min if isinstance(f, sympy.Min) else sympy.Max)(*[c for c, e in terms if e == top]), top
     if f.is_Add:
         terms = [_lead(t, var) for t in f.args]
         top = max(e for _, e in terms)
@@ -208,11 +218,32 @@ _FAN_EXPONENTS = {"input": (0, 1), "hidden": (1, 1), "output": (1, 0), "bias": (
 
 
 def _symbol_exponents(spec: ir.Spec, kind: str, axis: int) -> dict[str, Fraction]:
-    env = {w: Fraction(axis == 0) for w in spec.widths}
+    env = width_exponents(spec) if axis == 0 else {w: Fraction(0) for w in spec.widths}
     if spec.depth:
         env[spec.depth] = Fraction(axis == 1)
-    if kind in _FAN_EXPONENTS and axis == 0:
-        env["fan_in"], env["fan_out"] = (Fraction(x) for x in _FAN_EXPONENTS[kind])
+    if ir.role_class(kind) in _FAN_EXPONENTS and axis == 0:
+        env["fan_in"], env["fan_out"] = (Fraction(x) for x in _FAN_EXPONENTS[ir.role_class(kind)])
+    return env
+
+
+def width_exponents(spec: ir.Spec) -> dict[str, Fraction]:
+    """Width exponent of every width symbol: 1 for a free one (all free
+    symbols grow together), its definition's for a derived one (0 for a
+    fixed size: `d_head = 64`)."""
+    env: dict[str, Fraction] = {}
+    for w in spec.widths:
+        value = spec.width_value(w)
+        if value is None:
+            env[w] = Fraction(1)
+            continue
+        try:
+            sign, k = _exact(value, env)
+        except _MayCancel:
+            sign, k = -1, 0
+        if sign <= 0 or k == -INF:
+            raise MupError(Diagnostic(f"cannot tell how width symbol `{w}` grows", value.span,
+                                      "define it as a product of numbers, powers and earlier width symbols"))
+        env[w] = k
     return env
 
 
@@ -235,6 +266,14 @@ def _exact(expr, env: dict[str, Fraction]) -> tuple[int, Fraction | float]:
         if sign < 0:  # a definite sign: cancellations raised _MayCancel already
             raise _not_real(expr, "the square root of a scale that is negative at large width")
         return sign, k / 2
+    if isinstance(expr, ir.MinMax):
+        terms = [_exact(a, env) for a in expr.args]
+        if any(sign < 0 for sign, _ in terms):
+            raise _MayCancel
+        if expr.func == "min":  # a zero term makes the min zero
+            return (0, -INF) if any(sign == 0 for sign, _ in terms) else (1, min(k for _, k in terms))
+        live = [k for sign, k in terms if sign > 0]
+        return (1, max(live)) if live else (0, -INF)
     if expr.op in "+-":
         (s1, k1), (s2, k2) = _exact(expr.left, env), _exact(expr.right, env)
         s2 = -s2 if expr.op == "-" else s2
@@ -382,6 +421,12 @@ def spec_exponents(spec: ir.Spec, exact: bool = False) -> dict[str, ClassExponen
     return {k: class_exponents(spec, k, exact) for k in ir.LAYER_KINDS if spec.block(k) is not None}
 
 
+def subrole_exponents(spec: ir.Spec, exact: bool = False) -> dict[str, ClassExponents]:
+    """ClassExponents of every sub-role the spec has a block for (its own
+    rules where it states them, its class's elsewhere)."""
+    return {r: class_exponents(spec, r, exact) for r in spec.subroles}
+
+
 # ---------------------------------------------------------------- depth (TP6)
 
 
@@ -438,6 +483,13 @@ def logit_exponent(spec: ir.Spec, exact: bool = False):
     if spec.block("attention") is None:
         return None
     k = exact_exponent(spec, "attention", _rule(spec, "attention", "logit"))
+    return k if exact else to_sympy_number(k)
+
+
+def head_exponent(spec: ir.Spec, exact: bool = False):
+    """Width exponent of the attention head size (the number of terms q.k
+    sums): 1 when d_head grows with width, 0 for a fixed d_head."""
+    k = exact_exponent(spec, "attention", _rule(spec, "attention", "head_dim"))
     return k if exact else to_sympy_number(k)
 
 

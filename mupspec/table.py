@@ -5,7 +5,7 @@ row per optimizer the spec covers, then whatever else the spec sets; columns:
 its blocks, with classes whose every cell agrees merged into one column, as
 the paper writes "input weights & all biases"). `render(table, format)` turns
 it into plain text, Markdown or LaTeX. With `invariants=True` the rows
-e_init, e_sgd, e_adam (THEORY.md §1.4) are added from `mupspec.symbolic`.
+e_init, e_sgd, e_adam (docs/theory.md §3.1) are added from `mupspec.symbolic`.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _cell(spec: ir.Spec, block: ir.Block, field: str) -> Cell:
             return Cell(expr=_variance_of(std.value))
     elif field not in accepted:
         return Cell()
-    return Cell(expr=ir.rule_value(block, field, spec.widths))
+    return Cell(expr=ir.role_rule(spec, block.kind, field))  # a sub-role shows what it inherits
 
 
 def _variance_of(std) -> object:
@@ -218,6 +218,8 @@ def latex_expr(expr, parent: int = 0) -> str:
         return expr.name if len(expr.name) == 1 else f"\\mathrm{{{name}}}"
     if isinstance(expr, ir.Call):
         return f"\\sqrt{{{latex_expr(expr.arg)}}}"
+    if isinstance(expr, ir.MinMax):
+        return f"\\{expr.func}\\left({', '.join(latex_expr(a) for a in expr.args)}\\right)"
     if isinstance(expr, ir.Neg):
         text = "-" + latex_expr(expr.operand, _TEX_PREC["neg"] + 1)
         return f"\\left({text}\\right)" if parent > _TEX_PREC["neg"] else text

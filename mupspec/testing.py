@@ -32,9 +32,9 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 from mupspec import ir
+from mupspec.bundled import DIR as SPECS_DIR
 from mupspec.resolve import load_spec, parse_and_resolve
 
-SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
 BASES = ("sp", "mup_table3", "ntk", "mean_field", "sp_lr_inv_width")
 _SHIFTS = tuple(Fraction(k, 2) for k in range(-2, 3))  # J.1 exponents t in {-1, -1/2, 0, 1/2, 1}
 _LR_CUTS = (Fraction(0), Fraction(1, 2), Fraction(1))

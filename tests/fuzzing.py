@@ -283,16 +283,18 @@ def _refmt(path: Path, before: str) -> str | None:
 
 # ---------------------------------------------------------------- generated modules
 
-_RUNTIME_MARKER = "# ---- RUNTIME (everything below is copied into each generated module) ----\n"
 _ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub)
-_RULE_NAME = re.compile(r"_(input|hidden|output|bias|norm|attention|residual)_[a-z_]+\Z")
+_RULE_NAME = re.compile(r"_[A-Za-z0-9_]+\Z")
+_WIDTH_FUNCTION = re.compile(r"_width_[A-Za-z0-9_]+\Z")
 _CONSTANT_NAMES = {"SPEC_NAME", "SPEC_TITLE", "MUPSPEC_VERSION", "WIDTH_SYMBOLS", "DEPTH_SYMBOL",
-                   "HYPER_DEFAULTS", "FAMILIES", "BLOCKS", "RULES"}
+                   "HYPER_DEFAULTS", "FAMILIES", "BLOCKS", "SUBROLES", "SUBROLE_CLASSES", "SUBROLE_OWN_FIELDS",
+                   "TIES", "DERIVED_WIDTHS", "RULES"}
 
 
 def _runtime_text() -> str:
-    text = (ROOT / "mupspec/codegen/runtime.py").read_text(encoding="utf-8")
-    return text.split(_RUNTIME_MARKER, 1)[1]
+    from mupspec.codegen import _runtime
+
+    return _runtime()
 
 
 def check_module(source: str) -> str | None:
@@ -325,10 +327,11 @@ def _allowed_top(node) -> str | None:
         if len(node.targets) != 1 or not isinstance(node.targets[0], ast.Name) \
                 or node.targets[0].id not in _CONSTANT_NAMES:
             return "assigns an unexpected name"
-        if node.targets[0].id == "RULES":
+        if node.targets[0].id in ("RULES", "DERIVED_WIDTHS"):
             ok = isinstance(node.value, ast.Dict) and all(isinstance(v, ast.Name) and _RULE_NAME.match(v.id)
-                                                          for v in node.value.values)
-            return None if ok else "RULES holds something other than rule functions"
+                                                          for v in node.value.values) \
+                and all(isinstance(k, (ast.Constant, ast.Tuple)) for k in node.value.keys)
+            return None if ok else f"{node.targets[0].id} holds something other than generated functions"
         return None if _literal(node.value) else f"{node.targets[0].id} is not a literal"
     if isinstance(node, ast.FunctionDef):
         return _allowed_rule(node)
@@ -336,19 +339,37 @@ def _allowed_top(node) -> str | None:
 
 
 def _literal(node) -> bool:
+    """A literal of strings, None and finite floats (nested in tuples and dicts)."""
     try:
         value = ast.literal_eval(node)
-    except ValueError:
+    except (ValueError, SyntaxError):
         return False
-    floats = [v for v in (value.values() if isinstance(value, dict) else []) if not isinstance(v, str)]
-    return all(isinstance(v, float) and math.isfinite(v) for v in floats)
+
+    def ok(v) -> bool:
+        if isinstance(v, dict):
+            return all(ok(k) and ok(x) for k, x in v.items())
+        if isinstance(v, tuple):
+            return all(ok(x) for x in v)
+        return v is None or isinstance(v, str) or (isinstance(v, float) and math.isfinite(v))
+    return ok(value)
 
 
 def _allowed_rule(fn: ast.FunctionDef) -> str | None:
-    if not _RULE_NAME.match(fn.name) or [a.arg for a in fn.args.args] != ["fan_in", "fan_out", "dims", "hypers"]:
+    """A rule function `_<block>_<field>(fan_in, fan_out, dims, hypers)`, or a
+    derived width `_width_<name>(dims)` (which may first return None when a
+    width it reads is not given)."""
+    args = [a.arg for a in fn.args.args]
+    is_width = _WIDTH_FUNCTION.match(fn.name) and args == ["dims"]
+    if not is_width and not (_RULE_NAME.match(fn.name) and args == ["fan_in", "fan_out", "dims", "hypers"]):
         return f"unexpected function {fn.name}"
     *binds, ret = fn.body
     for stmt in binds:
+        if is_width and isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Compare) \
+                and all(isinstance(n, (ast.Constant, ast.Name, ast.NotIn, ast.Compare, ast.Load)) for n in ast.walk(stmt.test)) \
+                and len(stmt.body) == 1 and isinstance(stmt.body[0], ast.Return) \
+                and isinstance(stmt.body[0].value, ast.Constant) and stmt.body[0].value.value is None \
+                and not stmt.orelse:
+            continue  # `if "d_model" not in dims: return None`
         if not (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
                 and re.match(r"[wdh]_[A-Za-z0-9_]+\Z", stmt.targets[0].id)):
             return f"{fn.name}: unexpected statement"
@@ -356,7 +377,7 @@ def _allowed_rule(fn: ast.FunctionDef) -> str | None:
         is_dim = isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "_dim" \
             and all(isinstance(a, (ast.Name, ast.Constant)) for a in value.args)
         is_hyper = isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name) \
-            and value.value.id == "hypers" and isinstance(value.slice, ast.Constant)
+            and value.value.id in ("hypers", "dims") and isinstance(value.slice, ast.Constant)
         if not (is_dim or is_hyper):
             return f"{fn.name}: a symbol bound from something else"
     if not isinstance(ret, ast.Return):
@@ -393,7 +414,7 @@ def check_generated(path: Path, tally: Tally) -> str | None:
         return f"does not import: {type(err).__name__}: {err}"
     tally.modules += 1
     dims = {w: 256 for w in module.WIDTH_SYMBOLS} | ({module.DEPTH_SYMBOL: 4} if module.DEPTH_SYMBOL else {})
-    for (block, fld) in module.RULES:
+    for (block, fld) in [k for k in module.RULES if isinstance(k, tuple)]:
         for fan_in, fan_out in ((256, 256), (3, 256), (256, 1), (1, 256)):
             try:
                 value = module._value(block, fld, fan_in, fan_out, dims, module.HYPER_DEFAULTS)

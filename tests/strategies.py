@@ -74,6 +74,8 @@ def expressions(symbols: tuple[str, ...], max_leaves: int = 6):
             st.tuples(children, safe).map(lambda t: ir.BinOp(op="/", left=t[0], right=t[1])),
             st.tuples(safe, small_exponents).map(lambda t: ir.BinOp(op="^", left=t[0], right=t[1])),
             safe.map(lambda e: ir.Call(func="sqrt", arg=e)),
+            st.tuples(st.sampled_from(["min", "max"]), st.lists(children, min_size=2, max_size=3)).map(
+                lambda t: ir.MinMax(func=t[0], args=tuple(t[1]))),
         )
 
     return st.recursive(atoms, extend, max_leaves=max_leaves)
@@ -129,7 +131,11 @@ def specs(draw, with_extends: bool = True) -> ir.Spec:
     hyper_names = rest[1:] if depth else rest
     dims = []
     if widths:
-        dims.append(ir.Dim(role="width", names=tuple(widths), comments=draw(comment_lists), note=draw(notes)))
+        # a later width symbol may be derived: a fixed size, or a ratio of the first
+        derived = [None] + [draw(st.none() | numbers(positive=True) | numbers(positive=True).map(
+            lambda k, w=widths[0]: ir.BinOp(op="*", left=k, right=ir.Sym(name=w)))) for _ in widths[1:]]
+        dims.append(ir.Dim(role="width", names=tuple(widths), values=tuple(derived) if any(derived) else (),
+                           comments=draw(comment_lists), note=draw(notes)))
     if depth:
         dims.append(ir.Dim(role="depth", names=(depth,), comments=draw(comment_lists), note=draw(notes)))
     hypers = tuple(ir.Hyper(name=h, value=draw(expressions(())), comments=draw(comment_lists), note=draw(notes))
@@ -139,8 +145,11 @@ def specs(draw, with_extends: bool = True) -> ir.Spec:
     if with_extends and draw(st.booleans()):
         extends = draw(st.one_of(names.map(lambda t: ir.Ref(target=t)),
                                  quoted.map(lambda t: ir.Ref(target=t, is_path=True))))
+    ties = (ir.Tie(embedding=draw(st.sampled_from(["input", "token_embedding"])),
+                   readout=draw(st.sampled_from(["output", "readout"])), comments=draw(comment_lists),
+                   note=draw(notes)),) if draw(st.booleans()) else ()
     return ir.Spec(
-        name=draw(names), title=draw(st.none() | quoted), extends=extends, dims=tuple(dims), hypers=hypers,
+        name=draw(names), title=draw(st.none() | quoted), extends=extends, dims=tuple(dims), hypers=hypers, ties=ties,
         blocks=draw(blocks(("fan_in", "fan_out") + scale, scale)),
         comments=draw(comment_lists), note=draw(notes), end_comments=draw(comment_lists),
     )

@@ -100,7 +100,7 @@ def test_tp5_tables_are_mup_for_sgd_and_adam(name, capsys):
     assert "verdict: μP" in capsys.readouterr().out
 
 
-# ---------------------------------------------------------------- SP and the seed
+# ---------------------------------------------------------------- SP and the original muP_MLP
 
 
 def findings_by_rule(name: str) -> dict[tuple, object]:

@@ -1,6 +1,6 @@
 """Property tests of the checker.
 
-1. TP4's classification theorem (THEORY.md §2: r formula, stability and
+1. TP4's classification theorem (docs/theory.md §4: r formula, stability and
    nontriviality conditions, written here straight from the paper) agrees with
    `check` on random abc-parametrizations with one global SGD LR.
 2. For random per-class exponents written in varied forms (sums, sqrt,
@@ -195,7 +195,7 @@ def apply_symmetry(spec: ir.Spec, kind: str, t: F) -> ir.Spec:
     block = spec.block(kind)
     factors = {"mult": -t, "init.var": 2 * t}
     factors |= {f"lr.{o}": (2 * t if o == "sgd" else t) for o in ir.optimizers(spec)}  # keep coverage
-    factors["eps.adam"] = -t  # THEORY.md §1.4: exact for Adam only if eps scales with θ like the gradient
+    factors["eps.adam"] = -t  # docs/theory.md §3.1: exact for Adam only if eps scales with θ like the gradient
     rules = [r for r in block.rules if r.field not in factors and r.field != "init.std"]
     for field, k in factors.items():
         rules.append(ir.Rule(field=field, value=_times_power(ir.rule_value(block, field, spec.widths), width, k)))

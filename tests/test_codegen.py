@@ -2,7 +2,7 @@
 CLI, and safety of the generated source whatever names or text a spec holds.
 
 Regenerate the golden files after an intended change with
-    MUPSPEC_REGEN_GOLDEN=1 /work/venv/bin/python -m pytest tests/test_codegen.py
+    MUPSPEC_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_codegen.py
 """
 
 import ast

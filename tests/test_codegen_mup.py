@@ -23,7 +23,7 @@ from mupspec.resolve import load_spec, parse_and_resolve  # noqa: E402
 
 D_IN, D_OUT, BATCH, STEPS = 12, 5, 32, 20
 
-# mup scales weight decay inversely to the LR (THEORY.md 1.2); the spec
+# mup scales weight decay inversely to the LR (docs/theory.md §5); the spec
 # language says the same with explicit wd rules: Table 8 plus these.
 COUPLED_WD = """
 parametrization mup_table8_coupled_wd
@@ -66,6 +66,12 @@ def pair(widths, base_widths, seed=0):
     return reference, ours, mlp(base_widths)
 
 
+def delta(widths, base_widths):
+    """At the base widths shapes cannot tell what grows: the delta model does
+    (as mup's set_base_shapes(delta=)); None elsewhere."""
+    return mlp([2 * w for w in base_widths]) if widths == base_widths else None
+
+
 def per_param(model, optimizer):
     names = {id(p): n for n, p in model.named_parameters()}
     return {names[id(p)]: (g["lr"], g["weight_decay"], g.get("eps")) for g in optimizer.param_groups for p in g["params"]}
@@ -96,7 +102,7 @@ CONFIGS = [  # (target widths, base widths): depth = number of hidden layers + 1
 @pytest.mark.parametrize("widths,base_widths", CONFIGS)
 def test_init_and_multipliers_match_mup(table8, widths, base_widths):
     reference, ours, base = pair(widths, base_widths)
-    plan = table8.parametrize(ours, base, optimizer="adam")
+    plan = table8.parametrize(ours, base, optimizer="adam", delta=delta(widths, base_widths))
     ref_params = dict(reference.named_parameters())
     for name, p in ours.named_parameters():  # exact tensors: mup rescales PyTorch's default init the same way
         torch.testing.assert_close(p, ref_params[name], rtol=1e-6, atol=0)
@@ -113,13 +119,13 @@ def test_lr_and_weight_decay_match_mup(table8, coupled, widths, base_widths, opt
     reference, ours, base = pair(widths, base_widths)
     mu_opt = (mup.MuAdam if optimizer == "adam" else mup.MuSGD)(reference.parameters(), lr=0.01, weight_decay=0.1)
     expected = per_param(reference, mu_opt)
-    plan = coupled.parametrize(ours, base, optimizer=optimizer)
+    plan = coupled.parametrize(ours, base, optimizer=optimizer, delta=delta(widths, base_widths))
     got = per_param(ours, coupled.make_optimizer(ours, plan, lr=0.01, weight_decay=0.1))
     for name, (lr, wd, _) in expected.items():
         assert got[name][0] == pytest.approx(lr, rel=1e-12), name
         assert got[name][1] == pytest.approx(wd, rel=1e-12), name
     # Table 8 itself keeps weight decay constant: mup's is ours divided by the LR factor.
-    plain = table8.parametrize(mlp(widths), base, optimizer=optimizer, init="none")
+    plain = table8.parametrize(mlp(widths), base, optimizer=optimizer, init="none", delta=delta(widths, base_widths))
     for record in plain:
         assert record.wd_factor == 1.0
         assert expected[record.name][1] == pytest.approx(0.1 / record.lr_factor, rel=1e-12)
@@ -156,7 +162,7 @@ def test_normal_init_scales_like_mup(table8):
     for widths, base_widths in CONFIGS[:3]:
         reference, ours, base = pair(widths, base_widths)
         plan = table8.parametrize(ours, base, init="normal", generator=torch.Generator().manual_seed(0))
-        at_base = table8.parametrize(mlp(base_widths), base, init="normal")
+        at_base = table8.parametrize(mlp(base_widths), base, init="normal", delta=delta(base_widths, base_widths))
         for record in plan:
             mup_std = ref_std(reference, record.name)
             mup_base_std = ref_std(mlp(base_widths, mup.MuReadout), record.name)

@@ -54,11 +54,13 @@ def test_roles_by_shape_with_unequal_widths(table8):
 
 
 def test_base_model_is_the_standard_model(table8):
-    """At the base sizes nothing changes: same tensors, no hooks, one LR."""
+    """At the base sizes nothing changes: same tensors, no hooks, one LR; the
+    roles come from the delta model, as at every other width."""
     torch.manual_seed(0)
     model = Net(32, 64)
     before = copy.deepcopy(model.state_dict())
-    plan = table8.parametrize(model, Net(32, 64))
+    plan = table8.parametrize(model, Net(32, 64), delta=Net(64, 128))
+    assert plan["up.weight"].role == "hidden" and plan["readout.weight"].role == "output"
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, before[name], rtol=1e-6, atol=0)
     assert not plan.hooks and {g["lr"] for g in table8.param_groups(model, plan, lr=1e-3)} == {1e-3}
@@ -70,7 +72,7 @@ def test_name_patterns_and_clear_errors(table8):
     assert plan["readout.bias"].role == "output"
     del base.temperature
     with pytest.raises(ValueError, match=r"cannot place these parameters:\n  temperature: not in the base model"):
-        table8.parametrize(model, base, init="none")
+        table8.parametrize(Net(128, 512), base, init="none")
     with pytest.raises(ValueError, match="unknown role"):
         table8.parametrize(model, Net(32, 64), roles={"*": "matrix"})
     conv = torch.nn.Conv2d(4, 64, 3)
@@ -154,6 +156,7 @@ def test_umup_multipliers_on_embedding_and_hidden(umup):
     assert plan["up.bias"].init_ratio == 0.0  # umup: biases start at 0
     with pytest.raises(ValueError, match="umup has no sgd LR rules"):
         umup.parametrize(model, base, optimizer="sgd", init="none")
+    model = Net(64, 128)
     umup.parametrize(model, base, multipliers="fold")
     assert float(model.up.bias.detach().abs().sum()) == 0.0 and float(model.up.weight.detach().abs().sum()) > 0
 

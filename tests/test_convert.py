@@ -101,6 +101,10 @@ BUNDLED = sorted(p.stem for p in (ROOT / "specs").glob("*.mup"))
 @pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("src", BUNDLED)
 def test_every_bundled_spec_converts_to_every_form(src, form):
+    if spec(src).ties and form not in ("table8",):  # the forms move a tied embedding and readout apart
+        with pytest.raises(MupError, match="share one tensor, so they must move by one θ"):
+            convert(spec(src), form)
+        return
     result = convert(spec(src), form)
     text = format_spec(result.spec)
     assert format_spec(parse_and_validate(text)) == text
@@ -184,7 +188,7 @@ def test_cli_equiv_reports_what_differs(capsys):
     assert "not equivalent" in out
     line = next(l for l in out.splitlines() if l.split()[:3] == ["output", "-", "e_init"])
     assert line.split()[3:] == ["1", "1/2", "-1/2"]
-    assert main(["equiv", "specs/sp.mup", "specs/seed_mlp.mup"]) == 0  # the seed's "muP_MLP" is SP
+    assert main(["equiv", "specs/sp.mup", "specs/seed_mlp.mup"]) == 0  # the original "muP_MLP" is SP
     assert main(["equiv", "--strict", "specs/mup_table3.mup", "specs/mup_table8.mup"]) == 1  # fixed eps, wd
 
 

@@ -1,4 +1,4 @@
-"""The grad-ratio experiment: the seed's models, and what the doc claims."""
+"""The grad-ratio experiment: the original experiment's models, and what the doc claims."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _rows(name, width, depth, spectral=False, seed=0):
 
 
 def test_seed_mup_mlp_is_sp_to_the_last_bit():
-    """The seed's first attempt saw identical numbers: its muP_MLP is SP."""
+    """The original experiment's first attempt saw identical numbers: its muP_MLP is SP."""
     for width, depth in ((64, 2), (256, 8)):
         sp, seed = _rows("sp", width, depth), _rows("seed_mlp", width, depth)
         assert [r["ratio_fro"] for r in sp] == [r["ratio_fro"] for r in seed]

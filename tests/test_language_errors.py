@@ -2,7 +2,7 @@
 `mupspec parse`, must exit 2 and print exactly NAME.expected on stderr.
 
 Regenerate after a deliberate change of wording:
-    MUPSPEC_REGEN_GOLDEN=1 /work/venv/bin/python -m pytest tests/test_language_errors.py
+    MUPSPEC_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_language_errors.py
 then read every changed .expected (git diff) before committing.
 """
 

@@ -1,6 +1,6 @@
 """symbolic.py: IR -> sympy, leading exponents, per-class exponents and invariants.
 
-Expected invariants come from THEORY.md §1.4 (TP5 Tables 3/8/9, SP) and §5
+Expected invariants come from docs/theory.md §3.1 (TP5 Tables 3/8/9, SP) and §5
 (u-μP); leading exponents are cross-checked against float evaluation of the
 same IR (mupspec.numeric), which does not use sympy.
 """
@@ -89,7 +89,7 @@ def test_several_widths_and_hypers_map_to_n_and_constants():
 
 @pytest.mark.parametrize("name", ["mup_table3", "mup_table8", "mup_table9"])
 def test_tp5_tables_have_mup_invariants(name):
-    # THEORY.md §1.4: e_init (0, 1/2, 1), e_sgd (-1, 0, 1), e_adam (0, 1, 1); biases like inputs.
+    # docs/theory.md §3.1: e_init (0, 1/2, 1), e_sgd (-1, 0, 1), e_adam (0, 1, 1); biases like inputs.
     ex = S.spec_exponents(spec(name))
     assert inv(ex["input"]) == (0, -1, 0)
     assert inv(ex["hidden"]) == (R(1, 2), 0, 1)
@@ -107,7 +107,7 @@ def test_sp_and_umup_invariants():
     assert [sp[k].e_init for k in ("input", "hidden", "output")] == [0, R(1, 2), R(1, 2)]
     assert all(e.e_sgd == 0 and e.e_adam == 0 for e in sp.values())
     umup = S.spec_exponents(spec("umup"))
-    assert umup["input"].e_adam == R(1, 2)   # THEORY.md §5: embedding LR 1/sqrt(fan_out)
+    assert umup["input"].e_adam == R(1, 2)   # docs/theory.md §5: embedding LR 1/sqrt(fan_out)
     assert inv(umup["hidden"])[::2] == (R(1, 2), 1) and umup["output"].e_adam == 1
 
 
@@ -148,9 +148,11 @@ def scale_exprs(draw, depth: int = 0) -> ir.Expr:
     leaf = ir.BinOp(op="*", left=ir.Num(numerator=draw(st.integers(1, 9))), right=_pow(k))
     if depth >= 2 or draw(st.booleans()):
         return leaf
-    op = draw(st.sampled_from(["+", "*", "/", "sqrt"]))
+    op = draw(st.sampled_from(["+", "*", "/", "sqrt", "min", "max"]))
     if op == "sqrt":
         return ir.Call(func="sqrt", arg=draw(scale_exprs(depth + 1)))
+    if op in ("min", "max"):
+        return ir.MinMax(func=op, args=(leaf, draw(scale_exprs(depth + 1))))
     return ir.BinOp(op=op, left=leaf, right=draw(scale_exprs(depth + 1)))
 
 
@@ -200,3 +202,11 @@ def test_check_imports_no_sympy_for_specs_without_subtraction():
             "assert 'sympy' not in sys.modules, 'sympy imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=SPECS.parent, capture_output=True, text=True)
     assert proc.returncode in (0, 1) and "sympy imported" not in proc.stderr, proc.stderr
+
+
+@settings(max_examples=60)
+@given(scale_exprs())
+def test_exact_path_equals_sympy_path_with_min_max(expr):
+    s = parse_and_resolve("parametrization t\nwidth n\n")
+    via_sympy = S.leading_exponent(S.to_sympy(expr, S.class_env(s, "hidden")))
+    assert S.to_sympy_number(S.exact_exponent(s, "hidden", expr)) == via_sympy, expr

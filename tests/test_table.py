@@ -1,6 +1,6 @@
 """`mupspec table`: the bundled TP5 specs render as the paper's Tables 3, 8, 9.
 
-The expected cells are copied by hand from THEORY.md §1.1-1.3 (the paper's
+The expected cells are copied by hand from docs/theory.md §3 (the paper's
 notation: ² and √), not computed from the specs."""
 
 import re
@@ -43,7 +43,7 @@ PAPER = {
 }
 PAPER_COLUMNS = ("input & bias", "output", "hidden")
 
-# μP in invariant form, THEORY.md §1.4 (input/bias, output, hidden)
+# μP in invariant form, docs/theory.md §3.1 (input/bias, output, hidden)
 MUP_INVARIANTS = {"e_init": ("0", "1", "1/2"), "e_sgd": ("-1", "1", "0"), "e_adam": ("0", "1", "1")}
 
 
@@ -89,7 +89,7 @@ def test_unmerged_columns_and_sp_invariants(capsys):
     assert main(["table", "specs/sp.mup", "--invariants", "--no-merge"]) == 0
     rows = _parse_text_table(capsys.readouterr().out)
     assert list(rows["init var"]) == ["input", "hidden", "output", "bias", "attention"]
-    # SP with a global Θ(1) LR: e_init = (0, 1/2, 1/2), e_sgd = e_adam = 0 (THEORY.md §1.4)
+    # SP with a global Θ(1) LR: e_init = (0, 1/2, 1/2), e_sgd = e_adam = 0 (docs/theory.md §3.1)
     assert [rows["e_init"][c] for c in ("input", "hidden", "output")] == ["0", "1/2", "1/2"]
     assert {rows[r][c] for r in ("e_sgd", "e_adam") for c in ("input", "hidden", "output", "bias")} == {"0"}
 

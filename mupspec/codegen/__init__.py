@@ -4,7 +4,7 @@
 spec and mupspec version, one Python function per (block, field) rule,
 each commented with the spec line it came from (or marked as the language
 default), the `RULES` table, and the spec-independent runtime
-(`runtime.py`, copied verbatim). The output imports only `math` and
+(the parts of `runtime/`, copied verbatim in a fixed order). The output imports only `math` and
 `torch`, is deterministic (no timestamps, fixed order) and never contains
 spec text outside comments and validated identifiers.
 """
@@ -19,12 +19,12 @@ from pathlib import Path
 from types import ModuleType
 
 from mupspec import __version__, ir
+from mupspec.codegen import runtime
 from mupspec.codegen.emit import Symbols, check_name, comment, python_expr, used_symbols
 from mupspec.errors import Diagnostic, MupError
 from mupspec.numeric import evaluate
 from mupspec.printer import format_expr
 
-_RUNTIME_MARKER = "# ---- RUNTIME (everything below is copied into each generated module) ----\n"
 
 
 def generate(spec: ir.Spec, source: str) -> str:
@@ -79,6 +79,7 @@ def _constants(spec: ir.Spec) -> str:
         f"FAMILIES = {_strings(ir.optimizers(spec))}"
         "  # optimizer families the spec has LR rules for",
         f"BLOCKS = {_strings(blocks)}",
+        *_transformer_constants(spec),
     ])
 
 
@@ -97,12 +98,35 @@ def _float(value, hyper: ir.Hyper) -> str:
     return repr(value)
 
 
+def _transformer_constants(spec: ir.Spec) -> list[str]:
+    """SUBROLES (sub-role -> class, the sub-roles the spec has blocks for;
+    RULES answers every field of each, falling back to the class's rule),
+    SUBROLE_OWN_FIELDS (the fields where a sub-role's rule is not its
+    class's: a sub-role living in a slice of a shared tensor, like the query
+    third of a fused c_attn, may differ only in init.var, since one tensor
+    has one multiplier and one optimizer group), and TIES ((embedding,
+    readout) pairs that share one tensor, microsoft/mup's MuSharedReadout)."""
+    subroles = ", ".join(f'"{r}": "{ir.SUBROLES[r]}"' for r in spec.subroles)
+    own = {r: [f for f in _fields(r) if ir.subrole_differs(spec, r, f)] for r in spec.subroles}
+    own_items = ", ".join(f'"{r}": ({"".join(f"{chr(34)}{f}{chr(34)}, " for f in fs).rstrip()})'
+                          for r, fs in own.items())
+    ties = "".join(f'("{t.embedding}", "{t.readout}"), ' for t in spec.ties).rstrip()
+    every = ", ".join(f'"{r}": "{c}"' for r, c in ir.SUBROLES.items())
+    return [
+        f"SUBROLES = {{{subroles}}}  # sub-role -> its class",
+        f"SUBROLE_CLASSES = {{{every}}}  # every sub-role of the language -> its class",
+        f"SUBROLE_OWN_FIELDS = {{{own_items}}}  # fields where a sub-role's rule is not its class's",
+        f"TIES = ({ties})  # (embedding, readout): one tensor with the embedding's init and group",
+    ]
+
+
 def _fields(kind: str) -> tuple[str, ...]:
     return tuple(f for f in ir.BLOCK_FIELDS[kind] if f != "init.std")  # init.std is read as init.var
 
 
 def _rules(spec: ir.Spec, symbols: Symbols, source: str) -> str:
     out = ["# ---- rules of the spec: one function per block and field, values at given sizes ----"]
+    out += _width_functions(spec, symbols, source)
     table = []
     for block in sorted(spec.blocks, key=lambda b: ir.BLOCK_KINDS.index(b.kind)):
         for field in _fields(block.kind):
@@ -113,9 +137,30 @@ def _rules(spec: ir.Spec, symbols: Symbols, source: str) -> str:
     return "\n\n\n".join(out)
 
 
+def _width_functions(spec: ir.Spec, symbols: Symbols, source: str) -> list[str]:
+    """One function per derived width symbol (its size from the sizes before
+    it; None while one is missing), and DERIVED_WIDTHS in declaration order."""
+    out, table = [], []
+    for name in spec.widths:
+        value = spec.width_value(name)
+        if value is None:
+            continue
+        function = f"_width_{name}"
+        where = f"{value.span.file or source}:{value.span.line}" if value.span.line else source
+        lines = [f"def {function}(dims):", f"    # {comment(f'{where}: width {name} = {format_expr(value)}')}"]
+        for sym in used_symbols(value):
+            lines.append(f'    if "{sym}" not in dims:')
+            lines.append("        return None")
+            lines.append(f'    {symbols.name(ir.Sym(name=sym))} = dims["{sym}"]')
+        lines.append(f"    return {python_expr(value, symbols)}")
+        out.append("\n".join(lines))
+        table.append(f'"{name}": {function}')
+    return out + [f"DERIVED_WIDTHS = {{{', '.join(table)}}}  # derived width symbol -> its size from the widths before it"]
+
+
 def _rule_function(name: str, block: ir.Block, field: str, spec: ir.Spec, symbols: Symbols, source: str) -> str:
-    value = ir.rule_value(block, field, spec.widths)
-    lines = [f"def {name}(fan_in, fan_out, dims, hypers):", f"    # {_provenance(block, field, value, source)}"]
+    value = ir.role_rule(spec, block.kind, field) if block.kind in ir.SUBROLES else ir.rule_value(block, field, spec.widths)
+    lines = [f"def {name}(fan_in, fan_out, dims, hypers):", f"    # {_provenance(block, field, value, source, spec)}"]
     for sym in used_symbols(value):
         python = symbols.name(ir.Sym(name=sym))
         if python.startswith(("w_", "d_")):
@@ -126,8 +171,12 @@ def _rule_function(name: str, block: ir.Block, field: str, spec: ir.Spec, symbol
     return "\n".join(lines)
 
 
-def _provenance(block: ir.Block, field: str, value, source: str) -> str:
+def _provenance(block: ir.Block, field: str, value, source: str, spec: ir.Spec) -> str:
     rule = block.rule(field) or (block.rule("init.std") if field == "init.var" else None)
+    if rule is None and block.kind in ir.SUBROLES:  # a sub-role follows its class where it says nothing
+        parent = spec.block(ir.SUBROLES[block.kind])
+        inherited = _provenance(parent, field, value, source, spec)
+        return comment(f"{block.kind}.{field}: as its class `{parent.kind}` -- {inherited}")
     if rule is None:
         return comment(f"{block.kind}.{field} = {format_expr(value)}  (language default; not in the spec)")
     where = f"{rule.span.file or source}:{rule.span.line}" if rule.span.line else source
@@ -136,7 +185,13 @@ def _provenance(block: ir.Block, field: str, value, source: str) -> str:
 
 
 def _runtime() -> str:
-    text = (Path(__file__).parent / "runtime.py").read_text(encoding="utf-8")
-    if _RUNTIME_MARKER not in text:
-        raise MupError(Diagnostic("mupspec/codegen/runtime.py lost its RUNTIME marker"))
-    return text.split(_RUNTIME_MARKER, 1)[1]
+    """The runtime parts, each from its RUNTIME marker on, under a heading
+    that names its source file."""
+    out = []
+    for part in runtime.PARTS:
+        text = (Path(runtime.__file__).parent / f"{part}.py").read_text(encoding="utf-8")
+        if runtime.MARKER not in text:
+            raise MupError(Diagnostic(f"mupspec/codegen/runtime/{part}.py lost its RUNTIME marker"))
+        heading = f"# {'=' * 20} runtime: {part} (mupspec/codegen/runtime/{part}.py) {'=' * 20}"
+        out.append(heading + "\n\n" + text.split(runtime.MARKER, 1)[1].strip("\n"))
+    return "\n\n\n".join(out)

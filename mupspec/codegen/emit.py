@@ -2,7 +2,7 @@
 that keep generated code safe.
 
 Takes `ir.Expr` trees and returns Python source fragments built only from
-numbers, `+ - * / **`, `math.sqrt` and prefixed identifiers
+numbers, `+ - * / **`, `math.sqrt`, the builtins `min`/`max` and prefixed identifiers
 (`fan_in`, `fan_out`, `w_<width>`, `d_<depth>`, `h_<hyper>`). Spec text is
 never evaluated or pasted: every identifier is re-checked against a strict
 pattern and Python's keyword list, and comment text is reduced to
@@ -62,6 +62,8 @@ def python_expr(expr, symbols: Symbols) -> str:
         if expr.func != "sqrt":
             raise MupError(Diagnostic(f"unknown function `{expr.func}`", expr.span))
         return f"math.sqrt({python_expr(expr.arg, symbols)})"
+    if isinstance(expr, ir.MinMax):  # the builtins: no generated name can shadow them (all are prefixed)
+        return f"{expr.func}({', '.join(python_expr(a, symbols) for a in expr.args)})"
     if isinstance(expr, ir.BinOp):
         return f"({python_expr(expr.left, symbols)} {_OPERATORS[expr.op]} {python_expr(expr.right, symbols)})"
     raise MupError(Diagnostic(f"cannot generate code for {type(expr).__name__}"))
@@ -78,15 +80,7 @@ def number(num: ir.Num) -> str:
 
 def used_symbols(expr) -> list[str]:
     """Spec symbols of `expr`, in first-use order."""
-    if isinstance(expr, ir.Sym):
-        return [expr.name]
-    children = {ir.Neg: ("operand",), ir.Call: ("arg",), ir.BinOp: ("left", "right")}.get(type(expr), ())
-    out: list[str] = []
-    for child in children:
-        for name in used_symbols(getattr(expr, child)):
-            if name not in out:
-                out.append(name)
-    return out
+    return list(dict.fromkeys(s.name for s in ir.symbols_in(expr)))
 
 
 def comment(text: str) -> str:

@@ -21,7 +21,8 @@ def read_text(path: str) -> str:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise MupError(Diagnostic(f"no such file: {path}", hint="check the path")) from None
+        raise MupError(Diagnostic(f"no such file: {path}",
+                                  hint="check the path, or name a bundled spec (`mupspec specs` lists them)")) from None
     except IsADirectoryError:
         raise MupError(Diagnostic(f"{path} is a directory", hint="pass .mup files, e.g. specs/*.mup")) from None
     except (OSError, ValueError) as err:  # ValueError: a NUL in the path

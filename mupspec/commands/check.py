@@ -8,14 +8,17 @@ declares (or, with --expect, when every spec's classification matches CLASS),
 from __future__ import annotations
 
 import json
+import sys
 
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
+from mupspec.errors import use_color
 
 
 def configure(parser) -> None:
     from mupspec.check import EXPECTABLE
 
-    parser.add_argument("files", nargs="+", metavar="FILE", help=".mup specs")
+    parser.add_argument("files", nargs="+", metavar="FILE", type=locate, help=".mup specs or bundled spec names")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                         help="report format (json: schema mupspec.check/1, see docs/checking.md)")
     parser.add_argument("--expect", choices=EXPECTABLE, metavar="CLASS",
@@ -23,6 +26,8 @@ def configure(parser) -> None:
                              + ", ".join(EXPECTABLE))
     parser.add_argument("--optimizer", choices=("sgd", "adam"), action="append",
                         help="check only this optimizer family (repeatable; default: those the spec declares)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="leave warnings out of the text report (errors and verdicts stay)")
 
 
 def run(args) -> int:
@@ -47,7 +52,8 @@ def run(args) -> int:
         if args.format == "json":
             reports.append(to_json(result, findings, file) | {"expect": args.expect, "passed": passed})
         else:
-            text = render_text(result, findings, file, markdown=args.format == "markdown", shown=shown)
+            text = render_text(result, findings, file, markdown=args.format == "markdown", shown=shown,
+                               quiet=args.quiet, color=args.format == "text" and use_color(sys.stdout))
             if args.expect:
                 text += f"expect {args.expect}: {'matches' if passed else 'does NOT match'}\n"
             texts.append(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from mupspec.bundled import locate
 from mupspec.codegen import generate
 from mupspec.commands._io import check_output, write_atomic
 from mupspec.resolve import load_spec
@@ -11,7 +12,7 @@ from mupspec.symbolic import validate_scales
 
 
 def configure(parser) -> None:
-    parser.add_argument("file", metavar="FILE", help="a .mup spec")
+    parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("-o", "--output", metavar="OUT.py",
                         help="where to write the module (default: standard output)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from mupspec.bundled import locate
 from mupspec.commands._io import check_output, read_text, write_atomic
 from mupspec.convert import FORMS, convert, parse_setting
 from mupspec.errors import Diagnostic, MupError
@@ -14,7 +15,7 @@ from mupspec.symbolic import validate_scales
 
 
 def configure(parser) -> None:
-    parser.add_argument("file", metavar="FILE", help="a .mup spec")
+    parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("--to", dest="form", metavar="FORM", choices=sorted(FORMS),
                         help="named form: " + "; ".join(f"{k}: {v}" for k, v in FORMS.items()))
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="CLASS.FIELD=EXPR",

@@ -1,8 +1,8 @@
 """`mupspec equiv A B [--strict]`: are two specs equivalent (TP5 Lemma J.1)?
 
 Two specs are equivalent when, for every layer class and optimizer both
-declare, the width exponents of the Lemma J.1 invariants agree (THEORY.md
-§1.4): e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam; attention logit
+declare, the width exponents of the Lemma J.1 invariants agree (docs/theory.md
+§3.1): e_init = a+b, e_sgd = 2a+c_sgd, e_adam = a+c_adam; attention logit
 and residual-branch (depth) exponents must agree too. The invariants that
 the symmetry also preserves once eps and weight decay move with it --
 Adam eps/multiplier, SGD lr·wd, AdamW lr·wd -- are reported as notes, and
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import sympy
 
 from mupspec import ir
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
 from mupspec.resolve import parse_and_resolve
 from mupspec.symbolic import OO, class_exponents, depth_exponents, fmt_exponent, logit_exponent
@@ -137,8 +138,8 @@ def value_differences(a: ir.Spec, b: ir.Spec, skip=frozenset()) -> list[tuple[st
 
 
 def configure(parser) -> None:
-    parser.add_argument("a", metavar="A", help="a .mup spec")
-    parser.add_argument("b", metavar="B", help="another .mup spec")
+    parser.add_argument("a", metavar="A", type=locate, help="a .mup spec or a bundled spec name")
+    parser.add_argument("b", metavar="B", type=locate, help="another .mup spec or bundled spec name")
     parser.add_argument("--strict", action="store_true",
                         help="exact equivalence: also require the Adam eps and weight-decay invariants to agree, "
                              "and every invariant's value (not only its width exponent)")
@@ -151,13 +152,15 @@ def run(args) -> int:
     failing = [d for d in diffs if args.strict or not d.strict_only]
     notes = [d for d in diffs if d not in failing]
     scope = f"classes {', '.join(kinds) or '(none in common)'}; optimizers {', '.join(optimizers) or '(none)'}"
-    values = [] if failing else value_differences(a, b, {(d.where, d.optimizer, d.invariant) for d in diffs})  # exact equivalence: values, not only exponents
-    value_fails = bool(args.strict and values)
+    values = [] if failing else value_differences(a, b, {(d.where, d.optimizer, d.invariant) for d in diffs})
+    value_fails = bool(args.strict and values)  # exact equivalence: values, not only exponents
     verdict = "not equivalent" if failing or value_fails else \
         "exactly equivalent" if not values and not notes else "equivalent"
-    print(f"{a.name} and {b.name}: {verdict} ({scope})")
+    # two specs of one name (a spec and its edited copy) are told apart by their files
+    label_a, label_b = (a.name, b.name) if a.name != b.name else (args.a, args.b)
+    print(f"{label_a} and {label_b}: {verdict} ({scope})")
     if failing:
-        print(_table(failing, a.name, b.name))
+        print(_table(failing, label_a, label_b))
     if values:
         print("same width exponents, but the values of these invariants differ (constant factors or lower-order "
               "terms)" + ("; --strict requires equal values:" if args.strict else ":"))
@@ -166,7 +169,7 @@ def run(args) -> int:
         print(("they also differ" if failing else "equivalent only up to Adam eps / weight decay:")
               + " in these eps / weight-decay invariants (convert moves eps and wd with theta, which keeps "
               "them; --strict makes them count):")
-        print(_table(notes, a.name, b.name))
+        print(_table(notes, label_a, label_b))
     only = [k for k in ir.BLOCK_KINDS if (a.block(k) is None) != (b.block(k) is None)]
     if only:
         print(f"not compared (declared by one spec only): {', '.join(only)}", file=sys.stderr)

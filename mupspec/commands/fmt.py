@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text, write_atomic
-from mupspec.errors import MupError
+from mupspec.errors import Diagnostic, MupError
 from mupspec.printer import format_spec
 from mupspec.resolve import parse_as_written
 
 
 def configure(parser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help=".mup specs")
+    parser.add_argument("files", nargs="+", metavar="FILE", type=locate, help=".mup specs or bundled spec names")
     parser.add_argument("--check", action="store_true",
                         help="change nothing; exit 1 if a file is not in canonical form")
 

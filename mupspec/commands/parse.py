@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
 from mupspec.printer import format_spec
 from mupspec.resolve import parse_and_resolve, parse_as_written
 
 
 def configure(parser) -> None:
-    parser.add_argument("file", help="a .mup spec")
+    parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("--json", action="store_true", help="print the IR as JSON (default: canonical text)")
     parser.add_argument("--unresolved", action="store_true",
                         help="do not merge the `extends` base (show the file as written)")

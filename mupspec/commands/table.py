@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sys
 
+from mupspec.bundled import locate
 from mupspec.commands._io import read_text
 from mupspec.resolve import parse_and_resolve
 from mupspec.table import FORMATS, build_table, render
 
 
 def configure(parser) -> None:
-    parser.add_argument("file", metavar="FILE", help="a .mup spec")
+    parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     parser.add_argument("--invariants", action="store_true",
                         help="add rows e_init, e_sgd, e_adam (width exponents that equivalent specs share)")

@@ -8,7 +8,7 @@ fitted exponent with the exponent `mupspec.check` predicts for that term.
 Prints one table (predicted, measured ± CI, verdict); exit 0 only if every
 row agrees within --tol, 1 if one does not, 2 on bad input.
 
-What is compared (check's terms, THEORY.md §8, per optimizer):
+What is compared (check's terms, docs/theory.md §7, per optimizer):
   act   step 0   input/hidden pre-activations and the output at init
   own   step t   each class's own-update term (ΔW·x, Δb; output: ΔW_out·x)
   delta step t   the last hidden layer's change (TP4's feature change n^-r)
@@ -27,14 +27,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from pathlib import Path
 
+from mupspec import bundled
+from mupspec.bundled import locate
 from mupspec.commands._io import check_output, check_output_dir, read_text, write_atomic
 from mupspec.errors import Diagnostic, MupError
+from mupspec.progress import Progress
 from mupspec.resolve import load_spec, parse_and_resolve
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
-EXPECT_ALIASES = {"mup": "mup_table8"}
 # (quantity, class) measured  <->  (role, kind) of check's Term
 TERM_OF = {
     ("act", "input"): ("init", "input"),
@@ -50,7 +52,7 @@ TERM_OF = {
 
 
 def configure(parser) -> None:
-    parser.add_argument("file", help="a .mup spec")
+    parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
     parser.add_argument("--expect", metavar="SPEC",
                         help="compare with another spec's predictions instead (a file, or a bundled "
                              "name: mup, sp, ntk, mup_table3, ...); the networks are still FILE's")
@@ -77,6 +79,8 @@ def configure(parser) -> None:
                              "check predicts width exponents)")
     parser.add_argument("--show-asymptotic", action="store_true",
                         help="also print check's prediction once W_out has moved (no verdict)")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="json: one object on stdout, schema mupspec.verify/1 (see docs/verify.md)")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -114,12 +118,7 @@ def expected_spec(name_or_path: str):
     path = Path(name_or_path)
     if path.suffix == ".mup" or path.exists():
         return parse_and_resolve(read_text(name_or_path), name_or_path)
-    bundled = SPECS_DIR / f"{EXPECT_ALIASES.get(name_or_path, name_or_path)}.mup"
-    if not bundled.exists():
-        names = sorted(p.stem for p in SPECS_DIR.glob("*.mup")) + sorted(EXPECT_ALIASES)
-        raise MupError(Diagnostic(f"--expect: no spec file or bundled spec named `{name_or_path}`",
-                                  hint="give a .mup file or one of: " + ", ".join(names)))
-    return load_spec(bundled)
+    return load_spec(bundled.path(name_or_path))
 
 
 # ---------------------------------------------------------------- comparison
@@ -207,7 +206,7 @@ def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> st
 
 def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: str = "auto",
                 optimizers=None, tol: float = 0.15, show_asymptotic: bool = False, ratios: bool = False,
-                builder: str = "codegen"):
+                builder: str = "codegen", progress: bool = False):
     """Measure `spec`, fit, compare with `expect`'s (default: its own)
     predictions. Returns (rows, samples, fits, predictions)."""
     from mupspec import ir
@@ -226,7 +225,12 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
     grid = Grid(widths=tuple(widths), depths=tuple(depths), seeds=seeds, optimizers=opts,
                 steps=steps, arch=Arch(kind=kind), ratios=ratios, builder=builder)
-    samples = measure(spec, grid)
+    bar = Progress(len(opts) * len(grid.depths) * len(grid.widths) * len(seeds), unit="networks",
+                   stream=sys.stderr if progress else None)
+    try:
+        samples = measure(spec, grid, on_run=bar.finished)
+    finally:
+        bar.close()
     fits = fit_table(samples)
     preds = {o: predictions(expect, o) for o in opts}
     asym = {o: predictions(expect, o, first_steps=False) for o in opts} if show_asymptotic else None
@@ -318,7 +322,7 @@ def run(args) -> int:
     rows, samples, fits, preds = verify_spec(
         spec, expect, widths=args.widths, depths=args.depths, seeds=args.seeds, steps=args.steps,
         arch=args.arch, optimizers=args.optimizer, tol=args.tol, show_asymptotic=args.show_asymptotic,
-        ratios=bool(args.csv), builder=args.builder)
+        ratios=bool(args.csv), builder=args.builder, progress=True)
     from mupspec.empirical.measure import Grid, uses_codegen
     from mupspec.empirical.models import Arch
 
@@ -327,17 +331,52 @@ def run(args) -> int:
     built = "codegen" if uses_codegen(spec, Grid(arch=Arch(kind=kind), builder=args.builder)) else "numeric"
     title = (f"verify {args.file}: `{spec.name}` {kind} networks ({built}) vs {against}; widths "
              f"{list(args.widths)}, depths {list(args.depths)}, {args.seeds} seeds, {args.steps} steps")
-    print(render(rows, title, args.tol, args.show_asymptotic))
-    if args.depth_exponents:
+    text = args.format == "text"
+    if text:
+        print(render(rows, title, args.tol, args.show_asymptotic))
+    if args.depth_exponents and text:
         print("\n" + render_depth(samples, preds))
     if args.csv:
         _write_csv(args.csv, samples)
     if args.plot:
         from mupspec.empirical.plots import coordinate_check
         for path in coordinate_check(args.plot, spec.name, samples, fits, preds, args.steps):
-            print(f"wrote {path}")
-    print(f"({time.perf_counter() - start:.1f} s)")
+            print(f"wrote {path}", file=sys.stdout if text else sys.stderr)
+    seconds = time.perf_counter() - start
+    if text:
+        print(f"({seconds:.1f} s)")
+    else:
+        import json
+
+        grid = {"widths": list(args.widths), "depths": list(args.depths), "seeds": args.seeds, "steps": args.steps}
+        print(json.dumps(to_json(rows, args.file, spec.name, (expect or spec).name, kind, built, grid, args.tol,
+                                 samples if args.depth_exponents else None, seconds), indent=2, ensure_ascii=False))
     return 0 if all(r.agrees for r in rows) else 1
+
+
+SCHEMA = "mupspec.verify/1"
+
+
+def to_json(rows: list[Row], file: str, spec: str, expect: str, arch: str, builder: str, grid: dict,
+            tol: float, depth_samples, seconds: float) -> dict:
+    """The report as data (schema mupspec.verify/1, documented in docs/verify.md);
+    a number that is not finite (no fit, an infinite prediction) is null."""
+    def num(x):
+        return x if x is not None and math.isfinite(x) else None
+
+    out = {"schema": SCHEMA, "file": file, "spec": spec, "expect": expect, "arch": arch, "builder": builder,
+           "grid": grid, "tol": tol, "ok": all(r.agrees for r in rows), "seconds": round(seconds, 1),
+           "rows": [{"optimizer": r.optimizer, "step": r.step, "class": r.cls, "quantity": r.quantity,
+                     "term": DESCRIBE[r.quantity], "source": r.source, "predicted": num(r.predicted),
+                     "measured": num(r.measured), "ci95": num(r.ci), "agrees": r.agrees,
+                     "asymptotic": num(r.asymptotic)} for r in rows]}
+    if depth_samples is not None:
+        from mupspec.empirical.fit import fit_table
+
+        fits = sorted(fit_table(depth_samples, axis="depth").items())
+        out["depth_exponents"] = [{"optimizer": o, "step": s, "class": c, "quantity": q,
+                                   "measured": num(f.exponent), "ci95": num(f.ci)} for (o, s, c, q), f in fits]
+    return out
 
 
 def render_depth(samples, preds) -> str:

@@ -1,16 +1,17 @@
-"""`mupspec experiment grad-ratio`: the seed's ||grad W||/||W|| experiment,
-reproduced exactly, then done right.
+"""`mupspec experiment grad-ratio`: the original ||grad W||/||W|| experiment
+(one backward pass of an SP MLP and a "muP_MLP" over widths and depths, meant to
+show the muP ratio width-invariant), reproduced exactly, then done right.
 
 Takes bundled spec files and a grid; writes into --out:
 - `grad_ratio.csv`: one row per (spec, width, depth, seed, layer): weight
   norms, gradient norms, LRs and relative updates, Frobenius and spectral;
-- `stability_heatmap.png`: the seed's figure, output-layer Frobenius ratio,
-  SP vs the seed's "muP_MLP" side by side (widths x depths);
+- `stability_heatmap.png`: the original figure, output-layer Frobenius ratio,
+  SP vs the original "muP_MLP" side by side (widths x depths);
 - `slopes.csv`, `summary.md` (the printed tables) and figures for
   docs/grad-ratio.md: width exponents per layer class of the raw gradient
   ratio and of the LR-scaled relative update; depth decay of SP.
 
-The seed's setup (shared/seeds/002): x in R^128 drawn once from N(0, 1) and
+The original setup (docs/grad-ratio.md §1): x in R^128 drawn once from N(0, 1) and
 reused; widths 64..1024; depths 2..32 (number of hidden layers: depth + 1
 weight matrices); ReLU MLP without biases; loss = output.sum(); one forward
 and one backward pass. The relative update of one step is computed from that
@@ -28,13 +29,13 @@ from pathlib import Path
 
 import torch
 
+from mupspec.bundled import DIR as SPECS_DIR
 from mupspec.commands._io import check_output_dir, write_atomic
 from mupspec.empirical.fit import summarize, slope
 from mupspec.empirical.measure import spectral_norm
 from mupspec.empirical.models import Arch, build
 from mupspec.resolve import load_spec
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 SEED_SPECS = ("sp", "seed_mlp")
 REAL_SPECS = ("sp", "seed_mlp", "mup_table3", "mup_table8", "mup_table9")
 WIDTHS = (64, 128, 256, 512, 1024)
@@ -58,7 +59,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def seed_input(d_in: int = 128) -> torch.Tensor:
-    """The seed's x: one vector from N(0, 1), drawn once and reused."""
+    """The original x: one vector from N(0, 1), drawn once and reused."""
     return torch.randn(1, d_in, generator=torch.Generator().manual_seed(0))
 
 
@@ -136,7 +137,7 @@ def figures(out: Path, seed_rows, real_rows, widths, depths, fit_depth, seeds) -
     grids = [[[class_value(seed_rows, name, w, d, 0, "output", "ratio_fro") for w in widths] for d in depths]
              for name in SEED_SPECS]
     paths = [plots.heatmap_pair(out / "stability_heatmap.png",
-                                ["SP_MLP (specs/sp.mup)", "seed's muP_MLP (specs/seed_mlp.mup)"], grids,
+                                ["SP_MLP (specs/sp.mup)", "original muP_MLP (specs/seed_mlp.mup)"], grids,
                                 depths, widths, "depth (hidden layers)", "width",
                                 "output layer ||grad W||_F / ||W||_F, loss = output.sum(), one backward")]
     labels = {"ratio_fro": "||grad W||_F / ||W||_F", "ratio_spec": "||grad W||_2 / ||W||_2",
@@ -174,8 +175,8 @@ def _seed_mean(rows, spec, width, depth, seeds, cls, field) -> float:
 
 
 def summary(seed_rows, slopes, widths, depths) -> str:
-    lines = ["## The seed's experiment: output-layer ||grad W||_F/||W||_F (seed 0)", "",
-             "| depth | " + " | ".join(f"SP w={w}" for w in widths) + " | max rel. diff seed muP_MLP vs SP |",
+    lines = ["## The original experiment: output-layer ||grad W||_F/||W||_F (seed 0)", "",
+             "| depth | " + " | ".join(f"SP w={w}" for w in widths) + " | max rel. diff original muP_MLP vs SP |",
              "|---" * (len(widths) + 2) + "|"]
     for d in depths:
         sp = [class_value(seed_rows, "sp", w, d, 0, "output", "ratio_fro") for w in widths]
@@ -206,7 +207,7 @@ def run(args) -> int:
     start = time.perf_counter()
     seeds = tuple(range(args.seeds))
     fit_depth = 4 if 4 in args.depths else args.depths[0]
-    # Part 1, the seed exactly: SP vs seed muP_MLP, one init, every (width, depth).
+    # Part 1, the original experiment exactly: SP vs its muP_MLP, one init, every (width, depth).
     seed_rows = run_grid(SEED_SPECS, args.widths, args.depths, (0,), args.d_out)
     # Part 2, done right: the real muP tables, Frobenius and spectral, several seeds.
     real_rows = run_grid(REAL_SPECS, args.widths, (fit_depth,), seeds, args.d_out, spectral_depths=(fit_depth,))

@@ -29,6 +29,7 @@ instabilities, are what is measured (`Grid.lr`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -252,8 +253,8 @@ def _measure_sources(net: SpecNet, x, step, params, initial, record0, add) -> No
             p.copy_(now)
 
 
-def measure(spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:
-    """Every run of the grid; torch uses 2 threads (the target machine)."""
+def measure(spec: ir.Spec, grid: Grid = Grid(), on_run: Callable[[], None] = lambda: None) -> list[Sample]:
+    """Every run of the grid (`on_run` after each); torch uses 2 threads (the target machine)."""
     torch.set_num_threads(2)
     generated = None
     if uses_codegen(spec, grid):
@@ -265,4 +266,5 @@ def measure(spec: ir.Spec, grid: Grid = Grid()) -> list[Sample]:
             for width in grid.widths:
                 for seed in grid.seeds:
                     rows.extend(run_one(spec, grid, optimizer, width, depth, seed, generated))
+                    on_run()
     return rows

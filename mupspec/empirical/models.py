@@ -244,6 +244,8 @@ class CodegenNet(SpecNet):
         names = self._linear_names(residual, depth)
         roles = {names[0][0]: "input", names[-1][0]: "output", "*norm.weight": "norm", "*.bias": "bias",
                  "*.weight": "hidden"}
+        present = {"*norm.weight": any(norm for _, norm in names), "*.bias": arch.bias}
+        roles = {k: v for k, v in roles.items() if present.get(k, True)}  # a pattern must match a parameter
         dims = {w: width for w in spec.widths}
         base_dims = {w: base_width for w in spec.widths}
         depths = {"depth": depth, "base_depth": 1} if spec.depth else {}  # anchored at depth 1

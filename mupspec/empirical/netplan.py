@@ -116,7 +116,8 @@ def plan_from_codegen(spec: ir.Spec, *, arch: str, width: int, depth: int, d_in:
         dims |= {"depth": depth, "base_depth": base_depth}
     if spec.block("residual") is not None:
         dims["residual"] = [str(i) for i, layer in enumerate(numeric.layers) if layer.branch]
-    plan = generated.parametrize(stack(width), stack(base_width), optimizer=optimizer, init="none", **dims)
+    plan = generated.parametrize(stack(width), stack(base_width), optimizer=optimizer, init="none",
+                                 delta=stack(2 * base_width), **dims)  # delta: what grows, even at the base width
     layers = []
     for i, layer in enumerate(numeric.layers):
         w, b = plan[f"{i}.weight"], plan[f"{i}.bias"]

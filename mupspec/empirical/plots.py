@@ -75,11 +75,12 @@ def loglog_lines(ax, xs: Sequence[float], series: Mapping[str, Sequence[float]],
 
 
 def panel_grid(path, panels: Sequence[dict], ncols: int, suptitle: str, xlabel: str = "width",
-               xscale: str = "log") -> Path:
+               xscale: str = "log", sharey: bool | str = False) -> Path:
     """`panels`: dicts with title, xs, series (name -> ys), optional ylabel,
-    colors, styles and note (text in the corner, e.g. predicted slopes)."""
+    colors, styles and note (text in the corner, e.g. predicted slopes).
+    `sharey="col"`: one y-scale per column, for rows that are compared (SP above μP)."""
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False, sharey=sharey)
     for ax, panel in zip(axes.flat, panels):
         loglog_lines(ax, panel["xs"], panel["series"], panel.get("colors"), panel.get("styles"), xscale)
         if xscale == "linear":
@@ -128,7 +129,7 @@ def coordinate_check(out_dir, spec_name: str, samples, fits, preds, steps: int) 
             ax.set_ylabel("RMS per coordinate")
             ax.grid(True, which="both", alpha=0.3)
             # below the panel, so that no line is hidden behind it
-            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=1, frameon=False)
         fig.suptitle(f"coordinate check: {spec_name}, {opt}, depth {depth} "
                      f"(slopes fitted over depths {depths} and seeds)", fontsize=10.5)
         fig.tight_layout()
@@ -203,31 +204,63 @@ def spiral_fixed_lr(path, fixed: Mapping, axis: str, lr: float) -> Path:
 
 def spiral_transfer(path, transfer: Mapping, lrs: Sequence[float], axis: str) -> Path:
     """Final loss against LR per size (seed mean, band = min..max over seeds),
-    the best LR of each size marked with a star; rows train / validation."""
+    the best LR of each size marked with a star; rows train / validation, one
+    y-scale per row. An LR where a seed diverged, or whose loss is off the
+    clipped axis, gets a triangle at the top edge instead of a point."""
     variants = list(transfer)
-    fig, axes = plt.subplots(2, len(variants), figsize=(4.3 * len(variants), 7.2), squeeze=False)
-    for col, label in enumerate(variants):
-        e = transfer[label]
-        for row, which in enumerate(("train_loss", "val_loss")):
-            ax = axes[row][col]
+    fig, axes = plt.subplots(2, len(variants), figsize=(max(4.4 * len(variants), 9), 8.4), squeeze=False,
+                             sharex=True, sharey="row", layout="constrained")
+    for row, which in enumerate(("train_loss", "val_loss")):
+        losses = [v for e in transfer.values() for seeds_by_lr in e["curves"][which].values()
+                  for seeds in seeds_by_lr for v in seeds]
+        top = _loss_ceiling(losses)
+        bottom = 0.85 * min((v for v in losses if math.isfinite(v)), default=top / 10)
+        for col, label in enumerate(variants):
+            e, ax = transfer[label], axes[row][col]
             sizes = list(e["curves"][which])
             colors = _size_colors(sizes)
             for size, optimum in zip(sizes, e["optima"][which]):
-                table = [[v for v in seeds] for seeds in e["curves"][which][size]]
-                mean = [sum(t) / len(t) if all(math.isfinite(v) for v in t) else math.nan for t in table]
-                lo = [min(t) if all(math.isfinite(v) for v in t) else math.nan for t in table]
-                hi = [max(t) if all(math.isfinite(v) for v in t) else math.nan for t in table]
+                table = e["curves"][which][size]
+                ok = [all(math.isfinite(v) and v <= top for v in t) for t in table]
+                mean = [sum(t) / len(t) if good else math.nan for t, good in zip(table, ok)]
+                lo = [min(t) if good else math.nan for t, good in zip(table, ok)]
+                hi = [max(t) if good else math.nan for t, good in zip(table, ok)]
                 ax.plot(lrs, mean, "o-", ms=3, color=colors[size], label=f"{axis} {size}")
                 ax.fill_between(lrs, lo, hi, color=colors[size], alpha=0.15)
+                off = [lr for lr, good in zip(lrs, ok) if not good]
+                if off:  # (an empty unclipped line would still pull the layout to the figure's corner)
+                    ax.plot(off, [top] * len(off), "^", ms=6, color=colors[size], mec="black", mew=0.5,
+                            clip_on=False)
                 ax.plot([optimum["lr"]], [optimum["loss"]], "*", ms=13, color=colors[size], mec="black")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_ylim(bottom, top)
             ax.grid(True, which="both", alpha=0.3)
-            sh = e["shift"][which]
-            shift = "" if sh is None else f"\nbest LR x{sh['factor_per_doubling']:.2f} per {axis} doubling"
-            ax.set_title(f"{label}: final {which.replace('_', ' ')}{shift}", fontsize=9)
-            ax.set_xlabel("learning rate (Adam)")
-        axes[0][col].legend(fontsize=6.5, loc="best")
-    fig.suptitle(f"LR transfer across {axis}: gaps = diverged; star = best LR (parabola-refined)", fontsize=11)
-    fig.tight_layout()
+            ax.set_title(f"{label}: final {which.replace('_', ' ')}\n{_transfer_headline(e, which, axis)}",
+                         fontsize=8.5)
+            if row == 1:
+                ax.set_xlabel("learning rate (Adam)")
+        axes[row][0].set_ylabel(f"final {which.replace('_', ' ')}")
+    handles, labels = axes[0][0].get_legend_handles_labels()  # one legend for all panels, below them
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.suptitle(f"LR transfer across {axis}: star = best LR (parabola-refined)\n"
+                 "▲ at the top = a seed diverged or its loss is above the axis", fontsize=10.5)
     return _save(fig, path)
+
+
+def _loss_ceiling(losses: Sequence[float]) -> float:
+    """The top of a loss axis: 3x the median finite loss (chance level sits well below it),
+    so that a few blown-up runs (1e26) do not squash every curve into one line."""
+    finite = sorted(v for v in losses if math.isfinite(v))
+    return 3 * finite[len(finite) // 2] if finite else 1.0
+
+
+def _transfer_headline(e: Mapping, which: str, axis: str) -> str:
+    """What the text reads off the figure: the best loss reachable at any LR, smallest to
+    largest size, and the best LR's shift with its interval (docs/tutorial.md: for SP the
+    optimum's position alone misleads)."""
+    optima, sh = e["optima"][which], e["shift"][which]
+    best = f"best loss {optima[0]['loss']:.3g} → {optima[-1]['loss']:.3g}" if optima else "no finished size"
+    if sh is None:
+        return best
+    return f"{best}\nbest-LR shift {sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}] log2/doubling"

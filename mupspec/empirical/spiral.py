@@ -73,7 +73,8 @@ def configure(parser) -> None:
     parser.add_argument("--figures-dir", help="where the PNGs go (default: OUT/figures)")
     parser.add_argument("--quick", action="store_true",
                         help="small grid and 150 steps (a minute or two; used in CI)")
-    parser.add_argument("--part", choices=("all", "width", "depth"), default="all")
+    parser.add_argument("--part", choices=("all", "width", "depth"), default="all",
+                        help="train only the width sweep or only the depth sweep (default: all, both)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--budget-minutes", type=float,
@@ -354,7 +355,8 @@ def _figures(figures: Path, axis: str, part: dict, g: Grid, scale_panels: list, 
     if fixed:
         plots.spiral_fixed_lr(figures / f"{axis}_fixed_lr.png", fixed, axis, g.fixed())
     if scale_panels:
-        plots.panel_grid(figures / f"{axis}_exponents.png", scale_panels, ncols=3, suptitle=title, xlabel=axis)
+        plots.panel_grid(figures / f"{axis}_exponents.png", scale_panels, ncols=3, suptitle=title, xlabel=axis,
+                         sharey="col")
     transfer = {k: v for k, v in part["transfer"].items() if v["optima"].get("val_loss")}
     if transfer:
         plots.spiral_transfer(figures / f"{axis}_transfer.png", transfer, g.lrs, axis)

@@ -28,13 +28,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from mupspec.bundled import DIR as SPECS_DIR
 from mupspec.empirical.data import SpiralConfig, make_spiral
 from mupspec.empirical.engine import TrainConfig, software, train_batched
 from mupspec.empirical.netplan import plan_from_codegen
 from mupspec.errors import Diagnostic, MupError
+from mupspec.progress import Progress
 from mupspec.resolve import load_spec
-
-SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"
 
 
 @dataclass(frozen=True)
@@ -84,45 +84,6 @@ def atomic_write_json(path: Path, payload: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-class Progress:
-    """A one-line progress bar on stderr, redrawn at most every 0.2 s."""
-
-    def __init__(self, total: int, done: int, stream=sys.stderr, width: int = 28):
-        self.total, self.done, self.stream, self.width = total, done, stream, width
-        self.start, self.last = time.monotonic(), 0.0
-        self.label, self.step, self.steps = "", 0, 0
-
-    def cell(self, label: str, steps: int) -> None:
-        self.label, self.step, self.steps = label, 0, steps
-        self.draw(force=True)
-
-    def on_step(self, step: int) -> None:
-        self.step = step
-        self.draw()
-
-    def finished(self, runs: int) -> None:
-        self.done += runs
-        self.draw(force=True)
-
-    def draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        # on a terminal redraw often; in a log file (CI) only at cell boundaries
-        interactive = getattr(self.stream, "isatty", lambda: False)()
-        if not force and (not interactive or now - self.last < 0.2):
-            return
-        self.last = now
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(frac * self.width)
-        inner = f" {self.label} step {self.step}/{self.steps}" if self.steps else ""
-        line = f"[{bar:<{self.width}}] {self.done}/{self.total} runs{inner} {now - self.start:6.0f}s"
-        self.stream.write(f"\r{line}\033[K" if interactive else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 class Sweep:

@@ -11,7 +11,7 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 # "MFP (L=1)": a = 0 (input), 1 (output); b = 0; c = -1. SGD only.
 # Hidden layers (L >= 2) are not in that table; the hidden block below is the
 # mean-field normalization (b = 0, c = -1) of muP's hidden layer, a = 1/2
-# [derived: THEORY.md section 1.4]. MFP is equivalent to muP (Everett et al. 2024).
+# [derived: docs/theory.md §4]. MFP is equivalent to muP (Everett et al. 2024).
 
 import math
 
@@ -25,8 +25,15 @@ DEPTH_SYMBOL = None
 HYPER_DEFAULTS = {}
 FAMILIES = ("sgd",)  # optimizer families the spec has LR rules for
 BLOCKS = ("input", "hidden", "output", "bias",)
+SUBROLES = {}  # sub-role -> its class
+SUBROLE_CLASSES = {"token_embedding": "input", "position_embedding": "input", "query": "hidden", "key": "hidden", "value": "hidden", "attn_out": "hidden", "mlp_in": "hidden", "mlp_out": "hidden", "router": "hidden", "experts": "hidden", "readout": "output", "norm_bias": "bias", "norm_gain": "norm"}  # every sub-role of the language -> its class
+SUBROLE_OWN_FIELDS = {}  # fields where a sub-role's rule is not its class's
+TIES = ()  # (embedding, readout): one tensor with the embedding's init and group
 
 # ---- rules of the spec: one function per block and field, values at given sizes ----
+
+
+DERIVED_WIDTHS = {}  # derived width symbol -> its size from the widths before it
 
 
 def _input_init_var(fan_in, fan_out, dims, hypers):
@@ -204,10 +211,10 @@ RULES = {
     ("bias", "eps.adam"): _bias_eps_adam,
 }
 
+# ==================== runtime: plan (mupspec/codegen/runtime/plan.py) ====================
 
 ROLES = ("input", "hidden", "output", "bias", "norm", "scalar")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-_FIELDS = ("init.var", "mult", "lr", "wd", "eps")
 
 
 class ParamPlan:
@@ -219,11 +226,18 @@ class ParamPlan:
     factors when the parameter lies in the residual branch `branch`); mult is the spec's forward
     multiplier (1 = none); init_ratio is the spec's init variance at the
     target over that at the base (None: init left alone); init_std is the std the spec prescribes
-    (init="normal") or the tensor's std after rescaling (init="rescale").
+    (init="normal") or the tensor's std after rescaling (init="rescale");
+    init_law is the model's own init law learned for init="rescale". role is
+    a class or a sub-role, block the RULES key it reads; axes labels each
+    dimension "out", "in", "kernel" or "stack". tied_to names the record that
+    owns a tied tensor (init, LR group): this name only applies its own
+    multiplier in its module's forward. slices splits a fused parameter
+    (query | key | value): [{"role", "axis", "start", "stop", "init_ratio", "init_std"}].
     """
 
-    __slots__ = ("name", "shape", "role", "block", "fan_in", "fan_out", "base_fan_in", "base_fan_out",
-                 "init_ratio", "init_std", "mult", "lr_factor", "wd_factor", "eps_factor", "folded", "branch")
+    __slots__ = ("name", "shape", "role", "block", "axes", "fan_in", "fan_out", "base_fan_in", "base_fan_out",
+                 "init_ratio", "init_std", "init_law", "mult", "lr_factor", "wd_factor", "eps_factor", "folded",
+                 "branch", "tied_to", "slices")
 
     def __init__(self, **fields):
         for key in self.__slots__:
@@ -237,11 +251,12 @@ class ParamPlan:
 
 
 class Plan:
-    """The result of parametrize(): one ParamPlan per parameter, in
-    model.named_parameters() order, plus the choices that produced them
-    (branch_mult: what each residual branch's output is multiplied by)."""
+    """The result of parametrize(): one ParamPlan per parameter name, in
+    model.named_parameters(remove_duplicate=False) order (a tied tensor has
+    one record per name), plus the choices that produced them (branch_mult:
+    what each residual branch's output is multiplied by)."""
 
-    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0):
+    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0, marker=None):
         self.records = list(records)
         self.optimizer = optimizer
         self.multipliers = multipliers
@@ -249,6 +264,7 @@ class Plan:
         self.hooks = list(hooks)
         self.branch_mult = branch_mult
         self._by_name = {r.name: r for r in self.records}
+        self._marker = marker if marker is not None else {}  # shared with the model: see _mark_parametrized
 
     def __iter__(self):
         return iter(self.records)
@@ -260,21 +276,44 @@ class Plan:
         return self._by_name[name]
 
     def remove_hooks(self):
+        """Remove the forward multipliers; the model may then be planned again with init="none"."""
         for handle in self.hooks:
             handle.remove()
         self.hooks = []
+        self._marker["hooks"] = False
 
     def table(self, lr=None):
         return format_table(self, lr)
 
 
-# ------------------------------------------------------------- roles and fans
+# ==================== runtime: roles (mupspec/codegen/runtime/roles.py) ====================
+
+AXIS_LABELS = ("out", "in", "stack")
+
+# Default sub-roles by name, for specs that declare sub-roles: nanoGPT and HF GPT-2
+# (wte, wpe, c_attn, c_proj, c_fc, lm_head), Llama-style (embed_tokens, q_proj, k_proj,
+# v_proj, o_proj, gate_proj, up_proj, down_proj) and BERT-style (query, key, value).
+# A default applies only where the sub-role's class is the one the shapes give.
+NAME_SUBROLES = (
+    ("*wte.weight", "token_embedding"), ("*embed_tokens.weight", "token_embedding"),
+    ("*wpe.weight", "position_embedding"), ("*wpe", "position_embedding"),
+    ("*q_proj.weight", "query"), ("*query.weight", "query"),
+    ("*k_proj.weight", "key"), ("*key.weight", "key"),
+    ("*v_proj.weight", "value"), ("*value.weight", "value"),
+    ("*attn.c_proj.weight", "attn_out"), ("*o_proj.weight", "attn_out"),
+    ("*mlp.c_fc.weight", "mlp_in"), ("*gate_proj.weight", "mlp_in"), ("*up_proj.weight", "mlp_in"),
+    ("*mlp.c_proj.weight", "mlp_out"), ("*down_proj.weight", "mlp_out"),
+    ("*lm_head.weight", "readout"),
+    ("*router.weight", "router"), ("*experts*", "experts"),
+)
+# Fused parameters split along their fan_out axis into equal parts, one per sub-role.
+NAME_FUSED = (("*c_attn.weight", ("query", "key", "value")),)
 
 
 def base_shapes(model):
-    """{name: shape} of a model's parameters: what parametrize needs of the
-    base model (save it beside a checkpoint instead of building the base)."""
-    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+    """{name: shape} of a model's parameters, tied names included: what
+    parametrize needs of the base model (save it beside a checkpoint)."""
+    return {name: tuple(p.shape) for name, p in model.named_parameters(remove_duplicate=False)}
 
 
 def _glob(pattern, text):
@@ -293,73 +332,164 @@ def _glob(pattern, text):
     return pos <= end
 
 
+def _first_match(pairs, name):
+    return next((value for pattern, value in pairs if _glob(pattern, name)), None)
+
+
 def _owner(modules, name):
     prefix, _, pname = name.rpartition(".")
     return modules.get(prefix), pname
 
 
-def _fans(module, pname, shape):
-    """(fan_in, fan_out) in the spec's sense: a weight maps fan_in -> fan_out
-    (nn.Embedding stores it transposed); a vector has fan_in 1."""
-    if len(shape) == 0:
-        return 1, 1
-    if len(shape) == 1:
-        return 1, shape[0]
-    if isinstance(module, torch.nn.Embedding) and pname == "weight":
-        return shape[0], shape[1]
-    return math.prod(shape[1:]), shape[0]
+def _tensors(model):
+    """[(parameter, [names])] in named_parameters() order: a tied tensor once,
+    with every name it is registered under (remove_duplicate=False)."""
+    out, index = [], {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) not in index:
+            index[id(p)] = len(out)
+            out.append((p, []))
+        out[index[id(p)]][1].append(name)
+    return out
+
+
+def _role_class(role):
+    return SUBROLES.get(role) or SUBROLE_CLASSES.get(role, role)
 
 
 def _is_norm(module):
     return module is not None and "Norm" in type(module).__name__
 
 
-def _role_by_shape(name, shape, base, module, pname):
+def _is_hf_conv1d(module):
+    """Hugging Face transformers' Conv1D (GPT-2): y = x @ W + b, W stored (fan_in, fan_out)."""
+    return type(module).__name__ == "Conv1D" and not isinstance(module, torch.nn.Conv1d)
+
+
+def _known_axes(module, pname, rank):
+    """Axis labels fixed by the module type ("kernel": part of fan_in that may
+    not grow), or None for a raw parameter."""
+    if rank <= 1:
+        return ("out",) * rank
+    if pname != "weight":
+        return None
+    if isinstance(module, torch.nn.Embedding):
+        return ("in", "out")
+    if isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+        return ("out", "in") + ("kernel",) * (rank - 2)
+    if _is_hf_conv1d(module) and rank == 2:
+        return ("in", "out")
+    return None
+
+
+def _axis_candidates(name, grows, declared):
+    """Possible axis labels of a raw parameter from which dimensions grow, as
+    microsoft/mup reads them: one growing dimension is vector-like (it is
+    fan_out, the rest fan_in, like an embedding table); two are matrix-like,
+    in either order (the caller keeps them only if both orders give the same
+    plan). Returns (candidates, problem)."""
+    if declared is not None:
+        if len(declared) != len(grows) or any(a not in AXIS_LABELS for a in declared):
+            return None, (f"{name}: fan_axes {tuple(declared)} must label each of its {len(grows)} dimensions "
+                          f"with one of {AXIS_LABELS}")
+        return [tuple(declared)], None
+    growing = [i for i, g in enumerate(grows) if g]
+    if len(growing) <= 1:
+        return [tuple("out" if g else "in" for g in grows)], None
+    if len(growing) == 2:
+        first, second = growing
+        orders = []
+        for out_axis, in_axis in ((first, second), (second, first)):
+            orders.append(tuple("out" if i == out_axis else "in" if i == in_axis else "stack"
+                                for i in range(len(grows))))
+        return orders, None
+    return None, (f"{name}: {len(growing)} dimensions grow with width; declare which are fan_in, fan_out "
+                  f"and stacked copies: fan_axes={{'{name}': (...)}} with labels from {AXIS_LABELS}")
+
+
+def _fans(shape, axes):
+    """(fan_in, fan_out) in the spec's sense: a weight maps fan_in -> fan_out;
+    a vector has fan_in 1; stacked copies (experts) count in neither."""
+    fan_in = math.prod(n for n, a in zip(shape, axes) if a in ("in", "kernel"))
+    fan_out = math.prod(n for n, a in zip(shape, axes) if a == "out")
+    return fan_in, fan_out
+
+
+def _class_by_growth(name, shape, axes, grows, module):
     """microsoft/mup's rule: the dimensions that differ from the base model
-    grow with width; which ones grow decides the role."""
-    if len(base) != len(shape):
-        return None, f"{name}: shape {tuple(shape)} has a different rank from the base model's {tuple(base)}"
-    grows = [a != b for a, b in zip(shape, base)]
+    grow with width; whether fan_in and/or fan_out grow decides the class."""
     if _is_norm(module):
         return "norm", None
     if not any(grows):
         return "scalar", None
     if len(shape) == 1:
         return "bias", None
-    if isinstance(module, torch.nn.Embedding) and pname == "weight":
-        grows = [grows[1], grows[0]]  # (fan_out, fan_in) order, as for a Linear weight
-    if any(grows[2:]):
-        return None, (f"{name}: dimensions {[i for i, g in enumerate(grows) if g]} differ from the base "
-                      f"model {tuple(base)}; only fan_in and fan_out may grow with width")
-    out_grows, in_grows = grows[0], grows[1]
+    bad = [i for i, (a, g) in enumerate(zip(axes, grows)) if g and a in ("kernel", "stack")]
+    if bad:
+        return None, (f"{name}: dimensions {bad} grow with width but are not fan_in or fan_out "
+                      f"(axes {axes}); only fan_in and fan_out may grow with width")
+    in_grows = any(g for a, g in zip(axes, grows) if a == "in")
+    out_grows = any(g for a, g in zip(axes, grows) if a == "out")
     return {(True, True): "hidden", (True, False): "input", (False, True): "output"}[(out_grows, in_grows)], None
 
 
-def _role(name, shape, base, module, pname, patterns):
-    if base is None:  # even with a pattern: without base sizes nothing can be anchored
-        return None, f"{name}: not in the base model"
-    for pattern, role in patterns:
-        if _glob(pattern, name):
-            return role, None
-    return _role_by_shape(name, shape, base, module, pname)
+def _default_subrole(name, role, module, pname):
+    """A sub-role the spec declares, by name, where its class agrees with the shapes."""
+    if role == "norm" and _is_norm(module):
+        sub = {"weight": "norm_gain", "bias": "norm_bias"}.get(pname)
+    else:
+        sub = _first_match(NAME_SUBROLES, name)
+    return sub if sub in SUBROLES and SUBROLES[sub] == role else role
 
 
-def _block(role):
+def _fused(name, role, shape, axes, declared):
+    """[(sub-role, start, stop)] along the fan_out axis for a fused parameter
+    (e.g. nanoGPT's c_attn: query | key | value), or None."""
+    parts = declared if declared is not None else _first_match(NAME_FUSED, name)
+    if parts is None or (declared is None and (not all(_role_class(p) == role for p in parts)
+                                               or not any(p in SUBROLES for p in parts))):
+        return None, None
+    out_axes = [i for i, a in enumerate(axes) if a == "out"]
+    if len(out_axes) != 1 or shape[out_axes[0]] % len(parts):
+        return None, f"{name}: cannot split fan_out of shape {shape} (axes {axes}) into {len(parts)} equal parts"
+    size = shape[out_axes[0]] // len(parts)
+    return (out_axes[0], [(p, i * size, (i + 1) * size) for i, p in enumerate(parts)]), None
+
+
+def _rules_key(role):
+    """The RULES key a role reads (None for scalar): a sub-role has its own
+    entries; a norm falls back to the bias rules when the spec has no norm block."""
     if role == "scalar":
         return None
+    if role in SUBROLES:
+        return role
+    if role in SUBROLE_CLASSES:  # a sub-role the spec has no block for follows its class
+        return _rules_key(SUBROLE_CLASSES[role])
     if role == "norm" and "norm" not in BLOCKS:
         return "bias"  # vector-like parameters share the bias rules when a spec has no norm block
     return role
 
 
-# ------------------------------------------------------------- rule values
+def _has_rules(key):
+    return key in BLOCKS or (key, "init.var") in RULES or (key in SUBROLES and SUBROLES[key] in BLOCKS)
 
+
+# ==================== runtime: rules (mupspec/codegen/runtime/rules.py) ====================
 
 def _dims(widths, depth, which):
     dims = dict(widths or {})
     unknown = sorted(set(dims) - set(WIDTH_SYMBOLS))
     if unknown:
         raise ValueError(f"{which}: unknown width symbol(s) {unknown}; {SPEC_NAME} declares {list(WIDTH_SYMBOLS)}")
+    derived = sorted(set(dims) & set(DERIVED_WIDTHS))
+    if derived:
+        free = [w for w in WIDTH_SYMBOLS if w not in DERIVED_WIDTHS]
+        raise ValueError(f"{which}: {derived} follow from the other widths in {SPEC_NAME} (DERIVED_WIDTHS); "
+                         f"pass only {free}")
+    for name, size in DERIVED_WIDTHS.items():  # in declaration order: each from the sizes before it
+        value = size(dims)
+        if value is not None:
+            dims[name] = value
     if DEPTH_SYMBOL is not None and depth is not None:
         dims[DEPTH_SYMBOL] = depth
     return dims
@@ -381,7 +511,8 @@ def _hypers(overrides):
 
 def _value(block, field, fan_in, fan_out, dims, hypers):
     try:
-        value = RULES[(block, field)](fan_in, fan_out, dims, hypers)
+        rule = RULES.get((block, field)) or RULES[(SUBROLES.get(block, block), field)]  # a sub-role: its class's
+        value = rule(fan_in, fan_out, dims, hypers)
     except ZeroDivisionError:
         raise ValueError(f"{SPEC_NAME}: {block}.{field} divides by zero at "
                          f"fan_in={fan_in}, fan_out={fan_out}") from None
@@ -417,31 +548,396 @@ def _ratio(block, field, target, base, hypers):
     return top / bottom
 
 
-def _default_var_ratio(module, pname, shape, base_shapes_, prefix):
-    """How PyTorch's default init variance changes from base to target: Linear
-    and Conv weights and their biases draw with variance ~ 1/fan_in of the
-    weight (kaiming_uniform, a=sqrt(5)); nn.Embedding draws N(0, 1)."""
-    if isinstance(module, torch.nn.Embedding):
-        return 1.0
-    if len(shape) >= 2:
-        return math.prod(base_shapes_.get(prefix + pname, shape)[1:]) / math.prod(shape[1:])
+# ==================== runtime: records (mupspec/codegen/runtime/records.py) ====================
+
+class _Options:
+    """What parametrize() was asked, as the record builders need it."""
+
+    def __init__(self, base, grow, roles, fan_axes, fused, optimizer, multipliers, env):
+        self.base, self.grow = base, grow  # {name: shape} of the base and of the growth reference (delta)
+        self.roles, self.fan_axes, self.fused = roles, fan_axes, fused  # [(pattern, value)] each
+        self.optimizer, self.multipliers, self.env = optimizer, multipliers, env
+        self.matched = set()  # (argument, pattern) pairs that matched a name
+
+    def lookup(self, argument, name):
+        for pattern, value in getattr(self, argument):
+            if _glob(pattern, name):
+                self.matched.add((argument, pattern))
+                return value
+        return None
+
+
+def _plan_records(model, opts):
+    """One ParamPlan per name in named_parameters(remove_duplicate=False)
+    order; a tied tensor's names share it as microsoft/mup's MuSharedReadout
+    does: the name with an input role (the embedding) owns init and LR group,
+    every other name only applies its own role's multiplier in its module."""
+    modules = dict(model.named_modules())
+    order = {name: i for i, (name, _) in enumerate(model.named_parameters(remove_duplicate=False))}
+    records, problems = [], []
+    for p, names in _tensors(model):
+        group = []
+        for name in names:
+            record, problem = _record(name, tuple(p.shape), *_owner(modules, name), opts)
+            if problem is not None:
+                problems.append(problem)
+            else:
+                group.append(record)
+        if len(group) == len(names) > 1:
+            problems += _tie(group, opts)
+        records += group
+    if problems:
+        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems) +
+                         "\nhint: give the base model the same parameter names, or pass roles={'pattern': 'role'}"
+                         f" with a role from {ROLES + tuple(SUBROLES)}")
+    return sorted(records, key=lambda r: order[r.name])
+
+
+def _tie(group, opts):
+    owner = next((r for r in group if _role_class(r.role) == "input"), group[0])
+    problems = []
+    for record in group:
+        if record is owner:
+            continue
+        record.tied_to = owner.name
+        record.init_ratio = None
+        record.lr_factor, record.wd_factor, record.eps_factor = owner.lr_factor, owner.wd_factor, owner.eps_factor
+        if record.folded:
+            problems.append(f"{record.name}: tied to {owner.name}, so its multiplier {record.mult:g} cannot be "
+                            "folded into the shared tensor; use multipliers='hooks'")
+    return problems
+
+
+def _record(name, shape, module, pname, opts):
+    """(ParamPlan, None) or (None, why it cannot be placed)."""
+    base_shape = opts.base.get(name)
+    grow_shape = opts.grow.get(name) if opts.grow is not None else shape
+    if base_shape is None or grow_shape is None:
+        return None, f"{name}: not in the {'base' if base_shape is None else 'delta'} model"
+    if not len(base_shape) == len(shape) == len(grow_shape):
+        return None, f"{name}: shape {shape} has a different rank from the base model's {tuple(base_shape)}"
+    grows = [a != b for a, b in zip(grow_shape, base_shape)]
+    declared = opts.lookup("fan_axes", name)
+    known = _known_axes(module, pname, len(shape))
+    candidates, problem = ([known], None) if known is not None and declared is None else \
+        _axis_candidates(name, grows, declared)
+    if problem is not None:
+        return None, problem
+    pattern_role = opts.lookup("roles", name)
+    plans = []
+    for axes in candidates:
+        record, problem = _record_for_axes(name, shape, base_shape, axes, grows, module, pname, pattern_role, opts)
+        if problem is not None:
+            return None, problem
+        plans.append(record)
+    if any(_factors_of(r) != _factors_of(plans[0]) for r in plans[1:]):
+        return None, (f"{name}: shape {shape} (base {tuple(base_shape)}) does not tell which growing dimension is "
+                      f"fan_in: the plans differ; declare fan_axes={{'{name}': {candidates[0]}}} if it is used as "
+                      f"W @ x (Linear's layout) or {candidates[1]} if as x @ W")
+    return plans[0], None
+
+
+def _factors_of(record):
+    return (record.role, record.init_ratio, record.mult, record.lr_factor, record.wd_factor, record.eps_factor,
+            record.folded)
+
+
+def _record_for_axes(name, shape, base_shape, axes, grows, module, pname, pattern_role, opts):
+    role = pattern_role
+    if role is None:
+        role, problem = _class_by_growth(name, shape, axes, grows, module)
+        if problem is not None:
+            return None, problem
+        role = _default_subrole(name, role, module, pname)
+    key = _rules_key(role)
+    if key is not None and not _has_rules(key):
+        return None, f"{name}: role {role!r} but {SPEC_NAME} has no `{key}` block"
+    fan_in, fan_out = _fans(shape, axes)
+    base_fan_in, base_fan_out = _fans(base_shape, axes)
+    record = ParamPlan(name=name, shape=shape, role=role, block=key, axes=axes, fan_in=fan_in, fan_out=fan_out,
+                       base_fan_in=base_fan_in, base_fan_out=base_fan_out, init_ratio=None, init_std=None,
+                       init_law=None, mult=1.0, lr_factor=1.0, wd_factor=1.0, eps_factor=1.0, folded=False)
+    if key is None:
+        # nothing grows: keep the base model's init variance (undo the model's own fan dependence)
+        record.init_ratio = 1.0 if len(shape) >= 1 else None
+        return record, None
+    record.init_ratio, record.mult, record.lr_factor, record.wd_factor, record.eps_factor = \
+        _rule_factors(key, record, opts)
+    problem = _split_fused(record, opts)
+    if problem is not None:
+        return None, problem
+    if opts.multipliers == "fold" and record.mult != 1.0:
+        _fold(record, opts.optimizer)
+    return record, None
+
+
+def _rule_factors(key, record, opts):
+    """(init ratio, mult, lr, wd, eps) of rules `key` at the record's fans;
+    init ratio None for norms (gains start at 1 by convention: no init rule)."""
+    target_dims, base_dims, hypers = opts.env
+    target = (record.fan_in, record.fan_out, target_dims)
+    base = (record.base_fan_in, record.base_fan_out, base_dims)
+    ratio = lambda field: _ratio(key, field, target, base, hypers)  # noqa: E731
+    init = None if _role_class(record.role) == "norm" else ratio("init.var")
+    return (init, ratio("mult")) + _optimizer_factors(ratio, opts.optimizer)
+
+
+def _split_fused(record, opts):
+    """A fused parameter (nanoGPT's c_attn: query | key | value along fan_out):
+    each part gets its sub-role's init; multipliers and LRs must agree, as one
+    tensor has one LR group and one forward."""
+    fused, problem = _fused(record.name, record.role, record.shape, record.axes, opts.lookup("fused", record.name))
+    if fused is None:
+        return problem
+    axis, parts = fused
+    record.slices = []
+    for role, start, stop in parts:
+        factors = _rule_factors(_rules_key(role), record, opts)
+        if factors[1:] != (record.mult, record.lr_factor, record.wd_factor, record.eps_factor):
+            return (f"{record.name}: its fused part {role} needs the multiplier / LR / weight decay / eps factors "
+                    f"{factors[1:]}, the whole tensor {(record.mult, record.lr_factor, record.wd_factor, record.eps_factor)}"
+                    ": one tensor has one forward and one LR group; split it into separate parameters")
+        record.slices.append({"role": role, "axis": axis, "start": start, "stop": stop, "init_ratio": factors[0],
+                              "init_std": None})
+    return None
+
+
+def _fold(record, optimizer):
+    """Lemma J.1 with theta = 1/mult: store mult*W and train it with multiplier
+    1; LR, eps and weight decay move so that training is unchanged."""
+    m = record.mult
+    if m <= 0.0:
+        raise ValueError(f"{record.name}: cannot fold the multiplier {m} (must be > 0); use multipliers='hooks'")
+    record.lr_factor *= m * m if optimizer == "sgd" else m
+    record.eps_factor /= m if optimizer != "sgd" else 1.0
+    record.wd_factor /= m if optimizer == "adamw" else m * m
+    record.folded = True
+
+
+# ==================== runtime: init (mupspec/codegen/runtime/init.py) ====================
+
+def _torch_default_law(module, pname, rank, base_weight_fan_in, weight_fan_in, record):
+    """How PyTorch's default init variance changes from base to target, for the
+    module types whose default init it documents: Linear and Conv weights and
+    their biases ~ 1/fan_in of the weight (kaiming_uniform, a=sqrt(5));
+    nn.Embedding N(0, 1). None for anything else (a raw parameter, HF Conv1D)."""
+    if isinstance(module, torch.nn.Embedding) and pname == "weight":
+        return "constant", 1.0
+    if not isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+        return None
+    if pname == "weight" and rank >= 2:
+        return "1/fan_in", record.base_fan_in / record.fan_in
+    if pname == "bias" and weight_fan_in is not None:
+        return "1/fan_in of the weight", base_weight_fan_in / weight_fan_in
+    return None
+
+
+def _weight_fan_in(module, base_shapes_, prefix):
+    """(base fan_in, fan_in) of the weight beside a bias, or (None, None)."""
     weight = getattr(module, "weight", None)
-    if len(shape) == 1 and isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-        base_weight = base_shapes_.get(prefix + "weight")
-        if base_weight is not None:
-            return math.prod(base_weight[1:]) / math.prod(weight.shape[1:])
-    return 1.0
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or (prefix + "weight") not in base_shapes_:
+        return None, None
+    axes = _known_axes(module, "weight", weight.dim())
+    if axes is None:
+        return None, None
+    fan_in = lambda shape: math.prod(n for n, a in zip(shape, axes) if a != "out")  # noqa: E731
+    return fan_in(base_shapes_[prefix + "weight"]), fan_in(tuple(weight.shape))
 
 
-# ------------------------------------------------------------- parametrize
+def _law_candidates(record, weight_fans):
+    """The init laws a model's own code plausibly follows, as (name, variance
+    ratio target/base): constant (HF's std 0.02, N(0, 1) embeddings), 1/fan_in
+    (PyTorch's Linear), 1/fan_out, 2/(fan_in + fan_out) (Xavier), and for a
+    vector beside a weight the weight's 1/fan_in."""
+    out = [("constant", 1.0), ("1/fan_in", record.base_fan_in / record.fan_in),
+           ("1/fan_out", record.base_fan_out / record.fan_out),
+           ("2/(fan_in+fan_out)", (record.base_fan_in + record.base_fan_out) / (record.fan_in + record.fan_out))]
+    if weight_fans[0] is not None:
+        out.append(("1/fan_in of the weight", weight_fans[0] / weight_fans[1]))
+    return out
 
 
-def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None, base_widths=None,
-                depth=None, base_depth=None, hypers=None, init="rescale", init_scale=1.0,
-                multipliers="hooks", generator=None, residual=None):
+def _mean_square(tensor):
+    """(mean square, its relative sampling variance per element) of a tensor."""
+    x2 = tensor.detach().double().flatten() ** 2
+    ms = float(x2.mean())
+    return ms, (float(x2.var(unbiased=False)) / (ms * ms) if ms > 0.0 else 0.0)
+
+
+def _init_law(record, module, pname, tensor, base_tensor, base_shapes_):
+    """(law, variance ratio target/base) of the model's own init: learned from
+    the tensors the user's code built at the base and at this size, snapped to
+    the nearest plausible law (PyTorch's default for its own modules when it
+    fits the measurement); a clear error when none fits."""
+    prefix = record.name[: len(record.name) - len(pname)]
+    weight_fans = _weight_fan_in(module, base_shapes_, prefix)
+    candidates = _law_candidates(record, weight_fans)
+    if len({round(v, 12) for _, v in candidates}) == 1:
+        return candidates[0]  # nothing grows that any law depends on (e.g. the base model itself)
+    default = _torch_default_law(module, pname, len(record.shape), *weight_fans, record)
+    if base_tensor is None:
+        if default is not None:
+            return default
+        raise ValueError(f"{record.name}: init='rescale' needs the base model itself (not its shapes) to learn how "
+                         f"this {type(module).__name__} parameter's own init scales; pass the base model, or "
+                         "init='normal' (draw from the spec) or init='none'")
+    ms_base, k_base = _mean_square(base_tensor)
+    ms, k = _mean_square(tensor)
+    if ms == 0.0 and ms_base == 0.0:
+        return "zero", 1.0  # zero-initialized at both sizes (HF biases): stays zero
+    if ms == 0.0 or ms_base == 0.0:
+        raise ValueError(f"{record.name}: zero in {'this' if ms == 0.0 else 'the base'} model only: init='rescale' "
+                         "cannot learn its init law; use init='normal' or init='none'")
+    z = math.log(ms / ms_base)
+    tolerance = 5.0 * math.sqrt(k_base / base_tensor.numel() + k / tensor.numel()) + 1e-6
+    if default is not None and abs(z - math.log(default[1])) <= tolerance:
+        return default
+    close = [(n, v) for n, v in candidates if abs(z - math.log(v)) <= tolerance]
+    if close and len({round(v, 12) for _, v in close}) == 1:
+        return close[0]
+    seen = ", ".join(f"{n} ({v:.4g})" for n, v in candidates)
+    raise ValueError(f"{record.name}: its own init changes the mean square by {math.exp(z):.4g} from the base model "
+                     f"to this one, which {'fits several' if close else 'fits none'} of the laws {seen}: "
+                     "init='rescale' cannot tell how to rescale it; use init='normal' (draw from the spec) or "
+                     "init='none' (keep your init)")
+
+
+@torch.no_grad()
+def _initialize(model, base, base_tensors, records, init, init_scale, generator):
+    """init="normal": N(0, init_scale^2/base_fan_in * init_ratio), i.e. the
+    standard 1/fan_in init at the base model; init="rescale": multiply the
+    tensor already there so that its variance follows the spec instead of
+    the model's own law (learned by _init_law) -- microsoft/mup's way,
+    without assuming PyTorch's default init. A fused parameter's parts
+    (query | key | value) each follow their own sub-role."""
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for record in records:
+        if record.init_ratio is None or record.tied_to is not None:
+            continue  # scalars, norm gains and a tied tensor's second name keep the init they have
+        p = params[record.name]
+        module, pname = _owner(modules, record.name)
+        fold = record.mult if record.folded else 1.0
+        parts = record.slices or [{"axis": 0, "start": 0, "stop": p.shape[0] if p.dim() else 1,
+                                   "init_ratio": record.init_ratio}]
+        if init == "rescale":
+            law, own = _init_law(record, module, pname, p, (base_tensors or {}).get(record.name), base)
+            record.init_law = law
+        for part in parts:
+            view = p.narrow(part["axis"], part["start"], part["stop"] - part["start"]) if p.dim() else p
+            if init == "normal":
+                std = init_scale * math.sqrt(part["init_ratio"] / record.base_fan_in) * fold
+                if std > 0.0:
+                    view.normal_(0.0, std, generator=generator)
+                else:
+                    view.zero_()
+            else:
+                view.mul_(math.sqrt(part["init_ratio"] / own) * fold)
+                std = float(view.float().std()) if view.numel() > 1 else abs(float(view.float().sum()))
+            part["init_std"] = std
+        record.init_std = parts[0]["init_std"] if record.slices is None else None
+
+
+# ==================== runtime: multipliers (mupspec/codegen/runtime/multipliers.py) ====================
+
+class _ScaleInput:
+    """Forward pre-hook: the module sees mult * x (y = W (mult x) + b)."""
+
+    def __init__(self, mult):
+        self.mult = mult
+
+    def __call__(self, module, args):
+        return (args[0] * self.mult,) + tuple(args[1:])
+
+
+class _ScaleOutput:
+    """Forward hook: the module's output times mult (an embedding, a residual branch)."""
+
+    def __init__(self, mult):
+        self.mult = mult
+
+    def __call__(self, module, args, output):
+        return output * self.mult
+
+
+class _AddBias:
+    """Forward hook adding (mult-1)*bias, so that the bias enters as mult*bias."""
+
+    def __init__(self, extra):
+        self.extra = extra
+
+    def __call__(self, module, args, output):
+        shape = (-1,) + (1,) * (output.dim() - 2) if isinstance(module, torch.nn.modules.conv._ConvNd) else (-1,)
+        return output + self.extra * module.bias.view(shape)
+
+
+def _multiplier_hook(module, pname, mult):
+    """(register method, hook) applying mult to the parameter `pname` of
+    `module` in its forward, or None where no hook can."""
+    linear = isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)) or _is_hf_conv1d(module)
+    if linear and pname == "weight":
+        return module.register_forward_pre_hook, _ScaleInput(mult)
+    if linear and pname == "bias":
+        return module.register_forward_hook, _AddBias(mult - 1.0)
+    if isinstance(module, torch.nn.Embedding) and pname == "weight":
+        return module.register_forward_hook, _ScaleOutput(mult)
+    return None
+
+
+def _attach_multipliers(model, records):
+    """Forward multipliers as module hooks: nothing is attached to a
+    parameter, the state_dict is the plain model's, and torch.compile traces
+    the hooks like any Python code. Linear/Conv (and HF Conv1D): y = W(m_W x)
+    + m_b b; Embedding: m_W * E[x]. A tied tensor's multiplier is applied by
+    each module that uses it, with that name's own role (MuSharedReadout)."""
+    modules = dict(model.named_modules())
+    handles = []
+    for record in records:
+        if record.mult == 1.0 or record.folded:
+            continue
+        module, pname = _owner(modules, record.name)
+        hook = _multiplier_hook(module, pname, record.mult)
+        if hook is None:
+            raise ValueError(f"{record.name}: multiplier {record.mult:g} on a {type(module).__name__} cannot be "
+                             "applied by a hook (only Linear, Conv, HF Conv1D and Embedding); use multipliers='fold'")
+        register, fn = hook
+        handles.append(register(fn))
+    return handles
+
+
+# ==================== runtime: parametrize (mupspec/codegen/runtime/parametrize.py) ====================
+
+def parametrize(model, base_model, *, optimizer="adam", roles=None, delta=None, fan_axes=None, fused=None,
+                widths=None, base_widths=None, depth=None, base_depth=None, hypers=None, init="rescale",
+                init_scale=1.0, multipliers="hooks", generator=None, residual=None):
     """Assign a role to every parameter of `model`, initialize it, attach the
     forward multipliers, and return the Plan that param_groups() turns into
     optimizer groups. See docs/codegen.md."""
+    _check_arguments(optimizer, init, multipliers, roles, fused)
+    env = (_dims(widths, depth, "widths"), _dims(base_widths, base_depth, "base_widths"), _hypers(hypers))
+    _check_not_parametrized(model, init)
+    base = base_model if isinstance(base_model, dict) else base_shapes(base_model)
+    grow = None if delta is None else delta if isinstance(delta, dict) else base_shapes(delta)
+    opts = _Options(base, grow, list((roles or {}).items()), list((fan_axes or {}).items()),
+                    list((fused or {}).items()), optimizer, multipliers, env)
+    _check_growth_is_known(model, opts)
+    branches = _branches(model, residual)
+    records = _plan_records(model, opts)
+    _check_patterns_matched(opts)
+    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env)
+    if init != "none":
+        base_tensors = None if isinstance(base_model, dict) else dict(base_model.named_parameters(remove_duplicate=False))
+        _initialize(model, base, base_tensors, records, init, init_scale, generator)
+    hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
+    if branch_mult != 1.0:
+        modules = dict(model.named_modules())
+        hooks += [modules[b].register_forward_hook(_ScaleOutput(branch_mult)) for b in branches]
+    marker = {"spec": SPEC_NAME, "hooks": bool(hooks)}
+    model.__dict__["_mupspec_parametrized"] = marker  # a plain attribute: not in the state_dict
+    return Plan(records, optimizer, multipliers, init, hooks, branch_mult, marker)
+
+
+def _check_arguments(optimizer, init, multipliers, roles, fused):
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     if _family(optimizer) not in FAMILIES:
@@ -450,22 +946,48 @@ def parametrize(model, base_model, *, optimizer="adam", roles=None, widths=None,
         raise ValueError(f"init must be 'rescale', 'normal' or 'none', not {init!r}")
     if multipliers not in ("hooks", "fold"):
         raise ValueError(f"multipliers must be 'hooks' or 'fold', not {multipliers!r}")
-    patterns = list((roles or {}).items())
-    bad = [r for _, r in patterns if r not in ROLES]
+    known = ROLES + tuple(SUBROLE_CLASSES)
+    bad = [r for r in (roles or {}).values() if r not in known]
+    bad += [r for parts in (fused or {}).values() for r in parts if r not in known]
     if bad:
-        raise ValueError(f"unknown role(s) {bad}; roles are {ROLES}")
-    env = (_dims(widths, depth, "widths"), _dims(base_widths, base_depth, "base_widths"), _hypers(hypers))
-    base = base_model if isinstance(base_model, dict) else base_shapes(base_model)
-    branches = _branches(model, residual)
-    records = _plan_records(model, base, patterns, optimizer, multipliers, env)
-    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env)
-    if init != "none":
-        _initialize(model, base, records, init, init_scale, generator)
-    hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
-    if branch_mult != 1.0:
-        modules = dict(model.named_modules())
-        hooks += [modules[b].register_forward_hook(_scale_output(branch_mult)) for b in branches]
-    return Plan(records, optimizer, multipliers, init, hooks, branch_mult)
+        raise ValueError(f"unknown role(s) {bad}; roles are {known}")
+
+
+def _check_not_parametrized(model, init):
+    """Refuse a second parametrize on the same model (it would rescale the
+    init again and stack a second multiplier; microsoft/mup refuses too);
+    allowed again with init="none" once the first plan's hooks are removed
+    (e.g. to re-plan the same tensors for another optimizer)."""
+    marker = model.__dict__.get("_mupspec_parametrized")
+    if marker is not None and (marker["hooks"] or init != "none"):
+        raise ValueError(f"this model was already parametrized (by {marker['spec']}): build a fresh model, or call "
+                         "plan.remove_hooks() and parametrize again with init='none' to re-plan the same tensors")
+
+
+def _check_growth_is_known(model, opts):
+    """At the base sizes no dimension differs from the base model, so shapes
+    cannot tell input, hidden and output apart: the growing dimensions must
+    come from a delta model (microsoft/mup's set_base_shapes(delta=)) or every
+    parameter needs a role by name."""
+    if opts.grow is not None:
+        return
+    names = [(n, tuple(p.shape)) for n, p in model.named_parameters(remove_duplicate=False)]
+    if any(opts.base.get(n, shape) != shape for n, shape in names):
+        return
+    unnamed = [n for n, _ in names if not any(_glob(pattern, n) for pattern, _ in opts.roles)]
+    if unnamed:
+        raise ValueError(f"every parameter has the base model's shape, so shapes cannot tell which dimensions grow "
+                         f"with width (e.g. {unnamed[0]}): pass delta= (the same model at another width, as "
+                         "microsoft/mup's set_base_shapes(delta=)) so that the rules apply at the base width as at "
+                         "every other, or roles= for every parameter")
+
+
+def _check_patterns_matched(opts):
+    for argument in ("roles", "fan_axes", "fused"):
+        for pattern, _ in getattr(opts, argument):
+            if (argument, pattern) not in opts.matched:
+                raise ValueError(f"{argument} pattern {pattern!r} matches no parameter of the model "
+                                 "(names as in model.named_parameters(remove_duplicate=False))")
 
 
 def _branches(model, residual):
@@ -509,146 +1031,20 @@ def _apply_residual(records, branches, optimizer, multipliers, env):
     return mult
 
 
-def _plan_records(model, base, patterns, optimizer, multipliers, env):
-    modules = dict(model.named_modules())
-    records, problems = [], []
-    for name, p in model.named_parameters():
-        module, pname = _owner(modules, name)
-        shape = tuple(p.shape)
-        role, problem = _role(name, shape, base.get(name), module, pname, patterns)
-        if problem is None and _block(role) is not None and _block(role) not in BLOCKS:
-            problem = f"{name}: role {role!r} but {SPEC_NAME} has no `{_block(role)}` block"
-        if problem is not None:
-            problems.append(problem)
-            continue
-        records.append(_record(name, shape, base[name], role, module, pname, optimizer, multipliers, env))
-    if problems:
-        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems) +
-                         "\nhint: give the base model the same parameter names, or pass roles={'pattern': 'role'}"
-                         f" with a role from {ROLES}")
-    return records
-
-
-def _record(name, shape, base_shape, role, module, pname, optimizer, multipliers, env):
-    target_dims, base_dims, hypers = env
-    fan_in, fan_out = _fans(module, pname, shape)
-    base_fan_in, base_fan_out = _fans(module, pname, base_shape)
-    record = ParamPlan(name=name, shape=shape, role=role, block=_block(role), fan_in=fan_in, fan_out=fan_out,
-                       base_fan_in=base_fan_in, base_fan_out=base_fan_out, init_ratio=None, init_std=None, mult=1.0,
-                       lr_factor=1.0, wd_factor=1.0, eps_factor=1.0, folded=False)
-    if record.block is None:
-        # nothing grows: keep the base model's init variance (undo PyTorch's fan_in dependence)
-        record.init_ratio = 1.0 if len(shape) >= 1 else None
-        return record
-    target, base = (fan_in, fan_out, target_dims), (base_fan_in, base_fan_out, base_dims)
-    ratio = lambda field: _ratio(record.block, field, target, base, hypers)  # noqa: E731
-    record.mult = ratio("mult")
-    if role != "norm":  # norm gains start at 1 by convention: no init rule
-        record.init_ratio = ratio("init.var")
-    record.lr_factor, record.wd_factor, record.eps_factor = _optimizer_factors(ratio, optimizer)
-    if multipliers == "fold" and record.mult != 1.0:
-        _fold(record, optimizer)
-    return record
-
-
-def _fold(record, optimizer):
-    """Lemma J.1 with theta = 1/mult: store mult*W and train it with multiplier
-    1; LR, eps and weight decay move so that training is unchanged."""
-    m = record.mult
-    if m <= 0.0:
-        raise ValueError(f"{record.name}: cannot fold the multiplier {m} (must be > 0); use multipliers='hooks'")
-    record.lr_factor *= m * m if optimizer == "sgd" else m
-    record.eps_factor /= m if optimizer != "sgd" else 1.0
-    record.wd_factor /= m if optimizer == "adamw" else m * m
-    record.folded = True
-
-
-@torch.no_grad()
-def _initialize(model, base, records, init, init_scale, generator):
-    """init="normal": N(0, init_scale^2/base_fan_in * init_ratio), i.e. the
-    standard 1/fan_in init at the base model; init="rescale": multiply the
-    tensor already there (PyTorch's default init) so that its variance
-    follows the spec instead of PyTorch's 1/fan_in -- microsoft/mup's way."""
-    modules = dict(model.named_modules())
-    params = dict(model.named_parameters())
-    for record in records:
-        if record.init_ratio is None:
-            continue  # scalars and norm gains keep the init they have
-        p = params[record.name]
-        module, pname = _owner(modules, record.name)
-        prefix = record.name[: len(record.name) - len(pname)]
-        fold = record.mult if record.folded else 1.0
-        if init == "normal":
-            std = init_scale * math.sqrt(record.init_ratio / record.base_fan_in) * fold
-            if std > 0.0:
-                p.normal_(0.0, std, generator=generator)
-            else:
-                p.zero_()
-            record.init_std = std
-        else:
-            default = _default_var_ratio(module, pname, record.shape, base, prefix)
-            p.mul_(math.sqrt(record.init_ratio / default) * fold)
-            record.init_std = float(p.float().std()) if p.numel() > 1 else abs(float(p.float().sum()))
-
-
-# ------------------------------------------------------------- multipliers
-
-
-def _scale_input(mult):
-    def hook(module, args):
-        return (args[0] * mult,) + tuple(args[1:])
-    return hook
-
-
-def _scale_output(mult):
-    def hook(module, args, output):
-        return output * mult
-    return hook
-
-
-def _add_bias(extra):
-    """Post-hook adding (mult-1)*bias, so that the bias enters as mult*bias."""
-    def hook(module, args, output):
-        shape = (-1,) + (1,) * (output.dim() - 2) if isinstance(module, torch.nn.modules.conv._ConvNd) else (-1,)
-        return output + extra * module.bias.view(shape)
-    return hook
-
-
-def _attach_multipliers(model, records):
-    """Forward multipliers as module hooks: nothing is attached to a
-    parameter, the state_dict is the plain model's, and torch.compile traces
-    the hooks like any Python code. Linear/Conv: y = W(m_W x) + m_b b;
-    Embedding: m_W * E[x]."""
-    modules = dict(model.named_modules())
-    handles = []
-    for record in records:
-        if record.mult == 1.0 or record.folded:
-            continue
-        module, pname = _owner(modules, record.name)
-        linear = isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd))
-        if linear and pname == "weight":
-            handles.append(module.register_forward_pre_hook(_scale_input(record.mult)))
-        elif linear and pname == "bias":
-            handles.append(module.register_forward_hook(_add_bias(record.mult - 1.0)))
-        elif isinstance(module, torch.nn.Embedding) and pname == "weight":
-            handles.append(module.register_forward_hook(_scale_output(record.mult)))
-        else:
-            raise ValueError(f"{record.name}: multiplier {record.mult:g} on a {type(module).__name__} cannot be "
-                             "applied by a hook (only Linear, Conv and Embedding); use multipliers='fold'")
-    return handles
-
-
-# ------------------------------------------------------------- optimizer
-
+# ==================== runtime: optimizer (mupspec/codegen/runtime/optimizer.py) ====================
 
 def param_groups(model, plan, *, lr, weight_decay=0.0, eps=1e-8):
     """torch.optim parameter groups: one per distinct (lr, weight decay, eps)
     value, in parameter order (few groups: each costs the optimizer a pass);
     `roles` lists the roles in a group. Each group's lr is an ordinary
-    number, so LR schedulers scale every group alike."""
-    params = dict(model.named_parameters())
+    number, so schedulers that multiply it (LambdaLR, CosineAnnealingLR, ...)
+    keep the ratios; those that set it (OneCycleLR, CyclicLR) need group_lrs.
+    A tied tensor is in the group of its owning name."""
+    params = dict(model.named_parameters(remove_duplicate=False))
     groups = {}
     for record in plan:
+        if record.tied_to is not None:
+            continue
         values = {"lr": lr * record.lr_factor, "weight_decay": weight_decay * record.wd_factor}
         if plan.optimizer != "sgd":
             values["eps"] = eps * record.eps_factor
@@ -668,6 +1064,18 @@ def make_optimizer(model, plan, *, lr, weight_decay=0.0, eps=1e-8, **kwargs):
     return cls(groups, lr=lr, **kwargs)
 
 
+def group_lrs(optimizer, scale=1.0):
+    """[each param group's lr * scale]: pass it where a scheduler sets the LR
+    itself rather than multiplying it, e.g. OneCycleLR(opt, max_lr=group_lrs(opt),
+    ...) or CyclicLR(opt, base_lr=group_lrs(opt, 0.1), max_lr=group_lrs(opt)).
+    A single number there sets every group to the same LR and silently undoes
+    the per-role ratios. Call it before creating the scheduler (OneCycleLR
+    overwrites each group's lr at construction)."""
+    return [group["lr"] * scale for group in optimizer.param_groups]
+
+
+# ==================== runtime: attention (mupspec/codegen/runtime/attention.py) ====================
+
 def attention_scale(base_scale, widths, base_widths, hypers=None):
     """The attention-logit factor for q.k: base_scale (e.g. 1/sqrt(d_head) of
     the base model) times the spec's logit rule at `widths` over its value at
@@ -679,8 +1087,36 @@ def attention_scale(base_scale, widths, base_widths, hypers=None):
     return base_scale * _ratio("attention", "logit", target, base, _hypers(hypers))
 
 
-# ------------------------------------------------------------- report
+def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None, hypers=None):
+    """The scale of q.k for F.scaled_dot_product_attention(scale=...): the
+    standard 1/sqrt(d_head) at the base model, times the spec's logit rule at
+    the target over its value at the base. The rule's width symbol stands for
+    d_head: a spec that names a `d_head` width reads it from widths= (else
+    from d_head), one with a single width symbol reads d_head for it; a rule
+    in other symbols needs them in widths= / base_widths=."""
+    def dims(given, head):
+        dims = dict(given or {})
+        symbol = "d_head" if "d_head" in WIDTH_SYMBOLS else WIDTH_SYMBOLS[0] if len(WIDTH_SYMBOLS) == 1 else None
+        if symbol is not None and symbol not in DERIVED_WIDTHS:  # a derived d_head follows from widths=
+            dims.setdefault(symbol, head)
+        return dims
+    return attention_scale(1.0 / math.sqrt(base_d_head), dims(widths, d_head), dims(base_widths, base_d_head), hypers)
 
+
+def attention(q, k, v, scale, *, causal=False, mask=None):
+    """softmax(scale * q k^T + mask) v, written out (for code that cannot
+    call F.scaled_dot_product_attention); q, k, v are (..., T, d_head)."""
+    logits = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if causal:
+        t, s = logits.shape[-2], logits.shape[-1]
+        future = torch.ones(t, s, dtype=torch.bool, device=logits.device).triu(s - t + 1)
+        logits = logits.masked_fill(future, float("-inf"))
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+    return torch.matmul(torch.softmax(logits, dim=-1), v)
+
+
+# ==================== runtime: report (mupspec/codegen/runtime/report.py) ====================
 
 def format_table(plan, lr=None):
     """One line per parameter: name, shape, role, init std, multiplier, LR
@@ -690,9 +1126,14 @@ def format_table(plan, lr=None):
     rows = [head]
     for r in plan:
         std = "keep" if r.init_std is None else f"{r.init_std:.4g}"
+        role = r.role + (" (res)" if r.branch else "")  # inside a residual branch
+        if r.slices:  # a fused parameter: each part's role and init std
+            role += " [" + "|".join(s["role"] for s in r.slices) + "]"
+            std = "|".join("keep" if s["init_std"] is None else f"{s['init_std']:.4g}" for s in r.slices)
+        if r.tied_to is not None:
+            role, std = f"{role} (tied to {r.tied_to})", "tied"
         mult = f"{r.mult:.4g}" + (" (folded)" if r.folded else "")
         lr_text = f"{r.lr_factor * lr:.4g}" if lr is not None else f"{r.lr_factor:.4g}"
-        role = r.role + (" (res)" if r.branch else "")  # inside a residual branch
         rows.append((r.name, "x".join(map(str, r.shape)) or "()", role, std, mult, lr_text,
                      f"{r.wd_factor:.4g}", f"{r.eps_factor:.4g}" if plan.optimizer != "sgd" else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
