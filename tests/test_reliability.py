@@ -392,3 +392,13 @@ def test_fmt_through_a_symlink_keeps_the_link(tmp_path, capsys):
     code, _, err = run(capsys, "fmt", link)
     assert code == 0, err
     assert link.is_symlink() and real.read_text(encoding="utf-8") == (ROOT / "specs/sp.mup").read_text(encoding="utf-8")
+
+
+def test_convert_and_codegen_refuse_a_scale_negative_through_a_hyper(tmp_path, capsys):
+    """Found by the campaign (benchmarks/fuzz.py, minimized): a rule negative
+    only through a hyperparameter passed validation, and `convert --to table9`
+    wrote a spec with a negative init.var (caught by convert's self-check: exit 70)."""
+    path = write(tmp_path, "parametrization z\nhyper u = 4\nbias { init.var = -(u/2); lr.sgd = u }\n")
+    for argv in (["convert", path, "--to", "table9"], ["codegen", path]):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and "negative" in err and located(err, path, 3), err
