@@ -20,7 +20,12 @@ def configure(parser) -> None:
 def canonical_text(text: str, file: str) -> str:
     """The file in canonical form; refuses (MupError) a spec that does not
     resolve, so `fmt` never rewrites a broken file."""
-    return format_spec(parse_as_written(text, file))
+    new = format_spec(parse_as_written(text, file))
+    try:  # never write a file that does not parse back: that would lose the user's spec
+        parse_as_written(new, file)
+    except MupError as err:
+        raise RuntimeError(f"fmt would write text that does not parse ({err}); {file} was left as it was") from None
+    return new
 
 
 def run(args) -> int:
