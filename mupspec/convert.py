@@ -155,7 +155,8 @@ def _factor_rank(factor: sympy.Expr, order: tuple[str, ...]) -> tuple:
 
 
 def _power_ir(base: sympy.Expr, exp: sympy.Rational, order: tuple[str, ...]):
-    if not (base.is_Integer or base.is_Symbol or base.is_Add or base.is_Mul or base.is_Pow):
+    if not (base.is_Integer or base.is_Symbol or base.is_Add or base.is_Mul or base.is_Pow
+            or isinstance(base, (sympy.Min, sympy.Max))):
         raise ValueError(f"not an expression mupspec can write: {base}")  # Abs, sign, ...: to_ir would loop
     inner = ir.Num.of(int(base)) if base.is_Integer else (
         ir.Sym(name=base.name) if base.is_Symbol else to_ir(base, order))
