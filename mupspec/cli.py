@@ -20,7 +20,8 @@ import traceback
 from mupspec import __version__
 from mupspec.errors import MupError, render_all
 
-# command name -> one-line help, in `--help` order; the code is mupspec/commands/NAME.py.
+# command name -> one-line help, in `--help` order; the code is mupspec/commands/NAME.py
+# (a dash in the name is an underscore in the file name).
 COMMANDS: dict[str, str] = {
     "parse": "print a spec's IR (resolved) as JSON or canonical text",
     "fmt": "rewrite specs in canonical form (--check: only report)",
@@ -30,8 +31,10 @@ COMMANDS: dict[str, str] = {
     "table": "render a spec as a Tensor Programs V style table",
     "codegen": "emit a standalone PyTorch module applying the spec",
     "verify": "measure scaling exponents on real networks and compare with check",
-    "experiment": "run the bundled experiments (grad-ratio, spiral)",
+    "experiment": "run the bundled experiments (grad-ratio, spiral, transformer)",
     "specs": "list the bundled specs (their names work wherever a spec file does)",
+    "coord-check": "coordinate check of your own model (FILE.py:FACTORY) against a spec",
+    "infer": "infer the spec your own model's code implements (init, multipliers, LRs across widths)",
 }
 
 EXIT_USAGE = 2
@@ -48,7 +51,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _available() -> dict[str, str]:
     return {name: help for name, help in COMMANDS.items()
-            if importlib.util.find_spec(f"mupspec.commands.{name}") is not None}
+            if importlib.util.find_spec(_module(name)) is not None}
+
+
+def _module(command: str) -> str:
+    return f"mupspec.commands.{command.replace('-', '_')}"
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -59,7 +66,7 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     for name, help in _available().items():
         cmd = sub.add_parser(name, help=help, description=help)
         if name == command:
-            importlib.import_module(f"mupspec.commands.{name}").configure(cmd)
+            importlib.import_module(_module(name)).configure(cmd)
             parser.set_defaults(_usage_of=cmd)  # an unknown option is reported with this command's usage
     return parser
 
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    module = importlib.import_module(f"mupspec.commands.{args.command}")
+    module = importlib.import_module(_module(args.command))
     try:
         return module.run(args)
     except MupError as err:

@@ -15,7 +15,7 @@ from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
-from mupspec import ir
+from mupspec import bundled, ir
 from mupspec.errors import Diagnostic, DiagnosticBag, MupError, decode_text, did_you_mean
 from mupspec.parser import _RawBlock, parse_spec
 
@@ -149,13 +149,17 @@ def _load_base(spec: ir.Spec, file: str | None, chain: tuple[Path, ...]) -> ir.S
     if not found:
         raise MupError(Diagnostic(f"base spec `{spec.extends.target}` not found (looked for {base_path})",
                                   spec.extends.span,
-                                  "name a spec in the same folder (`extends sp`) or give a quoted path"))
+                                  "name a spec in the same folder or a bundled one (`extends sp`; "
+                                  "`mupspec specs` lists them), or give a quoted path"))
     return _load(base_path, chain + ((here,) if here else ()), spec.extends.span)
 
 
 def _base_path(ref: ir.Ref, file: str | None) -> Path:
     folder = Path(file).parent if file else Path.cwd()
-    return folder / (ref.target if ref.is_path else f"{ref.target}.mup")
+    path = folder / (ref.target if ref.is_path else f"{ref.target}.mup")
+    if not ref.is_path and not path.is_file() and (bundled.DIR / path.name).is_file():
+        return bundled.DIR / path.name  # `extends mup_table8` from any folder: the bundled spec
+    return path
 
 
 def _with_defaults(spec: ir.Spec) -> ir.Spec:

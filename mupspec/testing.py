@@ -21,6 +21,10 @@ Hypothesis strategies and assertions (public API; imports torch and sympy):
                       the checker's prediction (or of `expect`'s).
 - `assert_exponent(xs, values, expected, tol)`  the log-log slope of your own
                       measurements (e.g. your model's activations vs width).
+- `assert_coord_check(make_model, spec, ...)`  the coordinate check of your
+                      own model (`make_model(width) -> nn.Module`, see
+                      docs/coord-check.md): every role's fitted width exponent
+                      agrees with check's prediction for the spec (or `expect`).
 """
 
 from __future__ import annotations
@@ -131,3 +135,16 @@ def assert_exponent(xs, values, expected: float, tol: float = 0.1) -> float:
     if not abs(k - expected) <= tol:
         raise AssertionError(f"fitted exponent {k:+.3f}, expected {expected:+.3f} ± {tol}")
     return k
+
+
+def assert_coord_check(make_model, spec, widths=(64, 128, 256, 512), *, expect=None, tol: float = 0.2, **kwargs):
+    """Coordinate-check your own model (mupspec.empirical.coord.coord_check:
+    `spec` parametrizes it unless `as_is=True`; `make_input`, `optimizer`,
+    `steps`, `seeds`, ... pass through) and assert that every compared width
+    exponent is within `tol` of the prediction. Returns the CoordResult."""
+    from mupspec.empirical.coord import coord_check
+
+    result = coord_check(make_model, widths, spec=spec, expect=expect, tol=tol, **kwargs)
+    if not result.ok:
+        raise AssertionError("coordinate check failed\n" + result.render())
+    return result

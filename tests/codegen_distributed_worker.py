@@ -93,6 +93,7 @@ def main():
         if rank == 0:
             with open(out, "w") as f:
                 json.dump({"losses": losses, "resumed": resumed}, f)
+        dist.barrier()  # both ranks done before either tears gloo down (else a rank may abort at exit)
     finally:
         dist.destroy_process_group()
 

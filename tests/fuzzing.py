@@ -119,7 +119,8 @@ _JUNK = st.sampled_from(list("{}()=;.,#\"\\^*/+-\n\t 0123456789_xn") + [
     "width", "depth", "hyper", "extends", "sqrt", "fan_in", "fan_out", "init.var", "init.std", "lr.adam",
     "lr.sgd", "eps.adam", "mult", "input", "hidden", "output", "bias", "norm", "attention", "residual",
     "parametrization", "1/0", "^n", "^64", "^(1/3)", "(-1)", "n-n", "0*", "10^64", "sqrt(-", "_u_n", "ℕ",
-    "\x00", "\r", "é", "\ufeff", "\u2028"])
+    "\x00", "\r", "é", "\ufeff", "\u2028",
+    "tie", "min(", "max(", "query", "readout", "head_dim", "d_head = 64", ", d_ff = 4*n", "tie input, output\n"])
 
 
 @st.composite

@@ -22,17 +22,9 @@ mup = pytest.importorskip("mup")
 from mupspec.codegen import load_module  # noqa: E402
 from mupspec.empirical.gpt import GPT, GPTConfig, batches, loss  # noqa: E402
 from mupspec.resolve import load_spec, parse_and_resolve  # noqa: E402
+from test_codegen_mup import COUPLED_WD  # noqa: E402  (Table 8 with mup's coupled weight decay)
 
 STEPS, BATCH = 20, 8
-# mup scales weight decay inversely to the LR (docs/codegen.md, departure 1): Table 8 plus these rules
-COUPLED_WD = """
-parametrization mup_table8_coupled_wd
-width n
-input  { init.var = 1/fan_in  lr.sgd = fan_out  lr.adam = 1  wd.sgd = 1/fan_out }
-hidden { init.var = 1/fan_in  lr.sgd = 1  lr.adam = 1/fan_in  wd.adam = fan_in }
-output { init.var = 1  mult = 1/fan_in  lr.sgd = fan_in  lr.adam = 1  wd.sgd = 1/fan_in }
-bias   { init.var = 1/fan_in  lr.sgd = fan_out  lr.adam = 1  wd.sgd = 1/fan_out }
-"""
 OPTIMIZERS = {  # name: (our family, mup optimizer, lr, extra kwargs)
     "adam": ("adam", mup.MuAdam, 3e-3, {"weight_decay": 0.01}),
     "adamw": ("adamw", mup.MuAdamW, 3e-3, {"weight_decay": 0.1}),

@@ -324,3 +324,15 @@ def test_one_cycle_needs_the_group_lrs(table8):
     assert [lr / lrs[0] for lr in lrs] == pytest.approx([r / ratios[0] for r in ratios])
     flat = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=10)  # the trap group_lrs avoids
     assert len({g["lr"] for g in opt.param_groups}) == 1 and flat is not None
+
+
+def test_zero_init_needs_no_init_law(tmp_path):
+    """A rule that zeroes a raw parameter applies even where its own init law
+    could not be learned (a {name: shape} base)."""
+    spec = parse_and_resolve("parametrization z\nwidth n\ninput { init.var = 0  lr.adam = 1 }\n"
+                             "hidden { lr.adam = 1/fan_in }\n", "z.mup")
+    module = load_module(spec, "z.mup", str(tmp_path))
+    model = Raw(64, 64)
+    del model.w_xw, model.experts
+    module.parametrize(model, {"pos": (8, 16)})
+    assert float(model.pos.detach().abs().sum()) == 0.0

@@ -5,10 +5,14 @@ compiled, with located errors for misuse; and the bundled Transformer specs."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from fractions import Fraction as F
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mupspec import ir
 from mupspec.check import check_spec
@@ -339,3 +343,64 @@ def test_a_tie_needs_both_classes():
     with pytest.raises(MupError, match="needs the `output` class, which this spec has no block for") as err:
         parse_and_resolve("parametrization x\ninput { }\ntie input, output\n")
     assert err.value.diagnostics[0].span.line == 3
+
+
+# ---------------------------------------------------------------- properties
+
+_POWERS = st.sampled_from(["1", "fan_in", "1/fan_in", "fan_out", "1/fan_out", "1/fan_in^2", "sqrt(fan_in)"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.tuples(_POWERS, _POWERS, _POWERS, _POWERS, _POWERS, _POWERS))
+def test_a_shareable_tie_changes_nothing_and_the_fix_restores_the_readout(rules):
+    """Tying two rules that share their init and LR exponents leaves every
+    verdict as it was; otherwise, where the checker proposes a readout
+    multiplier, the tied readout with it has the spec's readout invariants."""
+    in_var, in_adam, out_var, out_mult, out_adam, out_sgd = rules
+    text = (f"parametrization t\nwidth n\ninput {{\n  init.var = {in_var}\n  lr.sgd = fan_out\n  lr.adam = {in_adam}\n}}\n"
+            "hidden {\n  init.var = 1/fan_in\n  lr.sgd = 1\n  lr.adam = 1/fan_in\n}\n"
+            f"output {{\n  init.var = {out_var}\n  mult = {out_mult}\n  lr.sgd = {out_sgd}\n  lr.adam = {out_adam}\n}}\n")
+    untied, tied = check_spec(parse_and_resolve(text)), check_spec(parse_and_resolve(text + "tie input, output\n"))
+    out = untied.exponents["output"]
+    if tied.tie.shareable:
+        assert {o: (r.regime, r.desiderata) for o, r in tied.results.items()} == \
+            {o: (r.regime, r.desiderata) for o, r in untied.results.items()}
+    elif tied.tie.fix_a is not None:
+        fixed = replace(tied.tie.tied, a=tied.tie.fix_a)
+        assert (fixed.e_init, fixed.e_sgd, fixed.e_adam) == (out.e_init, out.e_sgd, out.e_adam)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["4*d", "64", "d/8", "sqrt(d)", "d^2/3", "min(d, 64)", "max(d, 64)", "d*sqrt(d)"]))
+def test_derived_width_exponent_matches_its_growth(definition):
+    spec = parse_and_resolve(f"parametrization x\nwidth d, e = {definition}\n")
+    k = width_exponents(spec)["e"]
+    value = spec.width_value("e")
+    lo, hi = evaluate(value, {"d": 2.0 ** 40}), evaluate(value, {"d": 2.0 ** 44})
+    assert abs(math.log(hi / lo) / math.log(2.0 ** 4) - float(k)) < 1e-9, (definition, k)
+
+
+def test_the_runtime_refuses_a_fused_part_whose_lr_differs_and_names_the_rule(tmp_path):
+    import torch
+
+    from mupspec.empirical.gpt import GPT, GPTConfig
+
+    text = (SPECS / "gpt_mup.mup").read_text().replace("query {\n  init.var = 0\n}",
+                                                       "query {\n  init.var = 0\n  lr.adam = 1\n}")
+    module = load_module(parse_and_resolve(text, str(SPECS / "q.mup")), "q.mup", str(tmp_path))
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"fused part query .*the spec's `query` block states its own lr.adam"):
+        module.parametrize(GPT(GPTConfig(d_model=96, n_heads=4, tie=None)), GPT(GPTConfig(d_model=48, n_heads=4, tie=None)),
+                           optimizer="adam", widths={"d_model": 96}, base_widths={"d_model": 48})
+
+
+def test_checking_a_transformer_spec_imports_neither_sympy_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\nfrom mupspec.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['check', 'specs/gpt_mup.mup', 'specs/gpt_table8_tied.mup'])\n"
+            "print('sympy' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -121,3 +121,19 @@ def test_the_pre_commit_hooks_run_on_mup_files(tmp_path):
         assert program == "mupspec"
         assert run(*args, *good, cwd=tmp_path).returncode == 0
         assert run(*args, *good, bad, cwd=tmp_path).returncode == expected
+
+
+def test_a_spec_of_ones_own_extends_a_bundled_one_by_name(tmp_path):
+    (tmp_path / "mine.mup").write_text('parametrization mine "M" extends gpt_table8_tied\n\nhidden {\n'
+                                       '  eps.adam = 1/fan_in\n}\n')
+    result = run("check", "-q", "mine.mup", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "verdict: μP" in result.stdout
+
+
+def test_a_base_beside_the_spec_wins_over_the_bundled_one(tmp_path):
+    (tmp_path / "mup_table8.mup").write_text((ROOT / "specs" / "sp.mup").read_text().replace(
+        "parametrization sp ", "parametrization mup_table8 "))
+    (tmp_path / "mine.mup").write_text('parametrization mine "M" extends mup_table8\n')
+    result = run("check", "mine.mup", cwd=tmp_path)
+    assert result.returncode == 1 and "NOT μP" in result.stdout  # the local (SP) base, not the bundled μP

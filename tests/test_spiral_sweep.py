@@ -9,7 +9,8 @@ import pytest
 
 from mupspec.empirical.data import SpiralConfig
 from mupspec.empirical.engine import TrainConfig
-from mupspec.empirical.sweep import Cell, Progress, Sweep, SweepSettings, atomic_write_json
+from mupspec.empirical.sweep import Cell, Sweep, SweepSettings, atomic_write_json
+from mupspec.progress import Progress
 from mupspec.errors import MupError
 
 SETTINGS = SweepSettings(data=SpiralConfig(points_per_class=60),

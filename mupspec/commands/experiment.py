@@ -12,6 +12,8 @@ import importlib.util
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "grad-ratio": ("mupspec.empirical.gradratio", "the original ||grad W||/||W|| experiment repeated, then done right"),
     "spiral": ("mupspec.empirical.spiral", "training on a 2-D spiral across widths, depths and LRs"),
+    "transformer": ("mupspec.empirical.lm_study", "a byte-level GPT language model: LR transfer and coordinate "
+                    "checks across width and depth, SP against muP and CompleteP"),
 }
 
 

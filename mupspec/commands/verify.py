@@ -32,6 +32,7 @@ from pathlib import Path
 
 from mupspec import bundled
 from mupspec.bundled import locate
+from mupspec.commands._backend import add_backend_options
 from mupspec.commands._io import check_output, check_output_dir, read_text, write_atomic
 from mupspec.errors import Diagnostic, MupError
 from mupspec.progress import Progress
@@ -77,6 +78,7 @@ def configure(parser) -> None:
     parser.add_argument("--depth-exponents", action="store_true",
                         help="also print the measured depth exponents of the compared terms (no verdict: "
                              "check predicts width exponents)")
+    add_backend_options(parser)
     parser.add_argument("--show-asymptotic", action="store_true",
                         help="also print check's prediction once W_out has moved (no verdict)")
     parser.add_argument("--format", choices=("text", "json"), default="text",
@@ -97,20 +99,12 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def predictions(spec, optimizer: str, first_steps: bool = True) -> dict[tuple[str, str], float]:
     """check's exponent for every compared (quantity, class), as floats.
-    `first_steps`: output weights still at their init scale (see module doc)."""
-    from mupspec import check, symbolic
-    from mupspec.symbolic import OO
+    `first_steps`: output weights still at their init scale (see module doc).
+    The same predictions as the coordinate check of any model (coord.py)."""
+    from mupspec.empirical.coord import role_predictions
 
-    ex = symbolic.spec_exponents(spec)
-    terms = check.init_terms(ex) + check.step_terms(ex, optimizer, None)[2]
-    if first_steps and "output" in ex:
-        frozen = dict(ex, output=dataclasses.replace(ex["output"], c_sgd=OO, c_adam=OO))
-        early = [t for t in check.step_terms(frozen, optimizer, None)[2]
-                 if not (t.role == "own_update" and t.kind == "output")]
-        own_out = [t for t in terms if t.role == "own_update" and t.kind == "output"]
-        terms = check.init_terms(ex) + early + own_out
-    by_term = {(t.role, t.kind): t.k for t in terms}
-    return {q: float(by_term[term]) for q, term in TERM_OF.items() if term in by_term}
+    by_role = role_predictions(spec, optimizer, first_steps)
+    return {(q, cls): by_role[(cls, q)] for q, cls in TERM_OF if (cls, q) in by_role}
 
 
 def expected_spec(name_or_path: str):
@@ -206,12 +200,12 @@ def render(rows: list[Row], title: str, tol: float, show_asymptotic: bool) -> st
 
 def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: str = "auto",
                 optimizers=None, tol: float = 0.15, show_asymptotic: bool = False, ratios: bool = False,
-                builder: str = "codegen", progress: bool = False):
+                builder: str = "codegen", progress: bool = False, backend=None):
     """Measure `spec`, fit, compare with `expect`'s (default: its own)
     predictions. Returns (rows, samples, fits, predictions)."""
     from mupspec import ir
     from mupspec.empirical.fit import fit_table
-    from mupspec.empirical.measure import Grid, measure
+    from mupspec.empirical.measure import Grid, measure, measure_on
     from mupspec.empirical.models import Arch
 
     expect = expect or spec
@@ -228,7 +222,8 @@ def verify_spec(spec, expect=None, *, widths, depths, seeds, steps: int, arch: s
     bar = Progress(len(opts) * len(grid.depths) * len(grid.widths) * len(seeds), unit="networks",
                    stream=sys.stderr if progress else None)
     try:
-        samples = measure(spec, grid, on_run=bar.finished)
+        samples = (measure(spec, grid, on_run=bar.finished) if backend is None
+                   else measure_on(backend, spec, grid, on_run=bar.finished))
     finally:
         bar.close()
     fits = fit_table(samples)
@@ -322,7 +317,7 @@ def run(args) -> int:
     rows, samples, fits, preds = verify_spec(
         spec, expect, widths=args.widths, depths=args.depths, seeds=args.seeds, steps=args.steps,
         arch=args.arch, optimizers=args.optimizer, tol=args.tol, show_asymptotic=args.show_asymptotic,
-        ratios=bool(args.csv), builder=args.builder, progress=True)
+        ratios=bool(args.csv), builder=args.builder, progress=True, backend=_backend(args))
     from mupspec.empirical.measure import Grid, uses_codegen
     from mupspec.empirical.models import Arch
 
@@ -377,6 +372,14 @@ def to_json(rows: list[Row], file: str, spec: str, expect: str, arch: str, build
         out["depth_exponents"] = [{"optimizer": o, "step": s, "class": c, "quantity": q,
                                    "measured": num(f.exponent), "ci95": num(f.ci)} for (o, s, c, q), f in fits]
     return out
+
+
+def _backend(args):
+    """None (measure in this process, as always) unless --backend ray."""
+    if args.backend == "local":
+        return None
+    from mupspec.empirical.runner import make_backend
+    return make_backend(args.backend, args.address)
 
 
 def render_depth(samples, preds) -> str:

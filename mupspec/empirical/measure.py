@@ -253,6 +253,57 @@ def _measure_sources(net: SpecNet, x, step, params, initial, record0, add) -> No
             p.copy_(now)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One network of a grid as a sweep-runner task (`runner.py`): all it needs travels with it."""
+
+    spec: ir.Spec
+    grid: Grid
+    optimizer: str
+    width: int
+    depth: int
+    seed: int
+    threads: int = 2
+
+    @property
+    def label(self) -> str:
+        return f"verify {self.spec.name} {self.optimizer} w{self.width} d{self.depth} s{self.seed}"
+
+
+_GENERATED: dict = {}
+
+
+def run_task(run: Run, on_step=None) -> list[Sample]:
+    """`run_one` as measure computes it: 2 threads, the spec's codegen module generated once per process."""
+    torch.set_num_threads(run.threads)
+    generated = None
+    if uses_codegen(run.spec, run.grid):
+        from mupspec.codegen import load_module
+        key = run.spec.model_dump_json()
+        if key not in _GENERATED:
+            _GENERATED[key] = load_module(run.spec, f"{run.spec.name}.mup")
+        generated = _GENERATED[key]
+    return run_one(run.spec, run.grid, run.optimizer, run.width, run.depth, run.seed, generated)
+
+
+def measure_on(backend, spec: ir.Spec, grid: Grid = Grid(),
+               on_run: Callable[[], None] = lambda: None) -> list[Sample]:
+    """`measure` with every run a task of a sweep-runner backend; the same rows, in the same order."""
+    from mupspec.errors import Diagnostic, MupError
+
+    runs = [Run(spec, grid, o, w, d, s) for o in grid.optimizers for d in grid.depths for w in grid.widths
+            for s in grid.seeds]
+    index = {id(r): i for i, r in enumerate(runs)}
+    rows: list[list[Sample]] = [[] for _ in runs]
+    with backend:
+        for run, samples, error in backend.map(run_task, runs):
+            if error is not None:
+                raise MupError(Diagnostic(f"{run.label} failed on the {backend.name} backend: {error}"))
+            rows[index[id(run)]] = samples
+            on_run()
+    return [row for samples in rows for row in samples]
+
+
 def measure(spec: ir.Spec, grid: Grid = Grid(), on_run: Callable[[], None] = lambda: None) -> list[Sample]:
     """Every run of the grid (`on_run` after each); torch uses 2 threads (the target machine)."""
     torch.set_num_threads(2)

@@ -222,6 +222,15 @@ def plain_mlp(arch: Arch, width: int, depth: int, dtype: torch.dtype) -> torch.n
     return torch.nn.Sequential(*mods)
 
 
+def mlp_factory(depth: int = 3, arch: Arch = Arch(), dtype: torch.dtype = torch.float64):
+    """The built-in MLP as a model factory, `make_model(width) -> nn.Module`,
+    for mupspec.coord_check (and `assert_coord_check`) like any user model."""
+    def make_model(width: int) -> torch.nn.Module:
+        return (_ResidualMLP if arch.kind != "mlp" else plain_mlp)(arch, width, depth, dtype)
+    make_model.__name__ = f"{arch.kind}(depth={depth})"
+    return make_model
+
+
 class CodegenNet(SpecNet):
     """A plain torch MLP or residual MLP parametrized by the module `mupspec
     codegen` emits for the spec (`parametrize(init="normal",

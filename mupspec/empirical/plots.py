@@ -202,7 +202,7 @@ def spiral_fixed_lr(path, fixed: Mapping, axis: str, lr: float) -> Path:
     return _save(fig, path)
 
 
-def spiral_transfer(path, transfer: Mapping, lrs: Sequence[float], axis: str) -> Path:
+def spiral_transfer(path, transfer: Mapping, lrs: Sequence[float], axis: str, optimizer: str = "Adam") -> Path:
     """Final loss against LR per size (seed mean, band = min..max over seeds),
     the best LR of each size marked with a star; rows train / validation, one
     y-scale per row. An LR where a seed diverged, or whose loss is off the
@@ -239,7 +239,7 @@ def spiral_transfer(path, transfer: Mapping, lrs: Sequence[float], axis: str) ->
             ax.set_title(f"{label}: final {which.replace('_', ' ')}\n{_transfer_headline(e, which, axis)}",
                          fontsize=8.5)
             if row == 1:
-                ax.set_xlabel("learning rate (Adam)")
+                ax.set_xlabel(f"learning rate ({optimizer})")
         axes[row][0].set_ylabel(f"final {which.replace('_', ' ')}")
     handles, labels = axes[0][0].get_legend_handles_labels()  # one legend for all panels, below them
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
@@ -264,3 +264,136 @@ def _transfer_headline(e: Mapping, which: str, axis: str) -> str:
     if sh is None:
         return best
     return f"{best}\nbest-LR shift {sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}] log2/doubling"
+
+
+# ---------------------------------------------------------------- coord-check (any model)
+
+
+def role_coordinate_check(out_dir, result) -> list[Path]:
+    """One figure per optimizer, one log-log panel per compared role and
+    quantity (mupspec.empirical.coord): the geometric mean over seeds and
+    the role's sites against width, one line per step, with the fitted slope
+    (dashed) and check's (dotted) drawn through the compared step's middle
+    point. Legends sit below the panels, clear of the data."""
+    paths = []
+    for opt in sorted({r.optimizer for r in result.rows}):
+        rows = [r for r in result.rows if r.optimizer == opt]
+        ncols = min(4, len(rows))
+        nrows = math.ceil(len(rows) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 4.1 * nrows), squeeze=False)
+        steps = range(result.steps + 1)
+        cmap = plt.get_cmap("viridis")
+        for ax, row in zip(axes.flat, rows):
+            sites = {s.site for s in row.sites}
+            for step in steps:
+                if (row.quantity == "act") != (step == 0) and row.quantity != "act":
+                    continue
+                xs, ys = _role_series(result.samples, opt, step, sites, row.quantity)
+                if xs:
+                    ax.loglog(xs, ys, "o-", color=cmap(0.85 * step / max(1, result.steps)), markersize=3.5,
+                              label=f"step {step}")
+            xs, ys = _role_series(result.samples, opt, row.step, sites, row.quantity)
+            if xs:
+                mid = len(xs) // 2
+                for slope_, style, what in ((row.measured, "--", "fit"), (row.predicted, ":", "check")):
+                    if math.isfinite(slope_):
+                        ax.loglog(xs, [ys[mid] * (x / xs[mid]) ** slope_ for x in xs], style, color="black",
+                                  linewidth=1.1, label=f"{what} slope {slope_:+.2f}")
+            _decade_at_least(ax)
+            ax.set_xticks(result.widths, [str(w) for w in result.widths])
+            ax.minorticks_off()
+            verdict = "PASS" if row.agrees else "FAIL"
+            ax.set_title(f"{row.role}: {_QUANTITY_TITLE[row.quantity]} [{verdict}]", fontsize=9.5,
+                         color="black" if row.agrees else "tab:red")
+            ax.set_xlabel("width")
+            ax.set_ylabel("RMS per coordinate" if row.quantity != "upd" else "|Δθ| / |θ0|")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+        for ax in list(axes.flat)[len(rows):]:
+            ax.axis("off")
+        fig.suptitle(f"coordinate check, {opt}: mean over {len({s.seed for s in result.samples})} seeds "
+                     f"and each role's sites (dashed: fitted slope, dotted: check's)", fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        paths.append(_save(fig, Path(out_dir) / f"coord_check_{opt}.png"))
+    return paths
+
+
+def _decade_at_least(ax) -> None:
+    """A y range of at least one decade: a flat line looks flat (matplotlib
+    would otherwise stretch a 1e-5 wiggle over the whole panel)."""
+    lo, hi = ax.get_ylim()
+    if hi / lo < 10:
+        mid = math.sqrt(lo * hi)
+        ax.set_ylim(mid / 10 ** 0.5, mid * 10 ** 0.5)
+
+
+_QUANTITY_TITLE = {"act": "size at init", "delta": "change since init", "own": "own-update term",
+                   "upd": "relative update"}
+
+
+def _role_series(samples, opt, step, sites, quantity) -> tuple[list[int], list[float]]:
+    by_width: dict[int, list[float]] = {}
+    for s in samples:
+        if s.optimizer == opt and s.step == step and s.quantity == quantity and s.cls in sites and s.value > 0:
+            by_width.setdefault(s.width, []).append(s.value)
+    widths = sorted(by_width)
+    return widths, [math.exp(sum(map(math.log, by_width[w])) / len(by_width[w])) for w in widths]
+
+
+# ---------------------------------------------------------------- transformer study (lm_study.py)
+
+def lm_best_loss(path, transfer: Mapping, axis: str) -> Path:
+    """Best reachable loss (min over LR of the seed mean, 95% bootstrap bar) per size and variant."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for ax, which in zip(axes, ("train_loss", "val_loss")):
+        for label, e in transfer.items():
+            best = e["best"][which]
+            xs, ys = [b["size"] for b in best], [b["loss"] for b in best]
+            err = [[max(0.0, b["loss"] - b["lo"]) if math.isfinite(b["lo"]) else 0 for b in best],
+                   [max(0.0, b["hi"] - b["loss"]) if math.isfinite(b["hi"]) else 0 for b in best]]
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(axis)
+        ax.set_title(f"best reachable {which.replace('_', ' ')} over the LR grid", fontsize=9.5)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7.5)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+_LM_GROUPS = ("wte", "blocks.*.attn.q", "blocks.*.mlp.fc", "blocks.*.mlp.proj", "lm_head", "logits")
+
+
+def lm_coordinates(path, coords: Mapping, lr: float) -> Path:
+    """Final-step coordinate statistics against width, one row per variant,
+    one column per quantity, one line per weight group (geometric mean over seeds)."""
+    titles = {"act": "RMS of the output", "upd": "RMS of (W - W0) x", "w": "RMS of W", "dw": "RMS of W - W0"}
+    panels = []
+    for label, c in coords.items():
+        for q, title in titles.items():
+            series = {g: c["final_means"][g][q] for g in _LM_GROUPS if q in c["final_means"].get(g, {})}
+            panels.append({"title": f"{label}: {title}", "xs": c["widths"], "series": series, "ylabel": "RMS"})
+    return panel_grid(path, panels, ncols=len(titles),
+                      suptitle=f"coordinate statistics after training at LR {lr:.3g} against width "
+                               "(geometric mean over seeds and blocks; legend: fitted slope)")
+
+
+def lm_exponents_over_training(path, coords: Mapping, panels: Sequence[tuple[str, str, str]]) -> Path:
+    """Fitted width exponent of a statistic at every logged step, one line per
+    variant, bars = 95% t-interval over seeds."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), squeeze=False)
+    for ax, (group, q, title) in zip(axes[0], panels):
+        for label, c in coords.items():
+            rows = [r for r in c["exponents"] if r["group"] == group and r["quantity"] == q]
+            ci = [r["ci"] if math.isfinite(r["ci"]) else 0 for r in rows]
+            ax.errorbar([r["step"] for r in rows], [r["exponent"] for r in rows], yerr=ci, fmt="o-",
+                        capsize=3, label=label, ms=4)
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("width exponent k (value ~ width^k)")
+    axes[0][0].legend(fontsize=7.5)
+    fig.suptitle("coordinate checks over training: width exponents, 95% intervals over seeds", fontsize=10.5)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +33,8 @@ from mupspec.commands._io import check_output_dir
 from mupspec.empirical.data import SpiralConfig
 from mupspec.empirical.engine import TrainConfig
 from mupspec.empirical.fit import slope, summarize
+from mupspec.commands._backend import add_backend_options
+from mupspec.empirical.runner import make_backend, run_sweep
 from mupspec.empirical.sweep import Cell, Sweep, SweepSettings
 
 # variant label -> (bundled spec, architecture)
@@ -80,6 +83,7 @@ def configure(parser) -> None:
     parser.add_argument("--budget-minutes", type=float,
                         help="start no new cell after this many minutes; the report covers what finished "
                         "(run again to resume)")
+    add_backend_options(parser)
 
 
 def width_cells(g: Grid) -> list[Cell]:
@@ -104,6 +108,7 @@ def run(args) -> int:
     figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
     settings = SweepSettings(data=SpiralConfig(), train=TrainConfig(steps=grid.steps, batch=grid.batch),
                              base_width=grid.base_width, base_depth=grid.base_depth)
+    backend = make_backend(args.backend, args.address)   # before any work: a missing Ray fails at once
     sweep = Sweep(out, settings)
     parts = ("width", "depth") if args.part == "all" else (args.part,)
     cells = (width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else [])
@@ -111,14 +116,22 @@ def run(args) -> int:
     # cheapest cells first: a sweep stopped early still covers every small size
     cells = sorted(_unique(cells), key=_cost)
     deadline = start + 60 * args.budget_minutes if args.budget_minutes else None
-    trained = sweep.run(cells, progress=not args.no_progress, deadline=deadline)
+    report = run_sweep(sweep, cells, backend, threads=args.threads, progress=not args.no_progress,
+                       deadline=deadline)
     seconds = time.monotonic() - start
     summary = analyse(sweep, grid, parts, figures)
-    summary["timing"] = {"runs_trained_now": trained, "train_seconds": round(seconds, 1),
-                         "threads": args.threads, "quick": args.quick}
+    summary["timing"] = {"runs_trained_now": report.trained, "train_seconds": round(seconds, 1),
+                         "threads": args.threads, "quick": args.quick, "backend": args.backend}
+    failed = sweep.errors()
+    summary["failed"] = {"runs": sum(len(e["runs"]) for e in failed),
+                         "cells": {e["key"]: e["error"].splitlines()[0] for e in failed}}
     (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1))
     (out / "summary.md").write_text(markdown(summary))
-    print(f"trained {trained} runs in {seconds:.0f}s; tables in {out}, figures in {figures}")
+    print(f"trained {report.trained} runs in {seconds:.0f}s; tables in {out}, figures in {figures}")
+    if failed:
+        print(f"{summary['failed']['runs']} runs failed (errors in {out / 'errors'}); "
+              "run the same command again to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -335,14 +348,13 @@ def _write_plans(sweep: Sweep, path: Path) -> None:
     """The per-layer numbers every cell trained with (from its saved runs)."""
     lines = ["| cell | layer | fan_in x fan_out | init std | multiplier | LR factor | bias LR factor | "
              "Adam eps factor | branch multiplier |", "|---|---|---|---|---|---|---|---|---|"]
-    for folder in sorted((sweep.out / "runs").iterdir(), key=lambda p: p.name):
-        first = next(iter(sorted(folder.glob("*.json"))), None)
-        if first is None:
-            continue
-        plan = json.loads(first.read_text())["plan"]
+    plans: dict = {}
+    for cell, run in sweep.all_runs():
+        plans.setdefault(cell, run["plan"])
+    for cell, plan in plans.items():
         for i, l in enumerate(plan["layers"]):
             branch = f"{plan['branch_mult']:.4g}" if l["branch"] else ""
-            lines.append(f"| {folder.name} | {i} {l['kind']} | {l['fan_in']}x{l['fan_out']} | {l['init_std']:.4g} | "
+            lines.append(f"| {cell} | {i} {l['kind']} | {l['fan_in']}x{l['fan_out']} | {l['init_std']:.4g} | "
                          f"{l['mult']:.4g} | {l['lr']:.4g} | {l['bias_lr']:.4g} | {l['eps']:.4g} | {branch} |")
     path.write_text("\n".join(lines) + "\n")
 
@@ -365,8 +377,7 @@ def _figures(figures: Path, axis: str, part: dict, g: Grid, scale_panels: list, 
 def _write_runs_csv(sweep: Sweep, path: Path) -> list[dict]:
     """runs.csv; returns the distinct `software` records of the runs (with counts)."""
     rows, software = [], {}
-    for f in sorted((sweep.out / "runs").glob("*/*.json")):
-        r = json.loads(f.read_text())
+    for _, r in sweep.all_runs():
         key = json.dumps(r.get("software", "not recorded"), sort_keys=True)
         software[key] = software.get(key, 0) + 1
         c = r["cell"]
@@ -403,6 +414,9 @@ def markdown(summary: dict) -> str:
     lines = [f"Fixed LR: {summary['fixed_lr']:.3g}. Settings: {json.dumps(summary['settings'])}", ""]
     for entry in summary.get("software", []):
         lines += [f"{entry['runs']} runs computed with: {json.dumps(entry['software'])}", ""]
+    if summary.get("failed", {}).get("runs"):
+        lines += [f"{summary['failed']['runs']} runs FAILED (not in the tables; errors/ has each error):", ""]
+        lines += [f"- {key}: {error}" for key, error in summary["failed"]["cells"].items()] + [""]
     for axis in ("width", "depth"):
         if axis not in summary:
             continue

@@ -1,40 +1,49 @@
-"""Resumable sweeps: many cells (spec x arch x width x depth), each trained as
-one batched (LR x seed) computation by the engine, every run saved to its own
-JSON file the moment its batch finishes.
+"""The results store of a sweep: many cells (spec x arch x width x depth), each
+cell's runs one (lr, seed) pair, every run one JSON file.
 
-Takes a list of `Cell`s, a `SweepSettings` (data, training config, base shape)
-and an output folder; writes `DIR/runs/<cell>/<lr>_<seed>.json` per run and
-`DIR/sweep.json` (the settings). Guarantees:
-- atomic writes (temporary file in the same folder, fsync, os.replace): an
-  interrupted sweep never leaves a half-written run file;
-- re-running skips every run whose file exists, and trains only the missing
-  (lr, seed) pairs of a cell, so nothing finished is lost or redone;
-- a diverged run (NaN/inf loss) is saved with "diverged": true and the sweep
-  goes on (the engine freezes it inside its batch);
-- a progress bar on stderr says how many runs are done and where the current
-  batch is.
-Settings are fingerprinted: resuming into a folder made with other settings
-is refused, so results of different configurations are never mixed.
+Layout of an output folder:
+  sweep.json                 the settings (a fingerprint: resuming into a folder
+                             made with other settings is refused);
+  runs/<cell>/<lr>_<seed>.json   one finished run (its plan, the software that
+                             computed it, losses and per-layer curves);
+  errors/<cell>.json         a cell whose computation raised (the error, the runs
+                             it covered), until a later sweep finishes it;
+  .lock                      held (flock) by the one process writing the folder.
+
+Guarantees:
+- atomic writes (temporary file in the same folder, fsync, os.replace): a run
+  file is absent or complete, never partial;
+- a run is finished only if its file parses and is a run of that (lr, seed): a
+  zero-byte or truncated file (a copy gone wrong, a full disk) is computed again;
+- one writer: a second sweep on the same folder stops with a clear message; the
+  lock is the kernel's (flock), released when its process dies, so a killed
+  sweep never leaves a stale lock behind;
+- divergence: a NaN/inf loss (the engine freezes that replica) or a loss above
+  DIVERGENCE_FACTOR x the run's initial loss marks the run "diverged".
+The runner (`runner.py`) decides what to compute and on which backend; only it
+writes here, and only from the driver process.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
+import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from mupspec.bundled import DIR as SPECS_DIR
 from mupspec.empirical.data import SpiralConfig, make_spiral
-from mupspec.empirical.engine import TrainConfig, software, train_batched
-from mupspec.empirical.netplan import plan_from_codegen
+from mupspec.empirical.engine import TrainConfig
 from mupspec.errors import Diagnostic, MupError
-from mupspec.progress import Progress
-from mupspec.resolve import load_spec
+
+# a loss this many times its initial value is a blow-up, finite or not
+DIVERGENCE_FACTOR = 1e6
 
 
 @dataclass(frozen=True)
@@ -86,88 +95,149 @@ def atomic_write_json(path: Path, payload: dict) -> None:
         raise
 
 
+def _read_json(path: Path):
+    """The parsed file, or None if it is missing, empty or not (complete) JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def mark_divergence(result: dict, factor: float = DIVERGENCE_FACTOR) -> dict:
+    """The engine's result, with a finite blow-up also counted as diverged: a
+    logged training loss (window mean) or a final loss above factor x the
+    initial loss. NaN/inf the engine has already flagged."""
+    if result["diverged"]:
+        return result
+    losses = result["curves"]["train_loss"]
+    bound = factor * losses[0]
+    logged = [(s, v) for s, v in zip(result["curves"]["step"], losses) if v > bound]
+    finals = [v for k, v in result["final"].items() if k.endswith("_loss") and v > bound]
+    if not logged and not finals:
+        return result
+    step = logged[0][0] if logged else result["curves"]["step"][-1]
+    worst = max([v for _, v in logged] + finals)
+    return result | {"diverged": True, "diverged_step": step, "final": {},
+                     "diverged_reason": f"loss {worst:.3g} > {factor:g} x initial loss {losses[0]:.3g}"}
+
+
 class Sweep:
+    """The results store in one output folder (see the module docstring)."""
+
     def __init__(self, out_dir: str | Path, settings: SweepSettings = SweepSettings()):
         self.out = Path(out_dir)
         self.settings = settings
         self._check_settings()
-        self.data = make_spiral(settings.data)
-        self._specs: dict = {}
+
+    @cached_property
+    def data(self):
+        return make_spiral(self.settings.data)
 
     def _check_settings(self) -> None:
         path = self.out / "sweep.json"
         mine = self.settings.fingerprint()
-        if path.exists():
-            theirs = json.loads(path.read_text())
-            if theirs != mine:
-                raise MupError(Diagnostic(
-                    f"{path} was made with other settings; refusing to mix results",
-                    hint="use a new --out folder, or delete the old one"))
-        else:
+        if not path.exists():
             atomic_write_json(path, mine)
+            return
+        theirs = _read_json(path)
+        if not isinstance(theirs, dict):
+            raise MupError(Diagnostic(
+                f"{path} is empty or truncated (not complete JSON): cannot tell which settings made "
+                "the runs in this folder",
+                hint="use a new --out folder; or, if you know this command made them, delete "
+                f"{path.name} and run again (the finished runs are kept)"))
+        if theirs != mine:
+            raise MupError(Diagnostic(
+                f"{path} was made with other settings; refusing to mix results",
+                hint="use a new --out folder, or delete the old one"))
 
-    def spec(self, name: str):
-        if name not in self._specs:
-            self._specs[name] = load_spec(SPECS_DIR / f"{name}.mup")
-        return self._specs[name]
+    @contextmanager
+    def lock(self):
+        """Hold the folder for one writer. flock: the kernel drops it when the
+        holding process ends, however it ends."""
+        import fcntl
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        f = open(self.out / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise MupError(Diagnostic(
+                f"{self.out} is being written by another sweep ({holder})",
+                hint="wait for it to finish, or use another --out folder (the lock goes away with "
+                "its process: a killed sweep does not leave it behind)")) from None
+        try:
+            f.truncate(0)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            f.flush()
+            self._remove_partial_writes()
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+
+    def _remove_partial_writes(self) -> None:
+        """Temporary files a killed writer left behind (never renamed: not runs)."""
+        for tmp in self.out.glob("*/**/.tmp-*"):
+            tmp.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ runs
 
     def run_path(self, cell: Cell, lr: float, seed: int) -> Path:
         return self.out / "runs" / cell.key / run_name(lr, seed)
 
-    def missing(self, cell: Cell) -> list[tuple[float, int]]:
-        return [(lr, s) for lr, s in cell.runs() if not self.run_path(cell, lr, s).exists()]
+    def _finished_run(self, cell: Cell, lr: float, seed: int) -> dict | None:
+        run = _read_json(self.run_path(cell, lr, seed))
+        ok = isinstance(run, dict) and run.get("lr") == lr and run.get("seed") == seed and "diverged" in run
+        return run if ok else None
 
-    def plan(self, cell: Cell):
-        s = self.settings
-        # per-layer numbers from the generated module (codegen), as users would apply them
-        return plan_from_codegen(self.spec(cell.spec), arch=cell.arch, width=cell.width, depth=cell.depth,
-                              d_in=self.data.d_in, d_out=self.data.d_out, optimizer=s.train.optimizer,
-                              base_width=s.base_width, base_depth=s.base_depth)
+    def missing(self, cell: Cell) -> list[tuple[float, int]]:
+        return [(lr, s) for lr, s in cell.runs() if self._finished_run(cell, lr, s) is None]
+
+    def write_runs(self, cell: Cell, results: list[dict], wanted: Iterable[tuple[float, int]]) -> int:
+        """Save the wanted runs among `results`; returns how many were saved."""
+        wanted = set(wanted)
+        saved = 0
+        for res in results:
+            if (res["lr"], res["seed"]) in wanted:
+                atomic_write_json(self.run_path(cell, res["lr"], res["seed"]), res)
+                saved += 1
+        error = self.out / "errors" / f"{cell.key}.json"
+        failed = _read_json(error)
+        if failed is None or all(self._finished_run(cell, lr, s) for lr, s in failed["runs"]):
+            error.unlink(missing_ok=True)     # every run it failed on is finished now
+        return saved
+
+    def write_error(self, cell: Cell, runs: list[tuple[float, int]], error: str) -> None:
+        atomic_write_json(self.out / "errors" / f"{cell.key}.json",
+                          {"key": cell.key, "cell": asdict(cell), "runs": [list(r) for r in runs], "error": error})
+
+    def errors(self) -> list[dict]:
+        """The recorded failures: cells whose computation raised and is not finished since."""
+        folder = self.out / "errors"
+        found = [_read_json(p) for p in sorted(folder.glob("[!.]*.json"))]
+        return [e for e in found if isinstance(e, dict)]
+
+    def all_runs(self) -> Iterator[tuple[str, dict]]:
+        """(cell key, run) of every finished run in the folder, by cell and file name;
+        damaged files and temporary files are skipped."""
+        for path in sorted((self.out / "runs").glob("*/[!.]*.json")):
+            run = _read_json(path)
+            if isinstance(run, dict) and "diverged" in run:
+                yield path.parent.name, run
+
+    def load(self, cell: Cell) -> list[dict]:
+        """Every finished run of a cell, in (lr, seed) order; missing runs are skipped."""
+        runs = (self._finished_run(cell, lr, s) for lr, s in cell.runs())
+        return [r for r in runs if r is not None]
 
     def run(self, cells: Iterable[Cell], progress: bool = True,
             after_cell: Callable[[Cell], None] | None = None, deadline: float | None = None) -> int:
-        """Train every missing run; returns how many runs were trained now. With a
-        deadline (time.monotonic()), no new cell starts after it (resume later)."""
-        cells = list(cells)
-        total = sum(len(c.runs()) for c in cells)
-        todo = {c.key: self.missing(c) for c in cells}
-        bar = Progress(total, total - sum(len(v) for v in todo.values()),
-                       stream=sys.stderr if progress else open(os.devnull, "w"))
-        trained = 0
-        try:
-            for cell in cells:
-                missing = todo[cell.key]
-                if missing and deadline is not None and time.monotonic() > deadline:
-                    continue
-                if missing:
-                    trained += self._run_cell(cell, missing, bar)
-                if after_cell:
-                    after_cell(cell)
-        finally:
-            bar.close()
-        return trained
+        """Compute every missing run on the local backend; returns how many runs were computed now."""
+        from mupspec.empirical.runner import run_sweep
 
-    def _run_cell(self, cell: Cell, missing: list[tuple[float, int]], bar: Progress) -> int:
-        # train the smallest (lr x seed) product that covers the missing pairs
-        lrs = [lr for lr in cell.lrs if any(m[0] == lr for m in missing)]
-        seeds = [s for s in cell.seeds if any(m[1] == s for m in missing)]
-        plan = self.plan(cell)
-        bar.cell(cell.key, self.settings.train.steps)
-        results = train_batched(plan, self.data, lrs, seeds, self.settings.train, on_step=bar.on_step)
-        wanted = set(missing)
-        header = {"cell": {k: v for k, v in asdict(cell).items() if k not in ("lrs", "seeds")},
-                  "plan": asdict(plan), "software": software()}
-        for res in results:
-            if (res["lr"], res["seed"]) in wanted:
-                atomic_write_json(self.run_path(cell, res["lr"], res["seed"]), header | res)
-        bar.finished(len(wanted))
-        return len(wanted)
-
-    def load(self, cell: Cell) -> list[dict]:
-        """Every saved run of a cell, in (lr, seed) order; missing runs are skipped."""
-        out = []
-        for lr, s in cell.runs():
-            path = self.run_path(cell, lr, s)
-            if path.exists():
-                out.append(json.loads(path.read_text()))
-        return out
+        return run_sweep(self, cells, progress=progress, after_cell=after_cell, deadline=deadline).trained

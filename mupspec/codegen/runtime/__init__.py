@@ -10,5 +10,5 @@ imports above each marker only name what a part uses from the others. The
 API is documented in docs/codegen.md.
 """
 
-PARTS = ("plan", "roles", "rules", "records", "init", "multipliers", "parametrize", "optimizer", "attention", "report")
+PARTS = ("plan", "roles", "rules", "records", "init", "multipliers", "parametrize", "optimizer", "attention", "report", "audit")
 MARKER = "# ---- RUNTIME (everything below is copied into each generated module) ----\n"

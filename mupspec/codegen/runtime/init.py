@@ -119,9 +119,11 @@ def _initialize(model, base, base_tensors, records, init, init_scale, generator)
         fold = record.mult if record.folded else 1.0
         parts = record.slices or [{"axis": 0, "start": 0, "stop": p.shape[0] if p.dim() else 1,
                                    "init_ratio": record.init_ratio}]
-        if init == "rescale":
+        if init == "rescale" and any(part["init_ratio"] for part in parts):  # zeroing needs no law
             law, own = _init_law(record, module, pname, p, (base_tensors or {}).get(record.name), base)
             record.init_law = law
+        elif init == "rescale":
+            own = 1.0
         for part in parts:
             view = p.narrow(part["axis"], part["start"], part["stop"] - part["start"]) if p.dim() else p
             if init == "normal":

@@ -15,7 +15,7 @@ from mupspec.codegen.runtime.roles import (
     _axis_candidates, _class_by_growth, _default_subrole, _fans, _fused, _glob, _has_rules, _known_axes,
     _owner, _role_class, _rules_key, _tensors)
 from mupspec.codegen.runtime.rules import _optimizer_factors, _ratio
-from mupspec.codegen.runtime.spec_stub import SPEC_NAME, SUBROLES
+from mupspec.codegen.runtime.spec_stub import SPEC_NAME, SUBROLE_OWN_FIELDS, SUBROLES
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
@@ -164,9 +164,11 @@ def _split_fused(record, opts):
     for role, start, stop in parts:
         factors = _rule_factors(_rules_key(role), record, opts)
         if factors[1:] != (record.mult, record.lr_factor, record.wd_factor, record.eps_factor):
+            own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
+            why = f" (the spec's `{role}` block states its own {', '.join(own)})" if own else ""
             return (f"{record.name}: its fused part {role} needs the multiplier / LR / weight decay / eps factors "
                     f"{factors[1:]}, the whole tensor {(record.mult, record.lr_factor, record.wd_factor, record.eps_factor)}"
-                    ": one tensor has one forward and one LR group; split it into separate parameters")
+                    f"{why}: one tensor has one forward and one LR group; split it into separate parameters")
         record.slices.append({"role": role, "axis": axis, "start": start, "stop": stop, "init_ratio": factors[0],
                               "init_std": None})
     return None

@@ -1,0 +1,161 @@
+"""Speed of the batched GPT engine against a naive sequential loop, per cell of
+a `mupspec experiment transformer` grid (the default grid unless --quick).
+
+For every cell (spec x width x depth, all its LR x seed replicas) it prints,
+side by side from one process, interleaved cell by cell:
+  - batched: the engine training every replica of the cell together;
+  - naive: one nn.Module + the generated module's torch.optim.AdamW, one
+    replica after another, with 1 thread and with --threads; the faster kept;
+  - the batched throughput as a fraction of this machine's measured matmul
+    rate (a 2048^2 float32 product with --threads), FLOPs per step counted with
+    torch.utils.flop_counter on one replica's training step (forward and
+    backward) times the replicas;
+  - the peak memory (resident set on CPU, allocated memory on CUDA).
+Per-step times are steady-state: steps 2..N of a short run (--steps), set-up,
+evaluation and coordinate statistics excluded, then extrapolated to the grid's
+step count for the totals. Wall-clock times decide (the faster naive thread
+count, the speed-up); the CPU seconds this process used per step are printed
+beside them, since on a shared machine they move less with the load.
+
+    python benchmarks/bench_lm_engine.py [--quick] [--steps 7] [--threads 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import mupspec.empirical  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch loads)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from mupspec.empirical import lm_study  # noqa: E402
+from mupspec.empirical.lm_engine import LMTrainConfig, Shape, build, spec_module, train_batched  # noqa: E402
+from mupspec.empirical.text import TextConfig, load_text, train_starts, windows  # noqa: E402
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: str) -> float:
+    """FLOP/s of a 2048^2 float32 matmul, best of 10."""
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    best = float("inf")
+    for _ in range(10):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048 ** 3 / best
+
+
+def step_flops(cell, grid, base, data) -> float:
+    """FLOPs of one replica's training step (forward + backward), counted by torch."""
+    model, _ = build(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, 0)
+    x, y = windows(data.train, train_starts(data, 1, grid.batch, 0)[0], grid.context)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
+    return float(counter.get_total_flops())
+
+
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def batched_step_time(cell, grid, base, data, cfg, device) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of the engine on the cell."""
+    stamps = {}
+
+    def on_step(step):
+        sync(device)
+        stamps[step] = clocks()
+    train_batched(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
+                  list(cell.lrs), list(cell.seeds), cfg, device=device, on_step=on_step)
+    return tuple((b - a) / (cfg.steps - 2) for a, b in zip(stamps[1], stamps[cfg.steps - 1]))
+
+
+def naive_step_time(cell, grid, base, data, cfg, device) -> tuple[float, float]:
+    """(wall, CPU) seconds: the sum over replicas of one plain training step (steps 2..N-1 of each run)."""
+    P, total = spec_module(cell.spec), [0.0, 0.0]
+    for lr, seed in cell.runs():
+        model, plan = build(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, seed)
+        model.to(device)
+        opt = P.make_optimizer(model, plan, lr=lr, weight_decay=cfg.weight_decay, eps=cfg.eps, betas=cfg.betas)
+        starts = train_starts(data, cfg.steps, cfg.batch, seed)
+        stream = data.train.to(device)
+        for t in range(cfg.steps - 1):
+            if t == 1:
+                sync(device)
+                start = clocks()
+            x, y = windows(stream, starts[t].to(device), grid.context)
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sync(device)
+        for i, (a, b) in enumerate(zip(start, clocks())):
+            total[i] += (b - a) / (cfg.steps - 2)
+    return tuple(total)
+
+
+def peak_memory_gib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB on Linux
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="the --quick grid instead of the default grid")
+    ap.add_argument("--steps", type=int, default=7, help="steps per timed run (>= 4)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    grid = lm_study.QUICK if args.quick else lm_study.DEFAULT
+    data = load_text(TextConfig(context=grid.context))
+    base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
+    cfg = LMTrainConfig(steps=args.steps, batch=grid.batch, warmup=1, log_every=args.steps)
+    cells = sorted(lm_study._unique(lm_study.width_cells(grid) + lm_study.depth_cells(grid)), key=lm_study._cost)
+    torch.set_num_threads(args.threads)
+    rate = matmul_rate(args.device)
+    print(f"grid: {'quick' if args.quick else 'default'}, {len(cells)} cells, {grid.steps} steps each; "
+          f"device {args.device}, {args.threads} threads; matmul rate {rate / 1e9:.1f} GFLOP/s (2048^2 float32)")
+    t = args.threads
+    print(f"{'cell':<22} {'reps':>4} {'batched s/step':>14} {'naive 1t':>9} {f'naive {t}t':>9} {'speed-up':>8} "
+          f"{'GFLOP/step':>10} {'of matmul':>9} | CPU s/step: {'batched':>8} {'naive 1t':>8} {'ratio':>6}")
+    totals = {"batched": 0.0, "naive": 0.0, "batched_cpu": 0.0, "naive_cpu": 0.0}
+    for cell in cells:
+        flops = step_flops(cell, grid, base, data) * len(cell.runs())
+        batched, batched_cpu = batched_step_time(cell, grid, base, data, cfg, args.device)
+        naive = {}
+        for threads in sorted({1, t}):
+            torch.set_num_threads(threads)
+            naive[threads] = naive_step_time(cell, grid, base, data, cfg, args.device)
+        torch.set_num_threads(t)
+        best_naive = min(wall for wall, _ in naive.values())
+        totals["batched"] += batched * grid.steps
+        totals["naive"] += best_naive * grid.steps
+        totals["batched_cpu"] += batched_cpu * grid.steps
+        totals["naive_cpu"] += naive[1][1] * grid.steps
+        print(f"{cell.key:<22} {len(cell.runs()):>4} {batched:>14.4f} {naive[1][0]:>9.4f} {naive[t][0]:>9.4f} "
+              f"{best_naive / batched:>7.2f}x {flops / 1e9:>10.2f} {flops / batched / rate:>8.1%} | "
+              f"{'':>11} {batched_cpu:>8.4f} {naive[1][1]:>8.4f} {naive[1][1] / batched_cpu:>5.2f}x", flush=True)
+    print(f"total training steps of the grid (extrapolated to {grid.steps} steps per cell): batched "
+          f"{totals['batched'] / 60:.1f} min, naive {totals['naive'] / 60:.1f} min, "
+          f"speed-up {totals['naive'] / totals['batched']:.2f}x; CPU time: batched "
+          f"{totals['batched_cpu'] / 60:.1f} min, naive (1 thread) {totals['naive_cpu'] / 60:.1f} min, "
+          f"ratio {totals['naive_cpu'] / totals['batched_cpu']:.2f}x")
+    print(f"peak memory: {peak_memory_gib(args.device):.2f} GiB ({'allocated on the GPU' if args.device != 'cpu' else 'resident set of this process'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Batched training of small GPT language models: every (LR x seed) replica
+of one shape trains as ONE computation.
+
+Takes a bundled spec name, a model `Shape` and its base shape, `TextData`,
+LRs and seeds; returns one result dict per (lr, seed) with train/validation
+loss curves and coordinate statistics over training.
+
+Parametrization comes only from the module `mupspec codegen` generates for the
+spec: `parametrize(model, base_model, optimizer="adamw", ...)` gives the init
+(rescaled per seed), the forward multipliers (its hooks, which run inside
+`functional_call` too), the residual-branch multiplier, and per parameter the
+LR, weight-decay and eps factors; `attention_scale` gives the logit scale.
+
+How it batches: each parameter is stacked over the R replicas, (R, *shape);
+one step is `vmap(grad_and_value(loss))` over the stack with
+`torch.func.functional_call` on one parametrized template model, then AdamW
+on the stacked tensors with a per-replica LR times the parameter's factor,
+written as torch.optim.AdamW's single-tensor arithmetic (the equality test
+checks it step by step against that optimizer). Replicas of one seed share
+init and batches: a seed is a paired comparison across LRs.
+
+A replica whose loss becomes non-finite or exceeds `DIVERGED_LOSS` is recorded
+as diverged (with the step) and frozen (parameters and moments zeroed, LR 0);
+the others train on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call, grad_and_value, vmap
+
+from mupspec.empirical.text import VOCAB, TextData, even_starts, train_starts, windows
+
+DIVERGED_LOSS = 10 * math.log(VOCAB)   # 10x the loss of a uniform prediction over bytes
+RESIDUAL_BRANCHES = ["blocks.*.attn", "blocks.*.mlp"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    width: int           # d_model
+    depth: int           # Transformer blocks
+    heads: int = 4       # fixed: d_head grows with width, so the spec's attention rule matters
+    context: int = 64
+
+
+@dataclass(frozen=True)
+class LMTrainConfig:
+    steps: int = 200
+    batch: int = 16
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    warmup: int = 20          # linear warmup steps, then cosine decay to 10% of the LR
+    log_every: int = 50       # steps between evaluations and coordinate statistics
+    eval_windows: int = 32    # windows per split for the train/validation loss
+    probe_windows: int = 4    # validation windows for the coordinate statistics
+
+
+def lr_scale(step: int, cfg: LMTrainConfig) -> float:
+    """The schedule's factor on the LR at 0-based `step` (LambdaLR semantics)."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------- the model
+
+class Attention(nn.Module):
+    """Causal self-attention, separate q/k/v (each a hidden matrix for the spec),
+    written out (SDPA has no vmap batching rule on CPU)."""
+
+    def __init__(self, width: int, heads: int, scale: float):
+        super().__init__()
+        self.q, self.k, self.v, self.proj = (nn.Linear(width, width, bias=False) for _ in range(4))
+        self.heads, self.scale = heads, scale
+
+    def forward(self, x):
+        b, t, c = x.shape
+        split = lambda z: z.view(b, t, self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        scores = (q @ k.transpose(-2, -1)) * self.scale
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        y = torch.softmax(scores.masked_fill(mask, float("-inf")), -1) @ v
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc, self.proj = nn.Linear(width, 4 * width, bias=False), nn.Linear(4 * width, width, bias=False)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, scale: float):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(width), Attention(width, heads, scale)
+        self.ln2, self.mlp = nn.LayerNorm(width), MLP(width)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Byte-level GPT: token and position embeddings, pre-norm blocks, final
+    LayerNorm, untied readout."""
+
+    def __init__(self, shape: Shape, attn_scale: float, vocab: int = VOCAB):
+        super().__init__()
+        if shape.width % shape.heads:
+            raise ValueError(f"width {shape.width} is not a multiple of {shape.heads} heads")
+        self.wte, self.wpe = nn.Embedding(vocab, shape.width), nn.Embedding(shape.context, shape.width)
+        self.blocks = nn.ModuleList(Block(shape.width, shape.heads, attn_scale) for _ in range(shape.depth))
+        self.ln_f = nn.LayerNorm(shape.width)
+        self.lm_head = nn.Linear(shape.width, vocab, bias=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[-1], device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+# ---------------------------------------------------------------- parametrization
+
+_GENERATED: dict = {}
+
+
+def spec_module(name: str):
+    """The generated module of a bundled spec (generated once per process)."""
+    if name not in _GENERATED:
+        from mupspec import bundled
+        from mupspec.codegen import load_module
+        from mupspec.resolve import load_spec
+
+        _GENERATED[name] = load_module(load_spec(bundled.path(name)), f"specs/{name}.mup")
+    return _GENERATED[name]
+
+
+def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32):
+    """A GPT of `shape` initialized for `seed` and parametrized by the spec's
+    generated module against the same architecture at the base width (and
+    base depth, for specs with depth rules). Returns (model, plan)."""
+    P = spec_module(spec)
+    free = [w for w in P.WIDTH_SYMBOLS if w not in P.DERIVED_WIDTHS]   # d_ff, d_head follow from d_model
+    widths, base_widths = {w: shape.width for w in free}, {w: base.width for w in free}
+    # the base model's 1/sqrt(d_head) times the spec's logit rule at this width over the base's
+    scale = P.attention_scale((base.width // base.heads) ** -0.5, widths=widths, base_widths=base_widths)
+    dims = {"widths": widths, "base_widths": base_widths}
+    if "query" in P.SUBROLES:   # a spec with a rule of its own for the query (gpt_mup: zero init)
+        dims["roles"] = {"blocks.*.attn.q.weight": "query"}
+    if P.DEPTH_SYMBOL:
+        dims |= {"depth": shape.depth, "base_depth": base.depth}
+    if "residual" in P.BLOCKS:
+        dims["residual"] = RESIDUAL_BRANCHES
+    with torch.device("meta"):   # only its shapes are read: which dimensions grow, also at the base width
+        delta = GPT(Shape(2 * base.width, shape.depth, base.heads, shape.context), scale)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT(shape, scale).to(dtype)
+        # the same architecture at the base width (same depth: the depth rule anchors depth),
+        # built for real: the generated module learns the model's own init law from it
+        base_model = GPT(Shape(base.width, shape.depth, base.heads, shape.context), scale)
+        plan = P.parametrize(model, base_model, optimizer="adamw", init="rescale", delta=delta, **dims)
+    return model, plan
+
+
+# ---------------------------------------------------------------- the optimizer
+
+class BatchedAdamW:
+    """AdamW over stacked replicas: parameter n of replica r steps with LR
+    lrs[r] * schedule * lr_factor[n], weight decay wd * wd_factor[n] and eps
+    eps * eps_factor[n], in torch.optim.AdamW's single-tensor arithmetic."""
+
+    def __init__(self, params: dict, factors: dict, lrs: list[float], cfg: LMTrainConfig):
+        self.factors, self.lrs, self.cfg = factors, list(lrs), cfg
+        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.v = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.t = 0
+
+    def _per_replica(self, values: list[float], like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *[1] * (like.dim() - 1))
+
+    @torch.no_grad()
+    def step(self, params: dict, grads: dict, scale: float) -> None:
+        self.t += 1
+        b1, b2 = self.cfg.betas
+        bc1, bc2_sqrt = 1 - b1 ** self.t, (1 - b2 ** self.t) ** 0.5
+        for n, p in params.items():
+            lr_f, wd_f, eps_f = self.factors[n]
+            lr = [base * lr_f * scale for base in self.lrs]   # the group LR torch would hold
+            g, m, v = grads[n], self.m[n], self.v[n]
+            if self.cfg.weight_decay * wd_f:
+                p.mul_(self._per_replica([1 - x * self.cfg.weight_decay * wd_f for x in lr], p))
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.cfg.eps * eps_f)
+            p.sub_(m / denom * self._per_replica([x / bc1 for x in lr], p))
+
+    def freeze(self, params: dict, r: int) -> None:
+        """Replica r diverged: zero its parameters and moments, LR 0."""
+        self.lrs[r] = 0.0
+        for n in params:
+            for t in (params[n], self.m[n], self.v[n]):
+                t[r].zero_()
+
+
+# ---------------------------------------------------------------- measurement
+
+def _rms(t: torch.Tensor) -> float:
+    return t.double().pow(2).mean().sqrt().item()
+
+
+def coordinate_stats(model, params: dict, init: dict, x: torch.Tensor) -> dict:
+    """For one replica on probe inputs x: RMS of the logits, and per Linear /
+    Embedding weight: its output (act), the output of its change since init
+    on the same input (upd), its entries (w) and their change (dw)."""
+    stats, handles, modules = {}, [], dict(model.named_modules())
+
+    def hook(name):
+        def record(module, inputs, output):
+            w, w0 = params[name + ".weight"], init[name + ".weight"]
+            raw = F.embedding if isinstance(module, nn.Embedding) else F.linear
+            delta = w - w0
+            # the generated module applies a multiplier on the input (pre-hook) or the
+            # output (hook): read the scale off the output, wherever it was applied
+            plain = _rms(raw(inputs[0], w))
+            scale = _rms(output) / plain if plain > 0 else 0.0
+            stats[name] = {"act": _rms(output), "upd": scale * _rms(raw(inputs[0], delta)),
+                           "w": _rms(w), "dw": _rms(delta)}
+        return record
+
+    for name, module in modules.items():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            handles.append(module.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            logits = functional_call(model, params, (x,))
+    finally:
+        for h in handles:
+            h.remove()
+    return {"logits": _rms(logits), "modules": stats}
+
+
+# ---------------------------------------------------------------- training
+
+def software(device: str, dtype: torch.dtype) -> dict:
+    import platform
+
+    from mupspec import __version__
+
+    name = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
+    return {"mupspec": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": name, "dtype": str(dtype)}
+
+
+def _loss(model):
+    def loss(params, x, y):
+        logits = functional_call(model, params, (x,))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    return loss
+
+
+def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, seeds, cfg: LMTrainConfig,
+                  device: str = "cpu", dtype=torch.float32,
+                  on_step: Callable[[int], None] | None = None) -> list[dict]:
+    """Train every (lr, seed) pair of one shape together; one result per pair."""
+    pairs = [(lr, s) for lr in lrs for s in seeds]
+    built = {s: build(spec, shape, base, s, dtype) for s in seeds}
+    model, plan = built[seeds[0]]
+    model.to(device)   # the template: its hooks run, its own parameters are never used
+    params = {n: torch.stack([dict(built[s][0].named_parameters())[n].detach() for _, s in pairs]).to(device)
+              for n, _ in model.named_parameters()}
+    init = {n: p.clone() for n, p in params.items()}
+    factors = {r.name: (r.lr_factor, r.wd_factor, r.eps_factor) for r in plan}
+    opt = BatchedAdamW(params, factors, [lr for lr, _ in pairs], cfg)
+    stream, val_stream = data.train.to(device), data.val.to(device)
+    starts = torch.stack([train_starts(data, cfg.steps, cfg.batch, s) for _, s in pairs]).to(device)
+    step_fn = vmap(grad_and_value(_loss(model)))
+    eval_fn = vmap(_loss(model), in_dims=(0, None, None))
+    evals = {"train": windows(stream, even_starts(stream, data.context, cfg.eval_windows), data.context),
+             "val": windows(val_stream, even_starts(val_stream, data.context, cfg.eval_windows), data.context)}
+    probe = windows(val_stream, even_starts(val_stream, data.context, cfg.probe_windows), data.context)[0]
+    R = len(pairs)
+    curves = {"step": [], "train_loss": [], "val_loss": []}
+    batch_loss = []   # per step, per replica: the training loss of the step's batch
+    coords: list[list[dict]] = [[] for _ in range(R)]
+    diverged: list[int | None] = [None] * R
+
+    def measure(step: int) -> None:
+        with torch.no_grad():
+            losses = {k: eval_fn(params, *xy).tolist() for k, xy in evals.items()}
+        curves["step"].append(step)
+        for k in ("train", "val"):
+            curves[f"{k}_loss"].append(losses[k])
+        for r in range(R):
+            if diverged[r] is None:
+                one = lambda d: {n: t[r] for n, t in d.items()}  # noqa: E731
+                coords[r].append({"step": step} | coordinate_stats(model, one(params), one(init), probe))
+
+    measure(0)
+    for t in range(cfg.steps):
+        x, y = windows(stream, starts[:, t], data.context)
+        grads, loss = step_fn(params, x, y)
+        batch_loss.append(loss.tolist())
+        for r in torch.nonzero(~torch.isfinite(loss) | (loss > DIVERGED_LOSS)).flatten().tolist():
+            if diverged[r] is None:
+                diverged[r] = t
+                opt.freeze(params, r)
+                grads = {n: g.index_fill(0, torch.tensor([r], device=g.device), 0.0) for n, g in grads.items()}
+        opt.step(params, grads, lr_scale(t, cfg))
+        if (t + 1) % cfg.log_every == 0 or t + 1 == cfg.steps:
+            measure(t + 1)
+        if on_step:
+            on_step(t + 1)
+    return [_result(pairs[r], r, curves, [row[r] for row in batch_loss], coords[r], diverged[r]) for r in range(R)]
+
+
+def _result(pair, r: int, curves: dict, batch_loss: list[float], coords: list[dict], diverged_at: int | None) -> dict:
+    lr, seed = pair
+    per = {k: [row[r] for row in v] for k, v in curves.items() if k != "step"}
+    ok = diverged_at is None
+    final = {k: per[k][-1] if ok else None for k in per}
+    per["batch_loss"] = batch_loss
+    return {"lr": lr, "seed": seed, "diverged": not ok, "diverged_step": diverged_at, "final": final,
+            "curves": {"step": curves["step"], **{k: [x if math.isfinite(x) else None for x in v]
+                                                   for k, v in per.items()}},
+            "coords": coords}
+
+
+def train_reference(spec: str, shape: Shape, base: Shape, data: TextData, lr: float, seed: int,
+                    cfg: LMTrainConfig, dtype=torch.float32):
+    """The plain loop the batched engine must equal: one nn.Module, the generated
+    module's `make_optimizer` (torch.optim.AdamW), LambdaLR, the same init and
+    batches. Returns (per-step losses, final parameters)."""
+    P = spec_module(spec)
+    model, plan = build(spec, shape, base, seed, dtype)
+    opt = P.make_optimizer(model, plan, lr=lr, weight_decay=cfg.weight_decay, eps=cfg.eps, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_scale(t, cfg))
+    starts = train_starts(data, cfg.steps, cfg.batch, seed)
+    losses = []
+    for t in range(cfg.steps):
+        x, y = windows(data.train, starts[t], data.context)
+        loss = _loss(model)(dict(model.named_parameters()), x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}
+

@@ -1,0 +1,496 @@
+"""`mupspec experiment transformer`: muP on a byte-level GPT language model,
+the design of "A thorough reproduction and evaluation of muP" (TMLR 2025) at
+laptop scale.
+
+Takes the command-line options; trains, per cell (spec x width x depth), every
+(LR x seed) replica together (`lm_engine.py`), saving each run the moment its
+cell finishes (`RunStore`), and writes under --out:
+  runs/<cell>/lr..._s..json  one run: loss curves, coordinate statistics, the
+                             generated plan's numbers, the software;
+  runs.csv                   final train/validation loss of every run;
+  optima.csv                 best LR per variant and size (bootstrap interval),
+                             and the best reachable loss there;
+  exponents.csv              width exponents of the coordinate statistics over
+                             training (mean and 95% t-interval over seeds);
+  summary.json / summary.md  the shift of the optimal LR per doubling, the tables;
+  figures/                   the PNGs of docs/lm-study.md.
+
+Parts: `width` (SP against muP, and u-muP in --full, over d_model at a fixed
+depth) and `depth` (muP with no depth rule against CompleteP over blocks).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mupspec.empirical.spiral import _json_safe, _unique
+from mupspec.empirical.sweep import Cell, Sweep
+from mupspec.errors import Diagnostic, MupError
+from mupspec.progress import Progress
+
+# the bundled specs of each family: Table 8 as microsoft/mup does it (and the specs
+# derived from it), or the Transformer specs (sub-roles: zero-init query and readout,
+# 1/d_head attention, d_ff and d_head derived from d_model)
+SPEC_FAMILIES = {
+    "table8": {"SP": "sp", "muP": "mup_table8", "u-muP": "umup", "CompleteP": "completep"},
+    "gpt": {"SP": "sp", "muP": "gpt_mup", "u-muP": "umup_gpt", "CompleteP": "completep_gpt"},
+}
+DEPTH_LABELS = {"muP (no depth rule)": "muP", "CompleteP": "CompleteP"}
+QUANTITIES = ("act", "upd", "w", "dw")
+ARCH = "gpt"   # the cells' architecture (a cell is spec x arch x width x depth, as in the spiral sweep)
+
+
+@dataclass(frozen=True)
+class Grid:
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    depth: int = 2                                  # blocks, in the width sweep
+    depths: tuple[int, ...] = (2, 4, 8)
+    depth_width: int = 64                           # d_model of the depth sweep
+    lrs: tuple[float, ...] = tuple(10 ** (-3.25 + k / 4) for k in range(10))   # 5.6e-4 .. 0.1
+    seeds: tuple[int, ...] = (0, 1)
+    coord_seeds: tuple[int, ...] = (2, 3, 4)        # more seeds at the fixed LR, for the exponents' intervals
+    fixed_lr: float = 1e-2                          # the coordinate statistics' LR (nearest grid value)
+    width_variants: tuple[str, ...] = ("SP", "muP")
+    specs: str = "table8"                           # the spec family (SPEC_FAMILIES)
+    steps: int = 200
+    batch: int = 16
+    context: int = 32
+    heads: int = 4
+    warmup: int = 20
+    log_every: int = 50
+    base_width: int = 32
+    base_depth: int = 2
+
+    def fixed(self) -> float:
+        return min(self.lrs, key=lambda lr: abs(math.log(lr / self.fixed_lr)))
+
+
+DEFAULT = Grid()
+QUICK = Grid(widths=(32, 64, 128), depths=(2, 4), depth_width=32, lrs=tuple(10 ** (-2.75 + k / 2) for k in range(6)),
+             coord_seeds=(2,), steps=30, batch=8, context=16, warmup=5, log_every=15)
+FULL = Grid(widths=(32, 64, 128, 256, 512, 1024), depth=4, depths=(2, 4, 8, 16), depth_width=256,
+            lrs=tuple(10 ** (-3.5 + k / 4) for k in range(13)), seeds=(0, 1, 2), coord_seeds=(3, 4),
+            fixed_lr=3e-3, width_variants=("SP", "muP", "u-muP"), steps=2000, batch=32, context=128,
+            warmup=100, log_every=250, base_depth=4)
+
+
+def width_specs(g: Grid) -> dict[str, str]:
+    return {label: SPEC_FAMILIES[g.specs][label] for label in g.width_variants}
+
+
+def depth_specs(g: Grid) -> dict[str, str]:
+    return {label: SPEC_FAMILIES[g.specs][name] for label, name in DEPTH_LABELS.items()}
+
+
+def configure(parser) -> None:
+    parser.add_argument("--out", required=True, help="folder for runs, tables and (by default) figures")
+    parser.add_argument("--figures-dir", help="where the PNGs go (default: OUT/figures)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small grid, 30 steps (about a minute; used in CI)")
+    size.add_argument("--full", action="store_true",
+                      help="d_model up to 1024, 2000 steps (for a GPU: --device cuda; hours on a CPU)")
+    parser.add_argument("--part", choices=("all", "width", "depth"), default="all")
+    parser.add_argument("--text", help="train on this text file instead of the built-in corpus "
+                        "(CPython's pydoc_data.topics)")
+    parser.add_argument("--specs", choices=tuple(SPEC_FAMILIES), default="table8",
+                        help="the muP / u-muP / CompleteP specs: table8 (mup_table8, umup, completep; default) or "
+                        "gpt (the Transformer specs gpt_mup, umup_gpt, completep_gpt); SP is specs/sp.mup")
+    parser.add_argument("--lrs", help="comma-separated learning rates replacing the grid's (each > 0)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--budget-minutes", type=float,
+                        help="start no new cell after this many minutes; the report covers what finished "
+                        "(run again to resume)")
+
+
+# ---------------------------------------------------------------- cells and the run store
+
+class RunStore(Sweep):
+    """The results store of the spiral sweep (`sweep.py`: one JSON per run under
+    DIR/runs/<cell>/, atomic writes by the driver alone, damaged files counted
+    as missing, a settings fingerprint in DIR/sweep.json, one writer at a time)
+    holding this study's runs. `missing`, `save` and `load` are all the training
+    loop needs: the seam where the sweep runner's backends can take over."""
+
+    def __init__(self, out: Path, settings: dict):
+        super().__init__(out, _Fingerprint(settings))
+
+    def save(self, cell: Cell, run: dict) -> None:
+        self.write_runs(cell, [run], [(run["lr"], run["seed"])])
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    values: dict
+
+    def fingerprint(self) -> dict:
+        return self.values
+
+
+def settings_of(grid: Grid, data) -> dict:
+    """What makes runs comparable: the training settings and the text itself."""
+    from mupspec.empirical.lm_engine import RESIDUAL_BRANCHES
+
+    digest = hashlib.sha256(data.train.numpy().tobytes() + data.val.numpy().tobytes()).hexdigest()[:16]
+    keep = ("steps", "batch", "context", "heads", "warmup", "log_every", "base_width", "base_depth")
+    return {"train": {k: getattr(grid, k) for k in keep}, "text": {"source": data.source, "sha256": digest},
+            "residual_branches": RESIDUAL_BRANCHES}
+
+
+def width_cells(g: Grid) -> list[Cell]:
+    cells = []
+    for spec in width_specs(g).values():
+        for w in g.widths:
+            cells.append(Cell(spec, ARCH, w, g.depth, g.lrs, g.seeds))
+            if g.coord_seeds:
+                cells.append(Cell(spec, ARCH, w, g.depth, (g.fixed(),), g.coord_seeds))
+    return cells
+
+
+def depth_cells(g: Grid) -> list[Cell]:
+    return [Cell(spec, ARCH, g.depth_width, d, g.lrs, g.seeds) for spec in depth_specs(g).values()
+            for d in g.depths]
+
+
+def _cost(cell: Cell) -> float:
+    """Matrix parameters x replicas: what a step of the cell costs, roughly."""
+    return len(cell.runs()) * (12 * cell.depth * cell.width ** 2 + 256 * cell.width)
+
+
+def train_cells(store: RunStore, cells: list[Cell], grid: Grid, data, device: str,
+                deadline: float | None, progress: bool) -> tuple[int, int]:
+    """Train the missing runs of each cell (cheapest cells first), holding the
+    store's lock; no new cell starts after the deadline. Returns (runs trained
+    now, cells not started)."""
+    todo = [(c, store.missing(c)) for c in sorted(cells, key=_cost)]
+    total = sum(len(c.runs()) for c in cells)
+    bar = Progress(total, total - sum(len(m) for _, m in todo),
+                   stream=sys.stderr if progress else open(os.devnull, "w"))
+    trained = skipped = 0
+    with store.lock():
+        try:
+            for cell, missing in todo:
+                if missing and deadline is not None and time.monotonic() > deadline:
+                    skipped += 1
+                elif missing:
+                    trained += _train_cell(store, cell, missing, grid, data, device, bar)
+        finally:
+            bar.close()
+    return trained, skipped
+
+
+def _train_cell(store: RunStore, cell: Cell, missing, grid: Grid, data, device: str, bar: Progress) -> int:
+    """Train the smallest (lr x seed) product covering a cell's missing runs; save those."""
+    from mupspec.empirical.lm_engine import LMTrainConfig, Shape, software, train_batched
+
+    cfg = LMTrainConfig(steps=grid.steps, batch=grid.batch, warmup=grid.warmup, log_every=grid.log_every)
+    base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
+    lrs = [lr for lr in cell.lrs if any(m[0] == lr for m in missing)]
+    seeds = [s for s in cell.seeds if any(m[1] == s for m in missing)]
+    bar.cell(cell.key, grid.steps)
+    results = train_batched(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
+                            lrs, seeds, cfg, device=device, on_step=bar.on_step)
+    header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth},
+              "software": software(device, "torch.float32")}
+    for run in results:
+        if (run["lr"], run["seed"]) in missing:
+            store.save(cell, header | run)
+    bar.finished(len(missing))
+    return len(missing)
+
+
+# ---------------------------------------------------------------- the command
+
+def _parse_lrs(text: str) -> tuple[float, ...]:
+    try:
+        lrs = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise MupError(Diagnostic(f"--lrs {text!r}: expected comma-separated numbers",
+                                  hint="e.g. --lrs 1e-3,3e-3,1e-2")) from None
+    bad = [x for x in lrs if not (x > 0 and math.isfinite(x))]
+    if bad:
+        raise MupError(Diagnostic(f"--lrs: every learning rate must be a positive number, got {bad[0]}",
+                                  hint="e.g. --lrs 1e-3,3e-3,1e-2"))
+    return tuple(sorted(set(lrs)))
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if device.split(":")[0] != "cuda":
+        raise MupError(Diagnostic(f"--device {device!r}: expected cpu or cuda"))
+    if not torch.cuda.is_available():
+        raise MupError(Diagnostic("--device cuda: no CUDA device is available to this torch",
+                                  hint="run with --device cpu"))
+
+
+def run(args) -> int:
+    import torch
+
+    from mupspec.empirical.text import TextConfig, load_text
+
+    torch.set_num_threads(args.threads)
+    grid = QUICK if args.quick else FULL if args.full else DEFAULT
+    grid = Grid(**{**asdict(grid), "specs": args.specs} | ({"lrs": _parse_lrs(args.lrs)} if args.lrs else {}))
+    _check_device(args.device)
+    if args.budget_minutes is not None and not args.budget_minutes >= 0:
+        raise MupError(Diagnostic(f"--budget-minutes {args.budget_minutes:g}: expected a number of minutes >= 0",
+                                  hint="--budget-minutes 0 trains nothing new and only rewrites the report"))
+    data = load_text(TextConfig(path=args.text, context=grid.context))   # bad text: error before --out is touched
+    out = Path(args.out)
+    figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
+    store = RunStore(out, settings_of(grid, data))
+    parts = ("width", "depth") if args.part == "all" else (args.part,)
+    cells = _unique((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else []))
+    from mupspec.empirical.lm_engine import spec_module
+
+    for spec in sorted({c.spec for c in cells}):   # generate every module now: a broken spec fails before training
+        spec_module(spec)
+    start = time.monotonic()
+    deadline = start + 60 * args.budget_minutes if args.budget_minutes is not None else None
+    trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress)
+    seconds = time.monotonic() - start
+    summary = analyse(store, grid, parts, figures)
+    done = sum(not store.missing(c) for c in cells)
+    summary["timing"] = {"runs_trained_now": trained, "train_seconds": round(seconds, 1), "threads": args.threads,
+                         "device": args.device, "grid": "quick" if args.quick else "full" if args.full else "default",
+                         "cells_finished": done, "cells_total": len(cells), "cells_not_started": skipped}
+    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1))
+    (out / "summary.md").write_text(markdown(summary))
+    print(f"trained {trained} runs in {seconds:.0f}s; {done}/{len(cells)} cells finished"
+          + (f" ({skipped} not started: budget reached; run again to resume)" if skipped else "")
+          + f"; tables in {out}, figures in {figures}")
+    return 0
+
+
+# ---------------------------------------------------------------- analysis: LR transfer
+
+def _best_loss(table: np.ndarray, rng, boots: int = 300) -> dict:
+    """Best reachable loss: the minimum over LRs of the seed-mean curve, with a
+    95% bootstrap interval over seeds."""
+    def best(t):
+        m = t.mean(1)
+        return float(np.min(np.where(np.isfinite(m), m, np.inf)))
+    s = table.shape[1]
+    samples = [best(table[:, rng.integers(s, size=s)]) for _ in range(boots)]
+    lo, hi = np.percentile(samples, [2.5, 97.5]) if s > 1 else (math.nan, math.nan)
+    return {"loss": best(table), "lo": float(lo), "hi": float(hi)}
+
+
+def transfer(store: RunStore, g: Grid, variants: dict, axis: str, sizes, rng) -> dict:
+    """Per variant: loss-vs-LR tables, the best LR per size with its bootstrap
+    interval, its shift per doubling, and the best reachable loss per size."""
+    from mupspec.empirical.spiral import _loss_table, _optimum, _shift
+
+    log_lrs = np.log10(np.array(g.lrs))
+    out = {}
+    for label, spec in variants.items():
+        entry = {"curves": {}, "optima": {}, "shift": {}, "best": {}, "diverged": {}}
+        runs = {s: store.load(_cell(g, spec, axis, s)) for s in sizes}
+        done = [s for s in sizes if len(runs[s]) == len(g.lrs) * len(g.seeds)]   # skip unfinished cells
+        for which in ("train_loss", "val_loss"):
+            optima, best = [], []
+            for size in done:
+                table = _loss_table(runs[size], list(g.lrs), list(g.seeds), which)
+                optima.append(_optimum(table, log_lrs, rng))
+                best.append(dict(_best_loss(table, rng), size=size))
+                entry["curves"].setdefault(which, {})[size] = table.tolist()
+                entry["diverged"][size] = int(np.isinf(table).sum())
+            entry["optima"][which] = [dict(o, samples=None, size=s) for o, s in zip(optima, done)]
+            entry["shift"][which] = _shift(done, optima) if len(done) >= 2 else None
+            entry["best"][which] = best
+        out[label] = entry
+    return out
+
+
+def _cell(g: Grid, spec: str, axis: str, size: int, lrs=None, seeds=None) -> Cell:
+    width, depth = (size, g.depth) if axis == "width" else (g.depth_width, size)
+    return Cell(spec, ARCH, width, depth, lrs or g.lrs, seeds or g.seeds)
+
+
+# ---------------------------------------------------------------- analysis: coordinate statistics
+
+def _group(name: str) -> str:
+    """blocks.3.mlp.fc -> blocks.*.mlp.fc: the same weight in every block."""
+    return re.sub(r"^blocks\.\d+\.", "blocks.*.", name)
+
+
+def _coord_values(run: dict) -> dict[str, dict[str, list[float]]]:
+    """{group: {quantity: [value per logged step]}}: geometric mean over blocks;
+    the logits as group 'logits' (quantity act)."""
+    out: dict = {"logits": {"act": [row["logits"] for row in run["coords"]]}}
+    for q in QUANTITIES:
+        per_group: dict = {}
+        for row in run["coords"]:
+            logs: dict = {}
+            for name, stats in row["modules"].items():
+                logs.setdefault(_group(name), []).append(math.log(max(stats[q], 1e-30)))
+            for grp, vals in logs.items():
+                per_group.setdefault(grp, []).append(math.exp(sum(vals) / len(vals)))
+        for grp, series in per_group.items():
+            out.setdefault(grp, {})[q] = series
+    return out
+
+
+def coordinates(store: RunStore, g: Grid, variants: dict) -> dict:
+    """Width exponents of every coordinate statistic at every logged step, at
+    the fixed LR: value ~ width^k fitted per seed, mean and 95% t-interval over
+    seeds (a seed that diverged at some width is left out of every fit)."""
+    from mupspec.empirical.fit import slope, summarize
+
+    seeds, lr = tuple(g.seeds) + tuple(g.coord_seeds), g.fixed()
+    out = {}
+    for label, spec in variants.items():
+        runs = {w: {r["seed"]: r for r in store.load(Cell(spec, ARCH, w, g.depth, (lr,), seeds))} for w in g.widths}
+        widths = [w for w in g.widths if runs[w]]
+        ok = [s for s in seeds if all(s in runs[w] and not runs[w][s]["diverged"] for w in widths)]
+        if len(widths) < 2 or not ok:
+            continue
+        values = {w: {s: _coord_values(runs[w][s]) for s in ok} for w in widths}
+        steps = [row["step"] for row in runs[widths[0]][ok[0]]["coords"]]
+        rows, means = [], {}
+        for grp, qs in values[widths[0]][ok[0]].items():
+            for q in qs:
+                for i, step in enumerate(steps):
+                    per_seed = [[values[w][s][grp][q][i] for w in widths] for s in ok]
+                    if step == 0 and q in ("upd", "dw"):
+                        continue   # no change yet at initialization
+                    k, ci = summarize([slope(widths, ys) for ys in per_seed])
+                    rows.append({"group": grp, "quantity": q, "step": step, "exponent": k, "ci": ci,
+                                 "seeds": len(ok)})
+                means.setdefault(grp, {})[q] = [float(np.exp(np.mean(np.log(np.maximum(
+                    [values[w][s][grp][q][-1] for s in ok], 1e-30))))) for w in widths]
+        out[label] = {"widths": widths, "steps": steps, "seeds": ok, "exponents": rows, "final_means": means}
+    return out
+
+
+# ---------------------------------------------------------------- analysis: tables and figures
+
+def analyse(store: RunStore, g: Grid, parts, figures: Path) -> dict:
+    rng = np.random.default_rng(0)
+    summary = {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(g).items()},
+               "fixed_lr": g.fixed(), "settings": store.settings.fingerprint()}
+    summary["software"] = _write_runs_csv(store, store.out / "runs.csv")
+    if "width" in parts:
+        summary["width"] = {"transfer": transfer(store, g, width_specs(g), "width", list(g.widths), rng),
+                            "coordinates": coordinates(store, g, width_specs(g))}
+    if "depth" in parts:
+        summary["depth"] = {"transfer": transfer(store, g, depth_specs(g), "depth", list(g.depths), rng)}
+    _write_tables(summary, store.out)
+    _figures(summary, g, figures)
+    return summary
+
+
+def _figures(summary: dict, g: Grid, figures: Path) -> None:
+    from mupspec.empirical import plots
+
+    for axis in ("width", "depth"):
+        part = summary.get(axis, {}).get("transfer", {})
+        ready = {k: v for k, v in part.items() if v["optima"].get("val_loss")}
+        if ready:
+            plots.spiral_transfer(figures / f"{axis}_transfer.png", ready, g.lrs, axis, optimizer="AdamW")
+            plots.lm_best_loss(figures / f"{axis}_best_loss.png", ready, axis)
+    coords = summary.get("width", {}).get("coordinates", {})
+    if coords:
+        plots.lm_coordinates(figures / "coordinates_width.png", coords, g.fixed())
+        plots.lm_exponents_over_training(figures / "exponents_over_training.png", coords, COORD_PANELS)
+
+
+# (group, quantity, title) of the exponent-over-training figure
+COORD_PANELS = (("logits", "act", "output logits"), ("lm_head", "upd", "readout update (dW x)"),
+                ("blocks.*.mlp.fc", "upd", "hidden update (MLP in, dW x)"),
+                ("blocks.*.attn.q", "upd", "hidden update (query, dW x)"),
+                ("wte", "upd", "token-embedding update"), ("blocks.*.mlp.fc", "w", "hidden weights (RMS)"))
+
+
+def _write_runs_csv(store: RunStore, path: Path) -> list[dict]:
+    rows, software = [], {}
+    for _, r in store.all_runs():
+        key = json.dumps(r.get("software", "not recorded"), sort_keys=True)
+        software[key] = software.get(key, 0) + 1
+        c = r["cell"]
+        rows.append([c["spec"], c["width"], c["depth"], r["lr"], r["seed"], r["diverged"],
+                     r["final"].get("train_loss"), r["final"].get("val_loss")])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["spec", "width", "depth", "lr", "seed", "diverged", "train_loss", "val_loss"])
+        w.writerows(rows)
+    return [{"runs": n, "software": json.loads(key)} for key, n in software.items()]
+
+
+def _write_tables(summary: dict, out: Path) -> None:
+    with open(out / "optima.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["axis", "variant", "loss", "size", "best_lr", "ci_lo", "ci_hi", "at_edge",
+                    "best_loss", "best_loss_lo", "best_loss_hi"])
+        for axis in ("width", "depth"):
+            for label, e in summary.get(axis, {}).get("transfer", {}).items():
+                for which, optima in e["optima"].items():
+                    for o, b in zip(optima, e["best"][which]):
+                        w.writerow([axis, label, which, o["size"], o["lr"], o["lo"], o["hi"], o["edge"],
+                                    b["loss"], b["lo"], b["hi"]])
+    with open(out / "exponents.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "group", "quantity", "step", "exponent", "ci95", "seeds"])
+        for label, c in summary.get("width", {}).get("coordinates", {}).items():
+            for r in c["exponents"]:
+                w.writerow([label, r["group"], r["quantity"], r["step"], r["exponent"], r["ci"], r["seeds"]])
+
+
+def markdown(summary: dict) -> str:
+    """The tables docs/lm-study.md quotes."""
+    fmt = lambda v: "—" if v is None or not math.isfinite(v) else f"{v:.3f}"  # noqa: E731
+    t = summary.get("timing", {})
+    lines = [f"Grid: {t.get('grid', '?')}; fixed LR {summary['fixed_lr']:.3g}; "
+             f"settings {json.dumps(summary['settings'])}", ""]
+    for entry in summary.get("software", []):
+        lines += [f"{entry['runs']} runs computed with: {json.dumps(entry['software'])}", ""]
+    for axis in ("width", "depth"):
+        if axis not in summary:
+            continue
+        lines += [f"## {axis}: best LR per {axis} (95% bootstrap interval over seeds) and its shift", "",
+                  f"| variant | loss | {axis}: best LR [interval] | shift per doubling (log2) [95%] |",
+                  "|---|---|---|---|"]
+        for label, e in summary[axis]["transfer"].items():
+            for which, optima in e["optima"].items():
+                cells = ", ".join(f"{o['size']}: {o['lr']:.2g} [{o['lo']:.2g}, {o['hi']:.2g}]"
+                                  + ("*" if o["edge"] else "") for o in optima)
+                sh = e["shift"][which]
+                shift = "—" if sh is None else f"{sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}]"
+                lines.append(f"| {label} | {which} | {cells} | {shift} |")
+        lines += ["", "(* = optimum on the edge of the LR grid)", "",
+                  f"## {axis}: best reachable loss per {axis} (min over LR of the seed mean, 95% bootstrap)", "",
+                  f"| variant | loss | {axis}: best [interval] | diverged runs per {axis} |", "|---|---|---|---|"]
+        for label, e in summary[axis]["transfer"].items():
+            for which, best in e["best"].items():
+                cells = ", ".join(f"{b['size']}: {fmt(b['loss'])} [{fmt(b['lo'])}, {fmt(b['hi'])}]" for b in best)
+                div = ", ".join(f"{s}: {n}" for s, n in e["diverged"].items())
+                lines.append(f"| {label} | {which} | {cells} | {div} |")
+        lines.append("")
+    coords = summary.get("width", {}).get("coordinates", {})
+    if coords:
+        lines += [f"## width exponents at the fixed LR (value ~ width^k; mean ± 95% t-interval over seeds)", "",
+                  "| variant | statistic | " + " | ".join(f"step {s}" for s in next(iter(coords.values()))["steps"])
+                  + " |", "|---|---|" + "---|" * len(next(iter(coords.values()))["steps"])]
+        for label, c in coords.items():
+            by: dict = {}
+            for r in c["exponents"]:
+                by.setdefault((r["group"], r["quantity"]), {})[r["step"]] = f"{r['exponent']:+.2f} ± {r['ci']:.2f}"
+            for (grp, q), per_step in by.items():
+                lines.append(f"| {label} | {grp} {q} | " + " | ".join(per_step.get(s, "") for s in c["steps"]) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

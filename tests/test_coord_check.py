@@ -1,0 +1,240 @@
+"""Tests of the coordinate check of any nn.Module (mupspec.empirical.coord)
+and `mupspec coord-check`: the user's own MLP and GPT (tests/data/user_models.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mupspec.commands import verify
+from mupspec.empirical import coord
+from mupspec.empirical.coord import Recorder, Run, coord_check, module_sites, role_predictions, train_and_record
+from mupspec.resolve import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+MODELS = ROOT / "tests" / "data" / "user_models.py"
+sys.path.insert(0, str(MODELS.parent))
+import user_models  # noqa: E402
+
+FAST = dict(steps=2, seeds=2)
+
+
+def mupspec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mupspec", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def main(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (torch is already imported: fast)."""
+    from mupspec.cli import main as cli_main
+
+    try:
+        code = cli_main(list(args))
+    except SystemExit as exit_:  # argparse usage errors
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@pytest.mark.parametrize("name, family, expected", [
+    ("mup_table8", "adam", {("hidden", "act"): 0, ("output", "act"): -0.5, ("hidden", "own"): 0,
+                            ("hidden", "delta"): 0, ("output", "delta"): 0, ("logits", "act"): -0.5,
+                            ("logits", "delta"): 0, ("tied-out", "act"): 0}),
+    ("sp", "adam", {("hidden", "own"): 1, ("hidden", "delta"): 1, ("output", "own"): 1, ("output", "prop"): 1.5,
+                    ("output", "delta"): 1.5, ("logits", "act"): 0, ("logits", "delta"): 1.5}),
+    ("sp", "sgd", {("input", "own"): -0.5, ("hidden", "own"): 0.5, ("output", "prop"): 1.0}),
+])
+def test_role_predictions(name, family, expected):
+    preds = role_predictions(load_spec(SPECS / f"{name}.mup"), family)
+    assert {k: preds[k] for k in expected} == expected
+
+
+def test_verify_takes_its_predictions_from_the_same_place():
+    spec = load_spec(SPECS / "sp.mup")
+    assert verify.predictions(spec, "adam")[("prop", "output")] == 1.5
+    assert verify.predictions(spec, "adam", first_steps=False)[("prop", "output")] == 2.0  # W_out moved by n^0
+
+
+def test_adam_relative_update_is_init_std_over_lr():
+    preds = role_predictions(load_spec(SPECS / "mup_table8.mup"), "adam")
+    assert preds[("hidden", "upd")] == -0.5  # std n^-1/2, LR n^-1
+    assert role_predictions(load_spec(SPECS / "sp.mup"), "adam")[("hidden", "upd")] == 0.5
+
+
+# ---------------------------------------------------------------- the own-update term
+
+
+def test_own_update_term_includes_the_hook_multiplier():
+    """For a Linear whose multiplier is a forward pre-hook, the recorded
+    own-update term is exactly mult * (W_t - W_0) x_t."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3, bias=False)).double()
+    model[1].register_forward_pre_hook(lambda m, args: (args[0] * 0.25,))
+    sites = module_sites(model, {"0.weight": "input", "0.bias": "bias", "1.weight": "output"})
+    x = torch.randn(4, 5, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    w0 = model[1].weight.detach().clone()
+    by_step = train_and_record(Run(model, opt, (x,), {}, None, {}, sites), 1, coord.QUANTITIES, seed=0)
+    with torch.no_grad():
+        h = model[0](x)
+        expected = coord.rms(0.25 * h @ (model[1].weight - w0).T)
+    assert by_step[1][("1", "own")] == pytest.approx(expected, rel=1e-12)
+    assert by_step[1][("1:input", "act")] == pytest.approx(coord.rms(h), rel=1e-12)  # the readout's features
+    assert ("1.weight", "upd") in by_step[1]
+
+
+def test_tied_readout_takes_the_output_role():
+    from mupspec.codegen import load_module
+
+    P = load_module(load_spec(SPECS / "mup_table8.mup"), "mup_table8.mup")
+    model = user_models.gpt(128)
+    base = P.base_shapes(user_models.gpt(64))
+    roles, sites = coord._roles_and_sites(P, model, base, dict(optimizer="adam", widths={"n": 128},
+                                                                base_widths={"n": 64}), "gpt", 128)
+    by_name = {s.name: s.role for s in sites}
+    assert roles["wte.weight"] == "input" and by_name["wte"] == "input"
+    assert roles["lm_head.weight"] == "output" and by_name["lm_head"] == "tied-out"
+
+
+# ---------------------------------------------------------------- verdicts on real models
+
+
+def test_mlp_under_mup_passes_and_sp_fails_against_mup():
+    mup = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "mup_table8.mup"),
+                      optimizer="adam", **FAST)
+    assert mup.ok, mup.render()
+    assert {r.role for r in mup.rows} >= {"input", "hidden", "output", "features"}
+    sp = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "sp.mup"), expect=str(SPECS / "mup_table8.mup"),
+                     optimizer="adam", **FAST)
+    assert not sp.ok
+    text = sp.render()
+    failed = {(r.role, r.quantity) for r in sp.rows if not r.agrees}
+    assert ("hidden", "own") in failed and ("hidden", "upd") in failed
+    hidden_own = next(r for r in sp.rows if (r.role, r.quantity) == ("hidden", "own"))
+    assert hidden_own.measured == pytest.approx(1.0, abs=0.2)  # SP + Adam: ΔW·x grows like n
+    assert "2 +" in text and "(predicted +0.00)" in text  # names the failing layer and the gap
+
+
+def test_gpt_with_sqrt_attention_fails_mup_on_the_logits_only():
+    """The user's GPT parametrized by μP Table 8 but keeping 1/sqrt(d_head)
+    attention: every weight scales as μP says, the attention logits do not."""
+    result = coord_check(user_models.gpt_untied, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
+                         make_input=user_models.tokens, optimizer="adam", **FAST)
+    failed = {r.role for r in result.rows if not r.agrees}
+    assert failed == {"logits"}, result.render()
+    fixed = coord_check(user_models.gpt_mup_attention, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
+                        make_input=user_models.tokens, optimizer="adam", **FAST)
+    assert fixed.ok, fixed.render()
+
+
+def test_tied_gpt_passes_mup_and_its_readout_is_measured_as_tied_output():
+    """A readout tied to the token embedding: its output at init is Θ(1)
+    (the self-logit: the stream still carries the token's embedding, n
+    aligned terms times μP's 1/n), not the CLT's n^-1/2; a readout without
+    the 1/n multiplier would grow like n."""
+    result = coord_check(user_models.gpt_tied_mup_attention, [128, 256, 512], spec=str(SPECS / "mup_table8.mup"),
+                         make_input=user_models.tokens, optimizer="adam", **FAST)
+    assert result.ok, result.render()
+    output = next(r for r in result.rows if (r.role, r.quantity) == ("tied-out", "act"))
+    assert {"lm_head", "[output]"} == {s.site for s in output.sites} and output.predicted == 0.0
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_cli_passes_json_and_plot(tmp_path):
+    out = mupspec("coord-check", "specs/mup_table8.mup", "--model", f"{MODELS}:mlp", "--widths", "64,128,256,512",
+                  "--steps", "1", "--seeds", "2", "--format", "json", "--plot", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(out.stdout)
+    assert data["ok"] and data["rows"] and all(r["agrees"] for r in data["rows"])
+    assert Path(data["figures"][0]).stat().st_size > 10_000
+
+
+def test_cli_exit_1_names_the_failing_layers(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, out, err = main(capsys, "coord-check", "specs/sp.mup", "--model", f"{MODELS}:mlp", "--widths",
+                          "64,128,256,512", "--steps", "1", "--seeds", "2", "--expect", "mup")
+    assert code == 1, out + err
+    assert "FAIL" in out and "hidden own-update term" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", f"{MODELS}:not_a_module"], "not_a_module(width=64) returned list, not a torch.nn.Module"),
+    (["--model", f"{MODELS}:fails_at_large_width"], "fails_at_large_width(width=512) failed: RuntimeError"),
+    (["--model", f"{MODELS}:nope"], "defines no function `nope`"),
+    (["--model", "missing.py:f"], "no such file missing.py"),
+    (["--model", f"{MODELS}:mlp", "--widths", "64,32,128"], "strictly increasing"),
+    (["--model", f"{MODELS}:mlp", "--widths", "64,128"], "at least 3 widths"),
+    (["--model", f"{MODELS}:gpt", "--input", f"{MODELS}:mlp"], "input function failed"),
+])
+def test_cli_bad_input_exit_2(args, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, out, err = main(capsys, "coord-check", "specs/mup_table8.mup", *args, "--steps", "1", "--seeds", "1")
+    assert code == 2, out + err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_forward_failing_at_a_width_names_it():
+    def bad_input():
+        return torch.randn(2, 3)  # the MLP wants 16 features
+    with pytest.raises(coord.MupError, match=r"mlp\(width=64\): the forward/backward pass failed"):
+        coord_check(user_models.mlp, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"), make_input=bad_input,
+                    steps=1, seeds=1)
+
+
+# ---------------------------------------------------------------- mupspec.testing and the built-in MLP
+
+
+def test_assert_coord_check_on_the_built_in_mlp_factory():
+    from mupspec.empirical.models import mlp_factory
+    from mupspec.testing import assert_coord_check
+
+    result = assert_coord_check(mlp_factory(depth=3), SPECS / "mup_table8.mup", optimizer="sgd", **FAST)
+    assert result.ok and len(result.rows) >= 8
+    with pytest.raises(AssertionError, match="hidden own-update term"):
+        assert_coord_check(mlp_factory(depth=3), str(SPECS / "sp.mup"), expect=str(SPECS / "mup_table8.mup"),
+                           optimizer="adam", **FAST)
+
+
+def test_package_api_is_lazy():
+    import mupspec
+
+    assert mupspec.coord_check is coord_check
+    assert callable(mupspec.audit)
+    code = "import mupspec, sys; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_logits_through_the_generated_attention_helper_are_recorded():
+    from mupspec.codegen import load_module
+
+    P = load_module(load_spec(SPECS / "mup_table8.mup"), "mup_table8.mup")
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qk = torch.nn.Linear(8, 16, bias=False)
+
+        def forward(self, x):
+            q, k = self.qk(x).split(8, dim=-1)
+            return P.attention(q, k, k, 0.125, causal=True)
+
+    torch.manual_seed(0)
+    model, x = Head().double(), torch.randn(2, 5, 8, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    by_step = train_and_record(Run(model, opt, (x,), {}, None, {}, module_sites(model, {})), 1, ("act",), seed=0)
+    q, k = model.qk(x).detach().split(8, dim=-1)
+    logits = (q @ k.transpose(-2, -1) * 0.125).masked_select(torch.ones(5, 5, dtype=torch.bool).tril())
+    assert by_step[0][("attention[0]", "act")] == pytest.approx(coord.rms(logits), rel=1e-12)
+    assert P.attention.__name__ == "attention"  # put back

@@ -1,0 +1,226 @@
+"""The Transformer study: text data, the batched GPT engine (step by step
+against nn.Module + torch.optim.AdamW), coordinate statistics, the resumable
+run store, bad input, and (slow) `mupspec experiment transformer --quick`."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mupspec.cli import main
+from mupspec.empirical import lm_study
+from mupspec.empirical.lm_engine import (LMTrainConfig, Shape, build, coordinate_stats, lr_scale, train_batched,
+                                         train_reference)
+from mupspec.empirical.text import TextConfig, default_corpus, load_text, train_starts, windows
+from mupspec.errors import MupError
+
+DATA = load_text(TextConfig(context=16))
+TINY = LMTrainConfig(steps=5, batch=3, warmup=2, log_every=2, eval_windows=3, probe_windows=2, weight_decay=0.1)
+BASE = Shape(32, 2, 4, 16)
+
+
+# ---------------------------------------------------------------- text
+
+def test_default_corpus_is_real_prose_split_deterministically():
+    raw = default_corpus()
+    assert len(raw) > 400_000 and b"the" in raw
+    again = load_text(TextConfig(context=16))
+    assert torch.equal(again.train, DATA.train) and torch.equal(again.val, DATA.val)
+    # contiguous split: train then validation, nothing lost, validation 10%
+    assert torch.equal(torch.cat([DATA.train, DATA.val]), torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+    assert abs(len(DATA.val) / len(raw) - 0.1) < 1e-3
+
+
+def test_windows_predict_the_next_byte():
+    starts = train_starts(DATA, steps=2, batch=3, seed=0)
+    x, y = windows(DATA.train, starts, 16)
+    assert x.shape == y.shape == (2, 3, 16)
+    assert torch.equal(x[..., 1:], y[..., :-1])
+    assert torch.equal(train_starts(DATA, 2, 3, 0), starts) and not torch.equal(train_starts(DATA, 2, 3, 1), starts)
+
+
+def test_text_file_and_its_errors(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("hello world, " * 50)
+    data = load_text(TextConfig(path=str(f), context=8))
+    assert data.source == str(f) and len(data.train) + len(data.val) == 650
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(MupError, match="is empty"):
+        load_text(TextConfig(path=str(tmp_path / "empty.txt")))
+    with pytest.raises(MupError, match="cannot read"):
+        load_text(TextConfig(path=str(tmp_path / "missing.txt")))
+    with pytest.raises(MupError, match="fewer than a context of 100"):
+        load_text(TextConfig(path=str(f), context=100))
+
+
+# ---------------------------------------------------------------- engine
+
+@pytest.mark.parametrize("spec", ["mup_table8", "completep", "umup", "completep_gpt"])
+def test_batched_engine_equals_plain_adamw_step_by_step(spec):
+    """Same init, same batches, float64: every step's loss of every replica equals
+    the plain nn.Module + torch.optim.AdamW (+ LambdaLR) run. Width and depth
+    differ from the base, so LR, eps and weight-decay factors, the readout and
+    residual multipliers and the attention scale all differ from 1."""
+    shape = Shape(48, 3, 4, 16)
+    _, plan = build(spec, shape, BASE, 0)
+    assert {r.lr_factor for r in plan} != {1.0} and any(r.mult != 1.0 for r in plan)
+    results = train_batched(spec, shape, BASE, DATA, [1e-3, 3e-2], [0, 1], TINY, dtype=torch.float64)
+    assert len(results) == 4
+    for r in results:
+        ref_losses, _ = train_reference(spec, shape, BASE, DATA, r["lr"], r["seed"], TINY, dtype=torch.float64)
+        assert r["curves"]["batch_loss"] == pytest.approx(ref_losses, abs=1e-10, rel=1e-10)
+    # replicas differ (LR and seed both matter)
+    assert len({r["curves"]["batch_loss"][-1] for r in results}) == 4
+
+
+def test_the_gpt_spec_family_zero_inits_query_and_readout():
+    model, plan = build("gpt_mup", Shape(64, 2, 4, 16), BASE, 0)
+    assert plan["blocks.0.attn.q.weight"].role == "query" and not model.blocks[0].attn.q.weight.any()
+    assert not model.lm_head.weight.any() and plan["lm_head.weight"].mult == pytest.approx(0.5)
+    assert lm_study.width_specs(lm_study.Grid(specs="gpt")) == {"SP": "sp", "muP": "gpt_mup"}
+
+
+def test_completep_scales_eps_and_branches():
+    _, plan = build("completep", Shape(64, 4, 4, 16), BASE, 0)
+    assert plan.branch_mult == pytest.approx(0.5)                     # 1/L over 1/L0
+    assert plan["blocks.0.mlp.fc.weight"].eps_factor == pytest.approx(0.5 * 0.5)   # 1/fan_in and 1/L
+
+
+def test_a_diverging_replica_is_recorded_and_leaves_the_others_alone():
+    shape = Shape(32, 2, 4, 16)
+    alone = train_batched("sp", shape, BASE, DATA, [1e-3], [0], TINY)
+    mixed = train_batched("sp", shape, BASE, DATA, [1e-3, 1e4], [0], TINY)
+    assert mixed[1]["diverged"] and isinstance(mixed[1]["diverged_step"], int)
+    assert mixed[1]["final"] == {"train_loss": None, "val_loss": None}
+    assert not mixed[0]["diverged"]
+    assert mixed[0]["curves"]["batch_loss"] == pytest.approx(alone[0]["curves"]["batch_loss"], rel=1e-5)
+    json.dumps(mixed, allow_nan=False)    # what the store writes: no NaN/inf anywhere
+
+
+def test_coordinate_stats_read_multipliers_wherever_the_hook_puts_them():
+    """upd is the RMS of the change of a layer's output caused by W - W0, with the
+    generated module's multiplier (a pre-hook on Linear, a hook on Embedding)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 4, bias=False))
+    model[0].register_forward_hook(lambda m, a, out: out * 3.0)
+    model[1].register_forward_pre_hook(lambda m, a: (a[0] * 0.5,))
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    params = {n: p + 0.1 * torch.randn_like(p) for n, p in init.items()}
+    x = torch.tensor([[1, 2, 3]])
+    stats = coordinate_stats(model, params, init, x)
+    emb = 3.0 * params["0.weight"][x]
+    rms = lambda t: t.pow(2).mean().sqrt().item()  # noqa: E731
+    dlin = 0.5 * emb @ (params["1.weight"] - init["1.weight"]).T
+    assert stats["modules"]["1"]["upd"] == pytest.approx(rms(dlin), rel=1e-5)
+    assert stats["modules"]["0"]["upd"] == pytest.approx(rms(3.0 * (params["0.weight"] - init["0.weight"])[x]),
+                                                         rel=1e-5)
+    assert stats["logits"] == pytest.approx(rms(0.5 * emb @ params["1.weight"].T), rel=1e-5)
+
+
+def test_schedule_warms_up_then_decays_to_a_tenth():
+    cfg = LMTrainConfig(steps=100, warmup=10)
+    assert lr_scale(0, cfg) == pytest.approx(0.1) and lr_scale(9, cfg) == pytest.approx(1.0)
+    assert lr_scale(99, cfg) == pytest.approx(0.1, abs=1e-3)
+
+
+# ---------------------------------------------------------------- the run store and the command
+
+GRID = lm_study.Grid(widths=(32, 64), depths=(2,), depth_width=32, lrs=(1e-3, 1e-2), seeds=(0,), coord_seeds=(),
+                     fixed_lr=1e-2, steps=4, batch=2, context=16, warmup=1, log_every=2)
+
+
+def test_store_resumes_without_redoing_and_refuses_other_settings(tmp_path):
+    store = lm_study.RunStore(tmp_path, lm_study.settings_of(GRID, DATA))
+    cells = lm_study.width_cells(GRID)
+    trained, skipped = lm_study.train_cells(store, cells[:1], GRID, DATA, "cpu", None, False)
+    assert (trained, skipped) == (2, 0)
+    first = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*.json")}
+    # a run lost (a kill before its write) is the only thing trained again
+    lost = next(iter(first))
+    lost.unlink()
+    assert lm_study.train_cells(store, cells, GRID, DATA, "cpu", None, False)[0] == 1 + 6
+    assert all(p.read_bytes() == b for p, b in first.items() if p != lost)
+    assert lm_study.train_cells(store, cells, GRID, DATA, "cpu", None, False) == (0, 0)
+    # a damaged run file (zero bytes, truncated) is not finished: it is trained again
+    lost.write_bytes(b"")
+    other = next(p for p in first if p != lost)
+    other.write_text(other.read_text()[:50])
+    assert lm_study.train_cells(store, cells, GRID, DATA, "cpu", None, False)[0] == 2
+    assert json.loads(other.read_text())["final"]["val_loss"] > 0
+    assert not list(tmp_path.rglob(".tmp-*"))
+    with pytest.raises(MupError, match="other settings"):
+        lm_study.RunStore(tmp_path, lm_study.settings_of(lm_study.Grid(steps=5), DATA))
+
+
+def test_one_writer_per_out_folder(tmp_path):
+    store = lm_study.RunStore(tmp_path, lm_study.settings_of(GRID, DATA))
+    with store.lock():
+        other = lm_study.RunStore(tmp_path, lm_study.settings_of(GRID, DATA))
+        with pytest.raises(MupError, match="being written by another sweep"):
+            lm_study.train_cells(other, lm_study.width_cells(GRID), GRID, DATA, "cpu", None, False)
+
+
+def test_budget_reached_starts_no_new_cell(tmp_path):
+    store = lm_study.RunStore(tmp_path, lm_study.settings_of(GRID, DATA))
+    cells = lm_study.width_cells(GRID)
+    assert lm_study.train_cells(store, cells, GRID, DATA, "cpu", deadline=0.0, progress=False) == (0, len(cells))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--text", "{tmp}/empty.txt"], "is empty"),
+    (["--text", "{tmp}/missing.txt"], "cannot read"),
+    (["--text", "{tmp}/short.txt"], "fewer than a context"),
+    (["--lrs", "1e-3,0"], "positive"),
+    (["--lrs", "1e-3,abc"], "comma-separated numbers"),
+    (["--budget-minutes", "-1"], "minutes >= 0"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "short.txt").write_text("too short for a context of 32")
+    out = tmp_path / "out"
+    argv = ["experiment", "transformer", "--quick", "--out", str(out), "--no-progress"]
+    assert main(argv + [a.format(tmp=tmp_path) for a in extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_budget_zero_trains_nothing_and_reports(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(lm_study, "QUICK", GRID)
+    assert main(["experiment", "transformer", "--quick", "--out", str(tmp_path), "--no-progress",
+                 "--budget-minutes", "0", "--part", "width"]) == 0
+    assert "trained 0 runs" in capsys.readouterr().out and not list(tmp_path.rglob("lr*.json"))
+    assert json.loads((tmp_path / "summary.json").read_text())["timing"]["cells_not_started"] == 4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(["experiment", "transformer", "--quick", "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_quick_grid_end_to_end(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mupspec", "experiment", "transformer", "--quick",
+                          "--out", str(tmp_path), "--no-progress"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["width"]["transfer"]) == {"SP", "muP"}
+    assert set(summary["depth"]["transfer"]) == {"muP (no depth rule)", "CompleteP"}
+    for variant in ("SP", "muP"):
+        shift = summary["width"]["transfer"][variant]["shift"]["val_loss"]
+        assert math.isfinite(shift["per_doubling"]) and shift["lo"] <= shift["hi"]
+    assert summary["width"]["coordinates"]["muP"]["widths"] == [32, 64, 128]
+    for name in ("width_transfer", "width_best_loss", "depth_transfer", "coordinates_width",
+                 "exponents_over_training"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
+    runs = (tmp_path / "runs.csv").read_text().splitlines()
+    assert len(runs) - 1 == len(list((tmp_path / "runs").glob("*/*.json")))
+    again = subprocess.run([sys.executable, "-m", "mupspec", "experiment", "transformer", "--quick",
+                            "--out", str(tmp_path), "--no-progress"], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "trained 0 runs" in again.stdout
+    assert math.isfinite(summary["width"]["transfer"]["muP"]["best"]["val_loss"][0]["loss"])
