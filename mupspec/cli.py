@@ -3,7 +3,9 @@
 Each command module defines `HELP` (one line), `configure(parser)` and
 `run(args) -> int`. Only the chosen command's module is imported, so
 `mupspec parse`/`fmt` start without torch or sympy. This is the only place
-that turns a `MupError` into a rendered message and exit code 2.
+that picks exit codes: 0 success, 1 a verdict ("not μP", "not equivalent",
+"would reformat"), 2 bad input or usage (a rendered `MupError`), 70 an
+internal error (any other exception: a bug in mupspec, reported as such).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
+import traceback
 
 from mupspec import __version__
 from mupspec.errors import MupError, render_all
@@ -34,6 +38,8 @@ COMMANDS: dict[str, str] = {
 }
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): distinct from verdicts (1) and bad input (2)
+ISSUES = "the mupspec issue tracker"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,3 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as err:  # noqa: BLE001 -- the last line of defence: never exit 1 on a crash
+        return internal_error(err, argv)
+
+
+def internal_error(err: BaseException, argv: list[str]) -> int:
+    """A crash is a bug in mupspec, whatever the input: say so, ask for a
+    report with the input, and exit 70 so that CI can tell it from a verdict.
+    The traceback is printed only with MUPSPEC_TRACEBACK=1."""
+    print(f"mupspec: internal error: {type(err).__name__}: {str(err)[:500]}\n"
+          f"  this is a bug in mupspec, not a problem with your input. Please report it in {ISSUES}\n"
+          f"  with the command line (mupspec {' '.join(argv)[:300]}) and the input files; "
+          "set MUPSPEC_TRACEBACK=1 to include the traceback.", file=sys.stderr)
+    if os.environ.get("MUPSPEC_TRACEBACK"):
+        traceback.print_exception(err, file=sys.stderr)
+    return EXIT_INTERNAL

@@ -159,6 +159,9 @@ def _factor_rank(factor: sympy.Expr, order: tuple[str, ...]) -> tuple:
 
 
 def _power_ir(base: sympy.Expr, exp: sympy.Rational, order: tuple[str, ...]):
+    if not (base.is_Integer or base.is_Symbol or base.is_Add or base.is_Mul or base.is_Pow
+            or isinstance(base, (sympy.Min, sympy.Max))):
+        raise ValueError(f"not an expression mupspec can write: {base}")  # Abs, sign, ...: to_ir would loop
     inner = ir.Num.of(int(base)) if base.is_Integer else (
         ir.Sym(name=base.name) if base.is_Symbol else to_ir(base, order))
     if exp == 1:
@@ -189,7 +192,7 @@ def normal_form(f: sympy.Expr) -> sympy.Expr:
     for symbol in sorted(f.free_symbols, key=str):
         q = sympy.ilcm(1, 1, *(p.exp.q for p in f.atoms(sympy.Pow) if p.base == symbol and p.exp.is_Rational))
         if q > 1:
-            u = sympy.Symbol(f"_u_{symbol.name}", positive=True)
+            u = sympy.Dummy(f"u_{symbol.name}", positive=True)  # a Dummy: no spec name can collide with it
             there[symbol], back[u] = u**q, symbol ** sympy.Rational(1, q)
     return sympy.cancel(f.subs(there)).subs(back)
 
@@ -314,9 +317,10 @@ def _solve_theta(spec: ir.Spec, pin: Setting, env) -> sympy.Expr:
             raise MupError(Diagnostic(f"{_who(pin)}: cannot solve for θ from `{pin.field}`, which is 0 (zero init) in the spec",
                                       hint="pin another field of this class (e.g. mult)"))
         theta = normal_form((target / old) ** sympy.Rational(1, POWER[pin.field]))
-    if theta.is_positive is False or theta.has(sympy.zoo, sympy.nan, sympy.oo) or theta == 0:
-        raise MupError(Diagnostic(f"{_who(pin)}: θ = {theta} is not a positive scale",
-                                  hint="pins must be positive expressions"))
+    if theta.is_positive is False or theta.has(sympy.zoo, sympy.nan, sympy.oo, sympy.Abs, sympy.I) or theta == 0:
+        rule = spec.block(pin.kind).rule(pin.field) or spec.block(pin.kind).rule("init.std")
+        raise MupError(Diagnostic(f"{_who(pin)}: θ = {theta} is not a positive scale", rule.span if rule else None,
+                                  hint="pins must be positive expressions, and so must the rule they replace"))
     return theta
 
 
@@ -362,9 +366,39 @@ def _moved_block(spec, block: ir.Block, theta, covered, fixed_eps: bool, env) ->
         if is_default and not fld.startswith(("init.", "lr.")):
             rules.pop(fld, None)
             continue
-        new_ir = to_ir(new_value, tuple(env))
+        new_ir = _writable(new_value, tuple(env), block, fld)
         if fld in rules and format_expr(rules[fld].value) == format_expr(new_ir):
             continue
         rules[fld] = ir.Rule(field=fld, value=new_ir)  # comments described the old value: dropped
     order = ir.BLOCK_FIELDS[block.kind]
     return block.model_copy(update={"rules": tuple(sorted(rules.values(), key=lambda r: order.index(r.field)))})
+
+
+MAX_WRITTEN_BITS = 330  # ~100 digits: the longest number the parser reads
+
+
+def _writable(value: sympy.Expr, order: tuple[str, ...], block: ir.Block, fld: str):
+    """`to_ir(value)`, or a MupError at the user's rule when the moved value
+    cannot be written as spec text (a constant over 100 digits, a form
+    outside the language): never a broken output file."""
+    rule = block.rule(fld) or (block.rule("init.std") if fld == "init.var" else None)
+    where = rule.span if rule is not None else block.span
+    try:
+        new = to_ir(value, order)
+    except (ValueError, RecursionError):
+        new = None
+    numbers = [n for n in _nodes(new) if isinstance(n, ir.Num)] if new is not None else []
+    if new is None or any(max(n.numerator.bit_length(), n.denominator.bit_length()) > MAX_WRITTEN_BITS for n in numbers):
+        raise MupError(Diagnostic(f"convert cannot write the new `{block.kind}.{fld}`: moved by θ it needs "
+                                  "a constant over 100 digits or a form the language has no words for", where,
+                                  "pin another field of this class with --set, or rewrite this rule"))
+    return new
+
+
+def _nodes(expr):
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(getattr(node, c) for c in ("operand", "arg", "left", "right") if hasattr(node, c))
+

@@ -53,28 +53,54 @@ class DiagnosticBag:
             raise MupError(self.items)
 
 
+def decode_text(data: bytes, path: str | None, span: Span | None = None) -> str:
+    """UTF-8 text (a leading BOM is not part of the spec); a byte that is not
+    UTF-8 is reported at its line and column (`span`: where to point instead,
+    e.g. the `extends` that names this file)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = err.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts after the BOM
+        before = data[:start]
+        line = before.count(b"\n") + 1
+        column = len(before[before.rfind(b"\n") + 1:].decode("utf-8", errors="replace")) + 1
+        where = Span(file=path, line=line, column=column, end_line=line, end_column=column + 1)
+        raise MupError(Diagnostic(f"{path or 'input'} is not UTF-8 text: byte 0x{data[start]:02x} "
+                                  f"at line {line}, column {column}", span or where,
+                                  "save the file as UTF-8")) from None
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else None
 
 
-def _source_line(span: Span, sources: dict[str, str]) -> str | None:
-    text = sources.get(span.file or "")
-    if text is None and span.file:
-        try:
-            text = Path(span.file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-    if text is None:
+def _source_lines(file: str, sources: dict[str, str], cache: dict) -> list[str] | None:
+    """The lines of `file` (from `sources`, else read from disk), split once
+    per file and kept in `cache`: rendering thousands of diagnostics stays linear."""
+    if file not in cache:
+        text = sources.get(file)
+        if text is None and file:
+            try:
+                text = Path(file).read_bytes().decode("utf-8-sig", errors="replace")
+            except (OSError, ValueError):
+                text = None
+        cache[file] = None if text is None else text.split("\n")  # as the lexer counts lines
+    return cache[file]
+
+
+def _source_line(span: Span, sources: dict[str, str], cache: dict | None = None) -> str | None:
+    lines = _source_lines(span.file or "", sources, {} if cache is None else cache)
+    if lines is None:
         return None
-    lines = text.split("\n")  # as the lexer counts lines: not at \f, \x85, \u2028...
     if not 0 < span.line <= len(lines):
         return ""
     # one printable character per source character keeps the caret aligned
     return "".join(ch if ch == "\t" or ch.isprintable() else " " for ch in lines[span.line - 1].rstrip("\r"))
 
 
-def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool = False) -> str:
+def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool = False,
+           cache: dict | None = None) -> str:
     """`file:line:col: error: message`, the source line, carets under the
     span, then the hint -- the format of compilers and of miniwdl."""
     sources = sources or {}
@@ -87,7 +113,7 @@ def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool 
     elif span is not None and span.file:
         where = f"{span.file}: "
     out = [f"{bold}{where}{label}{diag.severity}:{reset}{bold} {diag.message}{reset}"]
-    line = _source_line(span, sources) if span is not None and span.line > 0 else None
+    line = _source_line(span, sources, cache) if span is not None and span.line > 0 else None
     if line is not None:
         width = span.end_column - span.column if span.end_line == span.line else len(line) - span.column + 1
         out.append(f"    {line}")
@@ -103,7 +129,8 @@ def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool 
 def render_all(error: MupError, sources: dict[str, str] | None = None, color: bool | None = None) -> str:
     if color is None:
         color = use_color(sys.stderr)
-    return "\n".join(render(d, sources, color) for d in error.diagnostics)
+    cache: dict = {}
+    return "\n".join(render(d, sources, color, cache) for d in error.diagnostics)
 
 
 def use_color(stream) -> bool:

@@ -6,11 +6,12 @@ translated into `MupError` here, so no lark type escapes.
 from __future__ import annotations
 
 import re
+import sys
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from mupspec import ir
@@ -88,6 +89,13 @@ class _Builder(Transformer):
     def __init__(self, file: str | None):
         super().__init__()
         self.file = file
+        self.counts = {"rules": 0, "declarations": 0}
+
+    def _count(self, what: str, limit: int, meta) -> None:
+        self.counts[what] += 1
+        if self.counts[what] > limit:
+            raise MupError(Diagnostic(f"more than {limit:,} {what} in one spec", self._s(meta),
+                                      "this is a resource limit (docs/reliability.md); split the spec"))
 
     def _s(self, meta) -> ir.Span:
         return _span(self.file, meta)
@@ -124,7 +132,7 @@ class _Builder(Transformer):
 
     def rule(self, meta, children):
         (name, _), value = children
-        _check_depth(value)
+        self._count("rules", MAX_RULES, meta)
         return ir.Rule(field=name, value=value, span=self._s(meta))
 
     def block(self, meta, children):
@@ -135,24 +143,25 @@ class _Builder(Transformer):
 
     def width_item(self, meta, children):
         name, value = children
-        if value is not None:
-            _check_depth(value)
         return str(name), value
 
     def width_decl(self, meta, children):
+        self._count("declarations", MAX_DECLARATIONS, meta)
         names = tuple(name for name, _ in children)
         values = tuple(value for _, value in children)
         return ir.Dim(role="width", names=names, values=values if any(v is not None for v in values) else (),
                       span=self._s(meta))
 
     def tie_decl(self, meta, children):
+        self._count("declarations", MAX_DECLARATIONS, meta)
         return ir.Tie(embedding=str(children[0]), readout=str(children[1]), span=self._s(meta))
 
     def depth_decl(self, meta, children):
+        self._count("declarations", MAX_DECLARATIONS, meta)
         return ir.Dim(role="depth", names=(str(children[0]),), span=self._s(meta))
 
     def hyper_decl(self, meta, children):
-        _check_depth(children[1])
+        self._count("declarations", MAX_DECLARATIONS, meta)
         return ir.Hyper(name=str(children[0]), value=children[1], span=self._s(meta))
 
     def extends(self, meta, children):
@@ -169,19 +178,38 @@ class _Builder(Transformer):
         return children
 
 
-MAX_DEPTH = 100
+# Resource limits (docs/reliability.md), generous for any real spec, each
+# refused with a located error; parsing and checking are linear up to them.
+MAX_DEPTH = 1000             # nesting of one expression
+MAX_DECLARATIONS = 10_000    # width, depth and hyper declarations
+MAX_RULES = 100_000          # rules written, in all blocks
+MAX_SOURCE_CHARS = 10_000_000
+
+# Every stage walks expressions recursively (lark's transformer, ir.fold,
+# sympy, pydantic): a depth of MAX_DEPTH needs a few frames per level.
+# Python 3.11+ keeps pure-Python frames off the C stack, so this is safe.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20 * MAX_DEPTH))
 
 
-def _check_depth(expr) -> None:
-    """Refuse absurdly nested expressions here, so that no later stage (all of
-    them recursive) can overflow the stack or pydantic's serializer."""
-    stack = [(expr, 1)]
+_EXPRESSION_NODES = {"add", "sub", "mul", "div", "pow", "neg", "sqrt", "minmax", "number", "symbol"}
+
+
+def _check_depth(tree, file: str | None) -> None:
+    """Refuse an expression nested more than MAX_DEPTH levels, at the whole
+    expression, before any recursive stage (lark's transformer first) walks
+    it. Iterative, so that it cannot overflow itself."""
+    stack = [(tree, 0, None)]
     while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise MupError(Diagnostic(f"expression nested more than {MAX_DEPTH} levels deep", expr.span,
-                                      "split the expression, or use a `hyper` constant"))
-        stack.extend((child, depth + 1) for child in ir.children(node))
+        node, depth, top = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if node.data in _EXPRESSION_NODES:
+            depth, top = depth + 1, top or node
+            if depth > MAX_DEPTH:
+                raise MupError(Diagnostic(f"expression nested more than {MAX_DEPTH} levels deep", _span(file, top.meta),
+                                          "this is a resource limit (docs/reliability.md): split the expression, "
+                                          "or use a `hyper` constant"))
+        stack.extend((child, depth, top) for child in node.children)
 
 
 class _RawBlock:
@@ -320,12 +348,30 @@ def parse_spec(text: str, file: str | None = None) -> tuple[ir.Spec, list["_RawB
     """Syntax only: text -> (Spec without blocks, raw blocks in source order).
 
     Normal code calls `resolve.parse_and_resolve` / `resolve.load_spec`, which
-    validate the raw blocks into `ir.Block`s and merge any base spec.
+    validate the raw blocks into `ir.Block`s and merge any base spec. The
+    last results are kept: resolving reads the header, then validates the
+    same text, and a large spec must not be parsed twice.
     """
+    spec, blocks = _parse_cached(text, file)
+    return spec, list(blocks)
+
+
+@lru_cache(maxsize=4)
+def _parse_cached(text: str, file: str | None) -> tuple[ir.Spec, tuple["_RawBlock", ...]]:
+    spec, blocks = _parse(text, file)
+    return spec, tuple(blocks)
+
+
+def _parse(text: str, file: str | None) -> tuple[ir.Spec, list["_RawBlock"]]:
+    if len(text) > MAX_SOURCE_CHARS:
+        raise MupError(Diagnostic(f"spec larger than {MAX_SOURCE_CHARS:,} characters", _point(file, 1, 1),
+                                  "this is a resource limit (docs/reliability.md); split the spec"))
     state = _LexState(text, file)
     _LEX[0] = state
     try:
-        items = _Builder(file).transform(_lark().parse(text))
+        tree = _lark().parse(text)
+        _check_depth(tree, file)
+        items = _Builder(file).transform(tree)
     except UnexpectedInput as err:
         raise _syntax_error(err, text, file) from None
     except VisitError as err:

@@ -9,12 +9,14 @@ the chain of `extends` bases, rule by rule, into one resolved spec.
 
 from __future__ import annotations
 
+import bisect
 import re
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 from mupspec import bundled, ir
-from mupspec.errors import Diagnostic, DiagnosticBag, MupError, did_you_mean
+from mupspec.errors import Diagnostic, DiagnosticBag, MupError, decode_text, did_you_mean
 from mupspec.parser import _RawBlock, parse_spec
 
 FAN_SYMBOLS = ("fan_in", "fan_out")
@@ -83,14 +85,15 @@ def canonical(spec: ir.Spec) -> ir.Spec:
 # ---------------------------------------------------------------- resolution
 
 
-def _load(path: Path, chain: tuple[Path, ...]) -> ir.Spec:
+def _load(path: Path, chain: tuple[Path, ...], via: ir.Span | None = None) -> ir.Spec:
+    """`via`: the `extends` that names this file, where read errors point."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM is not part of the spec
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise MupError(Diagnostic(f"no such file: {path}", hint="check the path")) from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise MupError(Diagnostic(f"cannot read {path}: {err}")) from None
-    return _resolve_text(text, str(path), chain)
+        raise MupError(Diagnostic(f"no such file: {path}", via, "check the path")) from None
+    except (OSError, ValueError) as err:
+        raise MupError(Diagnostic(f"cannot read {path}: {getattr(err, 'strerror', None) or err}", via)) from None
+    return _resolve_text(decode_text(data, str(path), via), str(path), chain)
 
 
 def _resolve_text(text: str, file: str | None, chain: tuple[Path, ...]) -> ir.Spec:
@@ -148,7 +151,7 @@ def _load_base(spec: ir.Spec, file: str | None, chain: tuple[Path, ...]) -> ir.S
                                   spec.extends.span,
                                   "name a spec in the same folder or a bundled one (`extends sp`; "
                                   "`mupspec specs` lists them), or give a quoted path"))
-    return _load(base_path, chain + ((here,) if here else ()))
+    return _load(base_path, chain + ((here,) if here else ()), spec.extends.span)
 
 
 def _base_path(ref: ir.Ref, file: str | None) -> Path:
@@ -309,7 +312,7 @@ def _name_spans(text: str, decl: ir.Span) -> list[ir.Span]:
     """The spans of the names a `width`/`depth`/`hyper` declaration declares
     (the IR keeps only the declaration's span; errors point at the name).
     Falls back to the whole declaration for text the span does not match."""
-    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+    starts = _line_starts(text)
     if not 0 < decl.line <= len(starts) or not 0 < decl.end_line <= len(starts):
         return [decl] * 64
     begin = starts[decl.line - 1] + decl.column - 1
@@ -321,11 +324,18 @@ def _name_spans(text: str, decl: ir.Span) -> list[ir.Span]:
             break  # a hyper declares one name; the rest is its value
         if i > 1 and not _starts_item(text[begin:m.start()]):
             continue  # a name inside a width symbol's definition (`d_ff = 4*d_model`)
-        line = text.count("\n", 0, m.start()) + 1
+        line = bisect.bisect_right(starts, m.start())
         column = m.start() - starts[line - 1] + 1
         spans.append(ir.Span(file=decl.file, line=line, column=column, end_line=line,
                              end_column=column + len(m.group())))
     return spans + [decl] * 64
+
+
+@lru_cache(maxsize=4)
+def _line_starts(text: str) -> list[int]:
+    """Offsets where each line starts, computed once per text (a spec with
+    10,000 declarations would otherwise take quadratic time)."""
+    return [0] + [m.end() for m in re.finditer("\n", text)]
 
 
 def _starts_item(before: str) -> bool:
@@ -468,44 +478,117 @@ def _validate_rule_value(rule: ir.Rule, bag: DiagnosticBag) -> None:
                   "only init (zero init) and weight decay may be 0; a zero multiplier or LR removes the layer")
 
 
-_symbols_in = ir.symbols_in
+_children = ir.children
+
+
+def _postorder(expr) -> list:
+    """Every node of `expr`, children before parents, without recursion (an
+    expression may be 1,000 levels deep)."""
+    out, stack = [], [(expr, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            out.append(node)
+        else:
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(_children(node)))
+    return out
+
+
+def _symbols_in(expr):
+    """The Sym nodes of `expr`, left to right."""
+    return [node for node in _postorder(expr) if isinstance(node, ir.Sym)]
+
+
+# Folded constants must fit a float with room to spare (generated code
+# computes in float64): |value| in [10^-300, 10^300], or 0. docs/reliability.md.
+MAX_CONSTANT = Fraction(10) ** 300
+_HUGE = object()  # a constant too large to fold exactly
 
 
 def _check_constants(expr, bag: DiagnosticBag) -> None:
-    """Division by zero, 0^negative, sqrt of a negative number, and exponents
-    that are not plain rational numbers -- wherever they can be seen without
-    knowing the width."""
-    if isinstance(expr, (ir.Neg, ir.MinMax)):
-        for child in ir.children(expr):
-            _check_constants(child, bag)
-    elif isinstance(expr, ir.Call):
-        _check_constants(expr.arg, bag)
-        value = constant_value(expr.arg)
-        if value is not None and value < 0:
-            bag.error("square root of a negative number", expr.span, "a scale must be positive")
-    elif isinstance(expr, ir.BinOp):
-        _check_constants(expr.left, bag)
-        reported = len(bag.items)
-        _check_constants(expr.right, bag)
-        exponent_reported = len(bag.items) > reported  # do not blame the outer power too
-        if expr.op == "/" and constant_value(expr.right) == 0:
-            bag.error("division by zero", expr.right.span, "the divisor is 0 at every width")
-        if expr.op == "^":
-            exponent = constant_value(expr.right)
-            symbols = [s.name for s in _symbols_in(expr.right)]
-            if symbols:
-                bag.error(f"an exponent must be a constant, but `{symbols[0]}` is a symbol", expr.right.span,
-                          "write powers with rational exponents, e.g. `n^(-1/2)` or `sqrt(n)`")
-            elif exponent is None and not exponent_reported:
-                bag.error("an exponent must be a rational number", expr.right.span,
-                          "write exponents as fractions, e.g. `n^(1/2)`; sqrt(2) or a huge power is not one")
-            elif exponent is None:
-                pass
-            elif exponent.denominator > 1000 or abs(exponent) > 64:
-                bag.error(f"exponent {exponent} is out of range", expr.right.span,
-                          "exponents are rationals with denominator <= 1000 and magnitude <= 64")
-            elif exponent < 0 and constant_value(expr.left) == 0:
-                bag.error("zero raised to a negative power", expr.span, "this divides by zero")
+    """Division by zero, 0^negative, sqrt of a negative number, a negative
+    number to a fractional power, constants out of float range, and
+    exponents that are not plain rational numbers -- wherever they can be
+    seen without knowing the width. One bottom-up pass (linear time); an
+    error inside a subexpression is not blamed again on the nodes around it."""
+    value: dict[int, object] = {}  # id(node) -> Fraction, None (symbolic or irrational) or _HUGE
+    symbol: dict[int, str | None] = {}  # id(node) -> the first symbol in it
+    failed: dict[int, bool] = {}  # id(node) -> an error was reported inside it
+    for node in _postorder(expr):
+        kids = _children(node)
+        symbol[id(node)] = node.name if isinstance(node, ir.Sym) else \
+            next((symbol[id(k)] for k in kids if symbol[id(k)]), None)
+        inner = any(failed[id(k)] for k in kids)
+        errors = len(bag.items)
+        value[id(node)] = v = _fold_constant(node, [value[id(k)] for k in kids])
+        if isinstance(node, ir.Call) and _negative(value[id(node.arg)]):
+            bag.error("square root of a negative number", node.span, "a scale must be positive")
+        elif isinstance(node, ir.BinOp):
+            _check_binop(node, value[id(node.left)], value[id(node.right)], symbol[id(node.right)],
+                         failed[id(node.right)], bag)
+        if not inner and len(bag.items) == errors and (v is _HUGE or _out_of_range(v)):
+            bag.error("constant out of range: its value is beyond 10^300 or below 10^-300", node.span,
+                      "mupspec computes in 64-bit floats; no scale needs such a constant")
+        failed[id(node)] = inner or len(bag.items) > errors
+
+
+def _negative(v) -> bool:
+    return isinstance(v, Fraction) and v < 0
+
+
+def _out_of_range(v) -> bool:
+    return isinstance(v, Fraction) and v != 0 and not 1 / MAX_CONSTANT <= abs(v) <= MAX_CONSTANT
+
+
+def _fold_constant(node, kids: list):
+    """The exact value of `node` from its children's values (None: symbolic
+    or irrational; _HUGE: too large to compute)."""
+    if isinstance(node, ir.Num):
+        return node.value
+    if isinstance(node, ir.Sym) or any(k is None for k in kids):
+        return None
+    if any(k is _HUGE for k in kids):
+        return _HUGE
+    if isinstance(node, ir.Neg):
+        return -kids[0]
+    if isinstance(node, ir.Call):
+        return _exact_root(kids[0], 2) if kids[0] >= 0 else None
+    if isinstance(node, ir.MinMax):
+        return (min if node.func == "min" else max)(kids)
+    left, right = kids
+    if node.op == "/" and right == 0:
+        return None
+    if node.op != "^":
+        return ir.ARITHMETIC[node.op](left, right)
+    log2 = left.numerator.bit_length() - left.denominator.bit_length() if left else 0  # within 1 of log2|left|
+    if abs(right) <= 64 and abs(log2 * right) > 1100:  # beyond 2^±1000 (~10^±300) even with log2's error
+        return _HUGE
+    return _power(left, right)
+
+
+def _check_binop(node: ir.BinOp, left, right, right_symbol: str | None, right_failed: bool,
+                 bag: DiagnosticBag) -> None:
+    if node.op == "/" and right == 0:
+        bag.error("division by zero", node.right.span, "the divisor is 0 at every width")
+    if node.op != "^":
+        return
+    if right_symbol:
+        bag.error(f"an exponent must be a constant, but `{right_symbol}` is a symbol", node.right.span,
+                  "write powers with rational exponents, e.g. `n^(-1/2)` or `sqrt(n)`")
+    elif right is _HUGE or (right is None and not right_failed):
+        bag.error("an exponent must be a rational number", node.right.span,
+                  "write exponents as fractions, e.g. `n^(1/2)`; sqrt(2) or a huge power is not one")
+    elif right is None:
+        pass
+    elif right.denominator > 1000 or abs(right) > 64:
+        bag.error(f"exponent {right} is out of range", node.right.span,
+                  "exponents are rationals with denominator <= 1000 and magnitude <= 64")
+    elif right < 0 and left == 0:
+        bag.error("zero raised to a negative power", node.span, "this divides by zero")
+    elif right.denominator > 1 and _negative(left):
+        bag.error("a negative number raised to a fractional power", node.span,
+                  "mupspec takes no roots of negative numbers; scales are positive")
 
 
 def constant_value(expr) -> Fraction | None:
@@ -526,7 +609,7 @@ def constant_value(expr) -> Fraction | None:
 def _power(base: Fraction, exponent: Fraction) -> Fraction | None:
     if abs(exponent) > 64 or exponent.denominator > 1000 or (base == 0 and exponent < 0):
         return None
-    root = _exact_root(base, exponent.denominator) if base >= 0 else None
+    root = _exact_root(base, exponent.denominator) if base >= 0 or exponent.denominator == 1 else None
     if root is None:
         return None
     # refuse numbers of more than ~10^4 digits: nested powers grow doubly exponentially

@@ -94,7 +94,7 @@ def hyper_symbol(name: str):
     with one of the symbols this module reserves)."""
     import sympy
 
-    return sympy.Symbol(name + "_" if name in _RESERVED else name, positive=True)
+    return sympy.Symbol(name + "'" if name in _RESERVED else name, positive=True)  # `'`: no spec name has one
 
 
 def base_env(spec: ir.Spec) -> dict:
@@ -188,6 +188,11 @@ def _limit_lead(f, var) -> tuple:
     """Slow, general path: k = lim log|f|/log(var), coef = lim f/var^k."""
     import sympy
 
+    if f.is_polynomial(var):  # e.g. (n+1)^64 - n^64: expanding is instant, the limit takes seconds
+        poly = sympy.Poly(f, var)
+        if poly.is_zero:
+            return sympy.Integer(0), -sympy.oo
+        return poly.LC(), sympy.Integer(poly.degree())
     if sympy.simplify(f) == 0:
         return sympy.Integer(0), -sympy.oo
     k = sympy.limit(sympy.log(sympy.Abs(f)) / sympy.log(var), var, sympy.oo)
@@ -258,8 +263,8 @@ def _exact(expr, env: dict[str, Fraction]) -> tuple[int, Fraction | float]:
         return -sign, k
     if isinstance(expr, ir.Call):
         sign, k = _exact(expr.arg, env)
-        if sign < 0:
-            raise _MayCancel
+        if sign < 0:  # a definite sign: cancellations raised _MayCancel already
+            raise _not_real(expr, "the square root of a scale that is negative at large width")
         return sign, k / 2
     if isinstance(expr, ir.MinMax):
         terms = [_exact(a, env) for a in expr.args]
@@ -282,15 +287,23 @@ def _exact(expr, env: dict[str, Fraction]) -> tuple[int, Fraction | float]:
     if expr.op == "^":
         p = constant_value(expr.right)
         sign, k = _exact(expr.left, env)
-        if p is None or sign < 0 or (sign == 0 and p <= 0):
+        if p is None or (sign == 0 and p <= 0):
             raise _MayCancel
-        return sign, (k * p if sign else -INF)
+        if sign < 0 and p.denominator > 1:
+            raise _not_real(expr, "a scale that is negative at large width raised to a fractional power")
+        return sign ** p.numerator if sign < 0 else sign, (k * p if sign else -INF)
     (s1, k1), (s2, k2) = _exact(expr.left, env), _exact(expr.right, env)
     if expr.op == "/":
         if s2 == 0:
             raise _MayCancel
         k2 = -k2
     return (s1 * s2, k1 + k2) if s1 and s2 else (0, -INF)
+
+
+def _not_real(expr, what: str) -> MupError:
+    return MupError(Diagnostic(f"{what}: not a real number", expr.span,
+                               "init variances, multipliers, learning rates and eps must stay positive; "
+                               "check the signs of the terms"))
 
 
 def exact_exponent(spec: ir.Spec, kind: str, expr, axis: int = 0) -> Fraction | float:
@@ -306,6 +319,9 @@ def exact_exponent(spec: ir.Spec, kind: str, expr, axis: int = 0) -> Fraction | 
     c = _constants()
     var = c["N"] if axis == 0 else c["Ldepth"]
     coef, k = leading_term(to_sympy(expr, class_env(spec, kind)), var)
+    if coef.is_extended_real is False:
+        raise _not_real(expr, f"this scale is not real at large {'width' if axis == 0 else 'depth'} (it behaves "
+                              f"like {coef}*{var}^{k})")
     if coef.is_negative:
         raise MupError(Diagnostic(f"this scale is negative at large {'width' if axis == 0 else 'depth'}: "
                                   f"it behaves like {coef}*{var}^{k}", expr.span,
@@ -418,11 +434,23 @@ def init_std_exponent(spec: ir.Spec, kind: str, axis: int = 0):
     return _neg(spec, kind, _rule(spec, kind, "init.var"), axis) / 2
 
 
+def _nonzero(spec: ir.Spec, kind: str, field: str, k, axis: int = 0):
+    """A multiplier, LR or eps that vanishes identically (`n - n`, `0*n`) has
+    no exponent: a located error, as a constant 0 is in validation."""
+    if k == -INF:
+        expr = _rule(spec, kind, field)
+        raise MupError(Diagnostic(f"`{field}` of `{kind}` is zero at every {'width' if axis == 0 else 'depth'}",
+                                  expr.span, "only init (zero init) and weight decay may be 0; "
+                                  "a zero multiplier, LR or eps removes the layer"))
+    return k
+
+
 def class_exponents(spec: ir.Spec, kind: str, exact: bool = False, axis: int = 0) -> ClassExponents:
     """Width (axis 0) or depth (axis 1) exponents of class `kind` (its
     block, or the defaults if absent)."""
     def neg(field: str):
-        return _neg(spec, kind, _rule(spec, kind, field), axis)
+        k = exact_exponent(spec, kind, _rule(spec, kind, field), axis)
+        return -(k if field.startswith("wd.") else _nonzero(spec, kind, field, k, axis))
     on_muon = any(ir.given_rule(spec.block(k), "lr.muon") is not None for k in (kind, ir.role_class(kind)))
     families = {f"{'c' if group == 'lr' else group}_{o}": neg(f"{group}.{o}") for group in ("lr", "wd")
                 for o in ir.OPTIMIZERS if f"{group}.{o}" in ir.BLOCK_FIELDS[kind]}
@@ -515,7 +543,8 @@ def depth_exponents(spec: ir.Spec, exact: bool = False) -> DepthExponents | None
         return None
 
     def neg_l(kind: str, field: str):
-        return _neg(spec, kind, _rule(spec, kind, field), axis=1)
+        k = exact_exponent(spec, kind, _rule(spec, kind, field), axis=1)
+        return -(k if field.startswith(("wd.", "init.")) else _nonzero(spec, kind, field, k, axis=1))
 
     res_a, res_b = neg_l("residual", "mult"), neg_l("residual", "init.var") / 2
     layers = int(constant_value(_rule(spec, "residual", "layers")) or 1)
@@ -531,6 +560,15 @@ def depth_exponents(spec: ir.Spec, exact: bool = False) -> DepthExponents | None
     if exact:
         return d
     return replace(_as_sympy(d), update={o: to_sympy_number(v) for o, v in update.items()})
+
+
+def validate_scales(spec: ir.Spec) -> None:
+    """Raise the located MupError `check` would for a rule that is negative,
+    zero or not real at large width or depth (convert and codegen call this
+    before they rewrite or emit anything)."""
+    spec_exponents(spec, exact=True)
+    depth_exponents(spec, exact=True)
+    logit_exponent(spec, exact=True)
 
 
 def logit_exponent(spec: ir.Spec, exact: bool = False):

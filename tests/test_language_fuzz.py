@@ -5,18 +5,15 @@ past the lexer and many parse) and random mutations of the bundled specs."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.lark import from_lark
 
+import fuzzing
 from mupspec.cli import main
 from mupspec.errors import MupError, render_all
-from mupspec.parser import _lark
 from mupspec.printer import format_spec
 from mupspec.resolve import parse_and_resolve, parse_and_validate
 
@@ -24,47 +21,8 @@ SPECS = Path(__file__).resolve().parents[1] / "specs"
 SPEC_TEXTS = {p.name: p.read_text(encoding="utf-8") for p in sorted(SPECS.glob("*.mup"))}
 
 
-def _grammar_strings():
-    """Sentences of the grammar. Every terminal is followed by a space (and a
-    comment by a newline), since the grammar's whitespace is %ignore'd and
-    from_lark would otherwise glue `width` and `n` into `widthn`."""
-    parser = _lark()
-    ascii_letters = st.characters(codec="ascii", blacklist_categories=("Cc",))
-    explicit = {}
-    for term in parser.terminals:
-        if term.name == "WS":
-            continue
-        pattern = st.from_regex(term.pattern.to_regexp(), fullmatch=True, alphabet=ascii_letters)
-        explicit[term.name] = pattern.map(lambda s: s + "\n") if term.name == "COMMENT" else pattern.map(
-            lambda s: s + " ")
-    return from_lark(parser, explicit=explicit)
-
-
-_TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_.]*|[0-9.]+|"[^"\n]*"|#[^\n]*|\s+|.')
-_JUNK = st.sampled_from(list("{}()=;.,#\"\\^*/+-\n\t 0123456789_xn") + [
-    "width", "depth", "hyper", "extends", "sqrt", "fan_in", "init.var", "lr.adam", "input", "residual",
-    "parametrization", "1/0", "^n", "ℕ", "\x00", "\r", "é",
-    "tie", "min(", "max(", "query", "readout", "head_dim", "d_head = 64", ", d_ff = 4*n", "tie input, output\n"])
-
-
-@st.composite
-def mutated_specs(draw) -> str:
-    """A bundled spec with 1-4 character or token edits."""
-    text = SPEC_TEXTS[draw(st.sampled_from(sorted(SPEC_TEXTS)))]
-    for _ in range(draw(st.integers(1, 4))):
-        if draw(st.booleans()):  # token-level: drop, duplicate, replace
-            tokens = _TOKEN.findall(text)
-            i = draw(st.integers(0, len(tokens) - 1))
-            action = draw(st.sampled_from(["drop", "dup", "replace"]))
-            tokens[i] = {"drop": "", "dup": tokens[i] * 2, "replace": draw(_JUNK)}[action]
-            text = "".join(tokens)
-        else:  # character-level: delete, insert, replace
-            i = draw(st.integers(0, max(0, len(text) - 1)))
-            action = draw(st.sampled_from(["delete", "insert", "replace"]))
-            junk = draw(_JUNK)
-            text = {"delete": text[:i] + text[i + 1:], "insert": text[:i] + junk + text[i:],
-                    "replace": text[:i] + junk + text[i + 1:]}[action]
-    return text
+_grammar_strings = fuzzing.grammar_strings  # shared with the campaign harness (tests/fuzzing.py)
+mutated_specs = fuzzing.mutated_specs
 
 
 def _all_stages(text: str, file: str) -> None:

@@ -12,6 +12,7 @@ spec text outside comments and validated identifiers.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -74,22 +75,18 @@ def _header(spec: ir.Spec, source: str) -> str:
 
 
 def _constants(spec: ir.Spec) -> str:
-    hypers = {}
-    for hyper in spec.hypers:
-        hypers[hyper.name] = evaluate(hyper.value, {})
-    hyper_items = ", ".join(f'"{name}": {value!r}' for name, value in hypers.items())
+    hyper_items = ", ".join(f'"{hyper.name}": {_float(evaluate(hyper.value, {}), hyper)}' for hyper in spec.hypers)
     blocks = tuple(b.kind for b in sorted(spec.blocks, key=lambda b: ir.BLOCK_KINDS.index(b.kind)))
-    widths = "".join(f'"{w}", ' for w in spec.widths)
     return "\n".join([
         f'SPEC_NAME = "{spec.name}"',
         f"SPEC_TITLE = {spec.title!r}" if spec.title is not None else "SPEC_TITLE = None",
         f'MUPSPEC_VERSION = "{__version__}"',
-        f"WIDTH_SYMBOLS = ({widths.rstrip(' ')})",
+        f"WIDTH_SYMBOLS = {_strings(spec.widths)}",
         f'DEPTH_SYMBOL = "{spec.depth}"' if spec.depth else "DEPTH_SYMBOL = None",
         f"HYPER_DEFAULTS = {{{hyper_items}}}",
-        f"FAMILIES = ({', '.join(f'{chr(34)}{o}{chr(34)}' for o in ir.optimizers(spec))},)"
+        f"FAMILIES = {_strings(ir.optimizers(spec))}"
         "  # optimizer families the spec has LR rules for",
-        f"BLOCKS = ({', '.join(f'{chr(34)}{b}{chr(34)}' for b in blocks)},)",
+        f"BLOCKS = {_strings(blocks)}",
         *_transformer_constants(spec),
         *_muon_blocks(spec),
     ])
@@ -102,9 +99,23 @@ def _muon_blocks(spec: ir.Spec) -> list[str]:
         return []
     def on_muon(role: str) -> bool:  # a sub-role follows its class unless it says otherwise
         return any(ir.given_rule(spec.block(k), "lr.muon") is not None for k in (role, ir.role_class(role)))
-    kinds = "".join(f'"{k}", ' for k in ir.LAYER_KINDS + tuple(spec.subroles) if spec.block(ir.role_class(k))
-                    and on_muon(k))
-    return [f"MUON_BLOCKS = ({kinds.rstrip(' ')})  # the rest stays on AdamW"]
+    kinds = [k for k in ir.LAYER_KINDS + tuple(spec.subroles) if spec.block(ir.role_class(k)) and on_muon(k)]
+    return [f"MUON_BLOCKS = {_strings(kinds)}  # the rest stays on AdamW"]
+
+
+def _strings(names) -> str:
+    """A tuple literal of validated names: `()`, `("a",)`, `("a", "b",)`."""
+    items = [f'"{check_name(n, "name")}"' for n in names]
+    return f"({', '.join(items)},)" if items else "()"
+
+
+def _float(value, hyper: ir.Hyper) -> str:
+    """A hyperparameter's default as a finite float literal; validation
+    bounds constants, so this refusal is a last guard, never reached by a valid spec."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        raise MupError(Diagnostic(f"hyperparameter `{hyper.name}` has no finite real value ({value!r})",
+                                  hyper.span, "constants must be real numbers between 10^-300 and 10^300"))
+    return repr(value)
 
 
 def _transformer_constants(spec: ir.Spec) -> list[str]:

@@ -1,19 +1,123 @@
-"""Helpers shared by the command modules: reading spec files."""
+"""Helpers shared by the command modules: reading spec files, checking
+output paths before any work starts, and writing files atomically.
+
+Every file a command writes goes through `write_atomic`: the bytes go to a
+temporary file in the target's folder, are fsync'ed, and the temporary file
+is renamed over the target. A full disk, a failed write or a kill at any
+moment leaves either the old file or the new one, never a truncated mix.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from mupspec.errors import Diagnostic, MupError
+from mupspec.errors import Diagnostic, MupError, decode_text
 
 
 def read_text(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8-sig")  # -sig: a BOM is not part of the spec
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise MupError(Diagnostic(f"no such file: {path}",
                                   hint="check the path, or name a bundled spec (`mupspec specs` lists them)")) from None
     except IsADirectoryError:
         raise MupError(Diagnostic(f"{path} is a directory", hint="pass .mup files, e.g. specs/*.mup")) from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: a NUL in the path
-        raise MupError(Diagnostic(f"cannot read {path}: {err}")) from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        raise MupError(Diagnostic(f"cannot read {path}: {getattr(err, 'strerror', None) or err}")) from None
+    return decode_text(data, path)
+
+
+def check_output(path: str, what: str = "-o") -> Path:
+    """Refuse, before any work starts, an output path that cannot be written:
+    a missing folder, a directory, a device or other non-regular file, a
+    read-only target or folder."""
+    p = Path(path)
+    problem = None
+    if not str(path) or "\x00" in str(path):
+        problem = "is not a valid path"
+    elif p.is_dir():
+        problem = "is a directory"
+    elif p.exists() and not p.is_file():
+        problem = "exists and is not a regular file (a device, a pipe, ...)"
+    elif not p.parent.is_dir():
+        problem = f"is in a folder that does not exist ({p.parent})"
+    elif p.exists() and not os.access(p, os.W_OK):
+        problem = "is not writable"
+    elif not os.access(p.parent, os.W_OK | os.X_OK):
+        problem = f"is in a folder that is not writable ({p.parent})"
+    if problem:
+        raise MupError(Diagnostic(f"cannot write {path} ({what}): it {problem}",
+                                  hint="give a path to a regular file in an existing, writable folder "
+                                       "(nothing was run)"))
+    return p
+
+
+def check_output_dir(path: str, what: str) -> Path:
+    """An output folder: it may exist (as a folder) or be creatable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise MupError(Diagnostic(f"{what} {path}: exists and is not a folder",
+                                  hint="give a folder (it is created if missing); nothing was run"))
+    parent = next((q for q in (p, *p.parents) if q.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise MupError(Diagnostic(f"{what} {path}: cannot create or write into it ({parent} is not a writable folder)",
+                                  hint="give a folder you can write to; nothing was run"))
+    return p
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path in `path`'s folder; on success it is fsync'ed
+    and renamed over `path`, on any failure removed (the target untouched).
+    For writers that want a file name (matplotlib's savefig, csv modules)."""
+    target = Path(os.path.realpath(path))  # through a symlink: replace the file, keep the link
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if target.exists():  # keep the target's permissions
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, text: str, what: str = "") -> None:
+    """Write `text` (UTF-8) to `path` atomically; an OSError (full disk,
+    permissions) becomes a MupError and leaves `path` as it was."""
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+                fh.flush()
+    except OSError as err:
+        raise MupError(Diagnostic(f"cannot write {path}: {err.strerror or err}"
+                                  + (f" ({what})" if what else ""),
+                                  hint="check free space and permissions; the file was left as it was")) from None

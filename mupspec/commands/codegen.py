@@ -6,8 +6,9 @@ import sys
 
 from mupspec.bundled import locate
 from mupspec.codegen import generate
-from mupspec.errors import Diagnostic, MupError
+from mupspec.commands._io import check_output, write_atomic
 from mupspec.resolve import load_spec
+from mupspec.symbolic import validate_scales
 
 
 def configure(parser) -> None:
@@ -17,13 +18,13 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    source = generate(load_spec(args.file), args.file)
+    if args.output is not None:
+        check_output(args.output)
+    spec = load_spec(args.file)
+    validate_scales(spec)  # a negative, zero or non-real scale never reaches generated code
+    source = generate(spec, args.file)
     if args.output is None:
         sys.stdout.write(source)
-        return 0
-    try:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(source)
-    except OSError as err:
-        raise MupError(Diagnostic(f"cannot write {args.output}: {err.strerror}", hint="check the output path")) from None
+    else:
+        write_atomic(args.output, source)
     return 0

@@ -6,11 +6,12 @@ from __future__ import annotations
 import sys
 
 from mupspec.bundled import locate
-from mupspec.commands._io import read_text
+from mupspec.commands._io import check_output, read_text, write_atomic
 from mupspec.convert import FORMS, convert, parse_setting
 from mupspec.errors import Diagnostic, MupError
 from mupspec.printer import format_expr, format_spec
 from mupspec.resolve import parse_and_resolve
+from mupspec.symbolic import validate_scales
 
 
 def configure(parser) -> None:
@@ -27,11 +28,14 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
+    if args.output:
+        check_output(args.output)
     text = read_text(args.file)
     spec = parse_and_resolve(text, args.file)
     if args.form is None and not args.settings:
         raise MupError(Diagnostic("nothing to convert to", hint=f"give --to FORM ({', '.join(FORMS)}) "
                                   "or --set CLASS.FIELD=EXPR"))
+    validate_scales(spec)  # negative, zero or non-real scales: located errors, as in check
     settings = tuple(parse_setting(s, spec) for s in args.settings)
     result = convert(spec, args.form, settings, fixed_eps=args.fixed_eps)
     label = args.form or "converted"
@@ -42,15 +46,29 @@ def run(args) -> int:
         "comments": tuple(summary) + (("",) + spec.comments if spec.comments else ()),
     })
     out = format_spec(new)
-    parse_and_resolve(out, args.output)  # the result must be a valid spec: fail loudly if not
+    _self_check(spec, result, out)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(out)
+        write_atomic(args.output, out)
     else:
         sys.stdout.write(out)
     for line in summary:
         print(line.strip(), file=sys.stderr)
     return 0
+
+
+def _self_check(spec, result, out: str) -> None:
+    """The output must parse, and where it claims exact equivalence its
+    invariants must equal the input's in value, not only in exponent. A
+    failure is a bug in convert (exit 70), never blamed on the output text."""
+    from mupspec.commands.equiv import value_differences
+
+    try:
+        again = parse_and_resolve(out, "<converted>")
+    except MupError as err:
+        raise RuntimeError(f"convert wrote a spec that does not parse: {err}") from None
+    wrong = value_differences(spec, again) if result.exact else []
+    if wrong:
+        raise RuntimeError(f"convert changed the values of {wrong} while claiming exact equivalence")
 
 
 def _summary(args, result) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from mupspec.bundled import locate
-from mupspec.commands._io import read_text
+from mupspec.commands._io import read_text, write_atomic
 from mupspec.errors import Diagnostic, MupError
 from mupspec.printer import format_spec
 from mupspec.resolve import parse_as_written
@@ -20,7 +20,12 @@ def configure(parser) -> None:
 def canonical_text(text: str, file: str) -> str:
     """The file in canonical form; refuses (MupError) a spec that does not
     resolve, so `fmt` never rewrites a broken file."""
-    return format_spec(parse_as_written(text, file))
+    new = format_spec(parse_as_written(text, file))
+    try:  # never write a file that does not parse back: that would lose the user's spec
+        parse_as_written(new, file)
+    except MupError as err:
+        raise RuntimeError(f"fmt would write text that does not parse ({err}); {file} was left as it was") from None
+    return new
 
 
 def run(args) -> int:
@@ -37,11 +42,9 @@ def run(args) -> int:
             changed.append(file)
             if not args.check:
                 try:
-                    with open(file, "w", encoding="utf-8") as fh:
-                        fh.write(new)
-                except OSError as err:
-                    errors.append(MupError(Diagnostic(f"cannot write {file}: {err.strerror or err}",
-                                                      hint="check the file's permissions")))
+                    write_atomic(file, new)  # a full disk or a kill never leaves half a spec
+                except MupError as err:
+                    errors.append(err)
                     changed.pop()
     for file in changed:
         print(f"{'would reformat' if args.check else 'reformatted'} {file}", file=sys.stderr)

@@ -21,7 +21,19 @@ def run(args) -> int:
     text = read_text(args.file)
     spec = parse_as_written(text, args.file) if args.unresolved else parse_and_resolve(text, args.file)
     if args.json:
-        print(json.dumps(spec.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        print(json.dumps(as_json(spec), indent=2, ensure_ascii=False))
     else:
         print(format_spec(spec), end="")
     return 0
+
+
+def as_json(node):
+    """`node.model_dump(mode="json")`, without pydantic's serializer depth
+    cap (about 250 levels), which an expression 1,000 levels deep exceeds."""
+    from pydantic import BaseModel
+
+    if isinstance(node, BaseModel):
+        return {name: as_json(getattr(node, name)) for name in type(node).model_fields}
+    if isinstance(node, (tuple, list)):
+        return [as_json(item) for item in node]
+    return node

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 
 from mupspec import bundled
 from mupspec.bundled import locate
 from mupspec.commands._backend import add_backend_options
-from mupspec.commands._io import read_text
+from mupspec.commands._io import check_output, check_output_dir, read_text, write_atomic
 from mupspec.errors import Diagnostic, MupError
 from mupspec.progress import Progress
 from mupspec.resolve import load_spec, parse_and_resolve
@@ -277,8 +278,69 @@ def _validate(args) -> None:
         problems.append("--seeds and --steps must be >= 1")
     if args.arch == "mlp" and min(args.depths, default=3) < 3:
         problems.append("a plain MLP needs depth >= 3 so that the last hidden layer reads a hidden layer")
+    if not math.isfinite(args.tol) or args.tol < 0:
+        problems.append(f"--tol must be a finite number >= 0, not {args.tol}")
     if problems:
         raise MupError([Diagnostic(p, hint="see `mupspec verify --help`") for p in problems])
+    _check_cost(args)
+    if args.csv:
+        check_output(args.csv, "--csv")
+    if args.plot:
+        check_output_dir(args.plot, "--plot")
+
+
+# The estimate behind the refusal of absurd grids: a network of width w and
+# depth d holds about d·w² weights; measuring it keeps ~6 float64 copies
+# (weights, W_0, gradient, two Adam moments, a scratch buffer) and costs
+# about (steps + 10)·d·w² element operations per seed and optimizer (init,
+# forward, backward, norms). ELEMENT_OPS_PER_S is a deliberately fast
+# machine, so the refusal errs on the side of running.
+BYTES_PER_WEIGHT = 6 * 8
+ELEMENT_OPS_PER_S = 2e9
+MAX_HOURS = 6.0
+
+
+def estimate(widths, depths, seeds: int, steps: int, optimizers: int = 2) -> tuple[float, float]:
+    """(bytes of the largest network, seconds for the whole grid), estimated."""
+    largest = max(widths) ** 2 * max(depths)
+    ops = sum(w * w for w in widths) * sum(depths) * seeds * optimizers * (steps + 10)
+    cap = 10**300  # a 400-digit width is still refused, not an OverflowError
+    return float(min(largest, cap)) * BYTES_PER_WEIGHT, float(min(ops, cap)) / ELEMENT_OPS_PER_S
+
+
+def _check_cost(args) -> None:
+    """Refuse, before anything is built, a grid that cannot fit in memory or
+    finish in MAX_HOURS, with the estimate in the message."""
+    memory, seconds = estimate(args.widths, args.depths, args.seeds, args.steps)
+    available = _physical_memory()
+    too_big = memory > available / 2
+    too_long = seconds > MAX_HOURS * 3600
+    if too_big or too_long:
+        what = []
+        if too_big:
+            what.append(f"about {_bytes(memory)} for the largest network (width {max(args.widths)}, depth "
+                        f"{max(args.depths)}), more than half of this machine's {_bytes(available)}")
+        if too_long:
+            what.append(f"about {seconds / 3600:.3g} hours of compute even at {ELEMENT_OPS_PER_S:.0e} "
+                        f"element operations per second (limit: {MAX_HOURS:g} hours)")
+        raise MupError(Diagnostic("verify would need " + " and ".join(what),
+                                  hint="use smaller --widths, --depths, --seeds or --steps; the defaults "
+                                       "are widths 64..1024, depths 3,4,6, 3 seeds, 2 steps"))
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8e9
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
 
 
 def run(args) -> int:
@@ -390,9 +452,11 @@ def render_depth(samples, preds) -> str:
 
 def _write_csv(path: str, samples) -> None:
     import csv
+    import io
 
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["optimizer", "width", "depth", "seed", "step", "cls", "quantity", "value"])
-        for s in samples:
-            writer.writerow(dataclasses.astuple(s))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["optimizer", "width", "depth", "seed", "step", "cls", "quantity", "value"])
+    for s in samples:
+        writer.writerow(dataclasses.astuple(s))
+    write_atomic(path, buffer.getvalue(), "--csv")

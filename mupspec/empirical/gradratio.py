@@ -22,6 +22,7 @@ gradient: SGD moves w by lr*g, Adam's first step by lr*g/(|g| + eps) (eps ->
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from mupspec.bundled import DIR as SPECS_DIR
+from mupspec.commands._io import check_output_dir, write_atomic
 from mupspec.empirical.fit import summarize, slope
 from mupspec.empirical.measure import spectral_norm
 from mupspec.empirical.models import Arch, build
@@ -119,10 +121,11 @@ def width_slopes(rows, specs, widths, depth, seeds, fields) -> list[dict]:
 
 
 def write_csv(path: Path, rows: list[dict], fields) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- report
@@ -199,7 +202,7 @@ def summary(seed_rows, slopes, widths, depths) -> str:
 
 
 def run(args) -> int:
-    out = Path(args.out)
+    out = check_output_dir(args.out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     seeds = tuple(range(args.seeds))
@@ -214,7 +217,7 @@ def run(args) -> int:
     write_csv(out / "slopes.csv", slopes, ("spec", "depth", "cls", "quantity", "slope", "ci95"))
     paths = figures(out, seed_rows, real_rows, args.widths, args.depths, fit_depth, seeds)
     text = summary(seed_rows, slopes, args.widths, args.depths)
-    (out / "summary.md").write_text(text + "\n", encoding="utf-8")
+    write_atomic(out / "summary.md", text + "\n")
     print(text)
     print(f"\nwrote {out / 'grad_ratio.csv'}, {out / 'slopes.csv'}, " + ", ".join(str(f) for f in paths))
     print(f"wall time {time.perf_counter() - start:.1f} s")

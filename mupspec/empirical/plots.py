@@ -13,6 +13,8 @@ from typing import Mapping, Sequence
 
 import matplotlib
 
+from mupspec.commands._io import atomic_path
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 
@@ -23,7 +25,8 @@ CLASS_COLORS = {"input": "tab:blue", "hidden": "tab:orange", "output": "tab:gree
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:  # a kill mid-write never leaves half a PNG
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
 

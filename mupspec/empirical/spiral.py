@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mupspec.commands._io import check_output_dir
 from mupspec.empirical.data import SpiralConfig
 from mupspec.empirical.engine import TrainConfig
 from mupspec.empirical.fit import slope, summarize
@@ -103,7 +104,7 @@ def run(args) -> int:
 
     torch.set_num_threads(args.threads)
     grid = QUICK if args.quick else FULL
-    out = Path(args.out)
+    out = check_output_dir(args.out, "--out")  # before any work: /etc/passwd is not a folder
     figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
     settings = SweepSettings(data=SpiralConfig(), train=TrainConfig(steps=grid.steps, batch=grid.batch),
                              base_width=grid.base_width, base_depth=grid.base_depth)

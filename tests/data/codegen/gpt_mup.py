@@ -624,6 +624,9 @@ def _value(block, field, fan_in, fan_out, dims, hypers):
     except ZeroDivisionError:
         raise ValueError(f"{SPEC_NAME}: {block}.{field} divides by zero at "
                          f"fan_in={fan_in}, fan_out={fan_out}") from None
+    except (OverflowError, ValueError, TypeError) as err:  # huge powers, sqrt(<0), complex
+        raise ValueError(f"{SPEC_NAME}: {block}.{field} has no finite real value at "
+                         f"fan_in={fan_in}, fan_out={fan_out} ({err})") from None
     if isinstance(value, complex) or not math.isfinite(value):
         raise ValueError(f"{SPEC_NAME}: {block}.{field} = {value} at fan_in={fan_in}, fan_out={fan_out}")
     return float(value)

@@ -1,0 +1,50 @@
+"""The CI slice of the fuzzing campaign (tests/fuzzing.py; the long run is
+benchmarks/fuzz.py): inputs from every generator through every command, in
+process, with no traceback, no located-less error, no generated module that
+fails to compile, import, pass the AST whitelist or evaluate, no fmt that
+changes a spec's meaning. Sized by measurement to stay under 60 s on the
+2-core CI machine (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import fuzzing
+
+SLICE = 80  # inputs; CPU time measured in docs/reliability.md
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    folder = fuzzing.fresh_workdir(tmp_path_factory.mktemp("fuzz"))
+    fuzzing.warm_up(folder)
+    return folder
+
+
+@settings(max_examples=SLICE, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=fuzzing.inputs())
+def test_every_command_survives_fuzzed_inputs(text, workdir):
+    tally = fuzzing.Tally()
+    fuzzing.run_input(text, workdir, tally)
+    real = [f for f in tally.failures if f.kind != "slow"]  # timing is asserted by the campaign, not under CI load
+    assert not real, "\n".join(f"{f.kind} in {f.command}: {f.detail}" for f in real)
+
+
+def test_the_whitelist_rejects_what_codegen_must_never_emit():
+    from mupspec.codegen import generate
+    from mupspec.resolve import load_spec
+
+    good = generate(load_spec(fuzzing.SPECS / "mup_table8.mup"), "t8.mup")
+    assert fuzzing.check_module(good) is None
+    injected = {
+        "an import": good.replace("import math\n", "import math\nimport os\n", 1),
+        "a call in a rule": good.replace("return (1.0 / fan_in)", "return __import__('os').getpid()", 1),
+        "a string in a rule": good.replace("return (1.0 / fan_in)", "return 'x'", 1),
+        "a non-finite constant": good.replace("HYPER_DEFAULTS = {}", 'HYPER_DEFAULTS = {"a": float("inf")}'),
+        "a changed runtime": good.replace("def param_groups(", "def param_groups2(", 1),
+        "a syntax error": good.replace("BLOCKS = (", "BLOCKS = (,", 1),
+    }
+    for what, source in injected.items():
+        assert source != good, what
+        assert fuzzing.check_module(source) is not None, what

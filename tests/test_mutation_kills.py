@@ -1,0 +1,229 @@
+"""Tests that pin the verdict logic where mutation testing (mutmut, see
+docs/reliability.md) found it unpinned: each asserts desiderata, names,
+terms or produced forms -- not only the regime -- so that a flipped
+comparison, a dropped term or an and/or swap changes a test's outcome."""
+
+from __future__ import annotations
+
+from fractions import Fraction as F
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mupspec import ir
+from mupspec.check import check_spec, depth_class, named_matches
+from mupspec.convert import convert
+from mupspec.printer import format_expr
+from mupspec.resolve import load_spec, parse_and_resolve
+from mupspec.symbolic import (INF, DepthExponents, class_env, depth_exponents, exact_exponent, leading_term,
+                              spec_exponents, to_sympy)
+from tests.strategies import expressions
+
+SPECS = "specs"
+
+
+def spec(text: str):
+    return parse_and_resolve("parametrization t\n" + text + "\n")
+
+
+def bundled(name: str):
+    return load_spec(f"{SPECS}/{name}.mup")
+
+
+def term(result, role: str, kind: str):
+    return next(t for t in result.terms if t.role == role and t.kind == kind)
+
+
+MUP_ADAM = ("input { lr.adam = 1 }\nhidden { init.var = 1/fan_in; lr.adam = 1/fan_in }\n"
+            "output { init.var = 1/fan_in^2; lr.adam = 1/fan_in }")
+
+
+# ---------------------------------------------------------------- desiderata
+
+
+def test_stable_after_step_is_false_when_a_term_grows_by_exactly_n():
+    res = check_spec(bundled("sp")).results["adam"]  # SP with Adam: ΔW·x of hidden grows like n^1
+    assert term(res, "own_update", "hidden").k == 1
+    assert res.desiderata["stable_after_step"] is False
+    assert res.desiderata["maximal_updates"] is False and res.desiderata["feature_learning"] is False
+    assert res.regime == "unstable"
+
+
+def test_mup_is_stable_with_terms_at_exactly_zero():
+    res = check_spec(spec(MUP_ADAM)).results["adam"]
+    assert all(t.k <= 0 for t in res.terms) and any(t.k == 0 for t in res.terms)
+    assert res.desiderata == {"init_activations": True, "output_bounded": True, "stable_after_step": True,
+                              "maximal_updates": True, "feature_learning": True}
+
+
+def test_output_bounded_needs_the_output_at_init():
+    # readout init Var = 1 (output at init Θ(n^1/2)), features slowed to n^-1 so that W_out·Δx
+    # stays O(1): only the output at init breaks boundedness
+    res = check_spec(spec("input { lr.adam = 1/fan_out }\nhidden { init.var = 1/fan_in; lr.adam = 1/fan_in^2 }\n"
+                          "output { init.var = 1; lr.adam = 1/fan_in }")).results["adam"]
+    assert term(res, "output_init", "output").k == F(1, 2)
+    assert term(res, "output_change", "output").k == 0 and term(res, "output_change", "output").ok
+    assert res.desiderata["output_bounded"] is False
+
+
+def test_output_bounded_needs_the_output_change_through_the_features():
+    # μP readout init, but hidden layers updated so that features move by n^(1/2): W_out·Δx grows
+    res = check_spec(spec(MUP_ADAM.replace("hidden { init.var = 1/fan_in; lr.adam = 1/fan_in }",
+                                           "hidden { init.var = 1/fan_in; lr.adam = 1/sqrt(fan_in) }"))).results["adam"]
+    assert term(res, "output_init", "output").ok
+    assert term(res, "output_change", "output").k == F(1, 2)
+    assert res.desiderata["output_bounded"] is False
+
+
+def test_a_norm_gain_multiplier_that_grows_with_width_is_caught_with_its_sign():
+    res = check_spec(spec(MUP_ADAM + "\nnorm { mult = fan_out }")).results["adam"]
+    init = term(res, "init", "norm")
+    assert init.k == 1 and init.grows  # k = -e_init = -(a + b), a = -1: grows, does not vanish
+    assert res.desiderata["init_activations"] is False
+    assert res.regime == "unstable"
+    shrinking = check_spec(spec(MUP_ADAM + "\nnorm { mult = 1/fan_out }")).results["adam"]
+    assert term(shrinking, "init", "norm").k == -1
+    assert shrinking.regime == "trivial"
+
+
+# ---------------------------------------------------------------- attention
+
+
+def test_the_attention_logit_decides_maximality_and_stability():
+    mup = check_spec(spec(MUP_ADAM + "\nattention { logit = 1/n }")).results["adam"]
+    assert mup.regime == "mup" and term(mup, "attention", "attention").k == 0
+    sp_logit = check_spec(spec(MUP_ADAM + "\nattention { logit = 1/sqrt(n) }")).results["adam"]
+    assert term(sp_logit, "attention", "attention").k == F(1, 2)  # logit + max(1/2, 1 - r), r = 0
+    assert sp_logit.desiderata["stable_after_step"] is False and sp_logit.regime == "unstable"
+    small = check_spec(spec(MUP_ADAM + "\nattention { logit = 1/n^2 }")).results["adam"]
+    assert term(small, "attention", "attention").k == -1
+    assert small.desiderata["stable_after_step"] is True
+    assert small.desiderata["maximal_updates"] is False  # only a logit of exactly 1/n is maximal
+    assert small.regime == "feature_learning"
+
+
+# ---------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize("name,sgd,adam", [
+    ("mup_table8", ["mup", "mean_field"], ["mup", "mean_field"]),  # under Adam MF and μP coincide (Everett et al. 2024)
+    ("sp", ["sp"], ["sp"]),
+    ("sp_lr_inv_width", ["sp_lr_inv_width"], ["sp_lr_inv_width"]),
+    ("ntk", ["ntk"], None),
+    ("umup", None, ["umup"]),
+])
+def test_named_matches_are_exact(name, sgd, adam):
+    ex = spec_exponents(bundled(name), exact=True)
+    for opt, wanted in (("sgd", sgd), ("adam", adam)):
+        if wanted is not None:
+            assert named_matches(ex, opt) == wanted
+
+
+def test_a_name_needs_both_init_and_optimizer_to_match():
+    ex = spec_exponents(bundled("mup_table8"), exact=True)
+    wrong_lr = dict(ex, hidden=ex["hidden"].__class__(**{**ex["hidden"].__dict__, "c_adam": F(0)}))
+    assert named_matches(wrong_lr, "adam") == []  # init matches μP, optimizer does not
+    wrong_init = dict(ex, hidden=ex["hidden"].__class__(**{**ex["hidden"].__dict__, "b": F(0)}))
+    assert named_matches(wrong_init, "adam") == []  # optimizer matches (for this class), init does not
+
+
+def test_zero_init_matches_only_where_the_template_allows_it():
+    mup_zero_out = spec(MUP_ADAM.replace("output { init.var = 1/fan_in^2", "output { init.var = 0"))
+    assert "mup" in named_matches(spec_exponents(mup_zero_out, exact=True), "adam")
+    sp_zero_out = spec("input { lr.adam = 1 }\nhidden { lr.adam = 1 }\noutput { init.var = 0; lr.adam = 1 }")
+    assert "sp" not in named_matches(spec_exponents(sp_zero_out, exact=True), "adam")  # SP's readout is n^-1/2
+    zero_hidden = spec(MUP_ADAM.replace("hidden { init.var = 1/fan_in", "hidden { init.var = 0"))
+    assert named_matches(spec_exponents(zero_hidden, exact=True), "adam") == []  # hidden: no zero init
+
+
+# ---------------------------------------------------------------- depth
+
+
+def _depth(alpha, gamma_adam):
+    """A branch with output L^-alpha at init whose Adam step moves it by L^-(alpha+gamma)."""
+    return DepthExponents(alpha=F(alpha), update={"adam": F(alpha) + F(gamma_adam)}, mult_alpha=F(alpha),
+                          eps_adam=F(0), alpha_width=F(0))
+
+
+@pytest.mark.parametrize("alpha,gamma_adam,cls", [
+    ("1/4", "3/4", "unstable at init"),
+    ("1/2", "1/4", "unstable"),
+    ("1/2", "1", "trivial"),
+    ("1/2", "1/2", "Depth-μP"),
+    ("1", "0", "CompleteP"),
+    ("3/4", "1/4", "ODE-like"),
+    ("3/2", "-1/2", "outside TP6"),
+])
+def test_depth_classes_every_band(alpha, gamma_adam, cls):
+    assert depth_class(_depth(alpha, gamma_adam), "adam") == cls
+
+
+def test_depth_class_sgd_gamma_carries_alpha():
+    # Depth-μP's constant SGD LR: the branch multiplier L^-1/2 also scales the step, gamma_sgd = alpha
+    d = depth_exponents(bundled("depth_mup"), exact=True)
+    assert d.alpha == F(1, 2) and d.gamma("sgd") == F(1, 2) and depth_class(d, "sgd") == "Depth-μP"
+
+
+def test_residual_and_hidden_depth_terms_add():
+    s = spec("depth L\nhidden { lr.sgd = 1/L; lr.adam = 1/L^2 }\nresidual { mult = 1/sqrt(L); lr.sgd = 1/L; lr.adam = L }")
+    d = depth_exponents(s, exact=True)
+    assert d.alpha == F(1, 2)
+    assert d.c_sgd == 2  # residual 1 + hidden 1
+    assert d.c_adam == 1  # residual -1 + hidden 2
+
+
+# ---------------------------------------------------------------- exact path vs sympy
+
+
+@settings(max_examples=60)
+@given(st.sampled_from(["input", "hidden", "output", "bias"]), expressions(("fan_in", "fan_out", "n", "a"), 8))
+def test_the_exact_path_agrees_with_sympy(kind, expr):
+    s = spec("hyper a = 3")
+    try:
+        exact = exact_exponent(s, kind, expr)
+    except Exception:  # noqa: BLE001 -- a negative or non-real scale: not comparable
+        return
+    coef, k = leading_term(to_sympy(expr, class_env(s, kind)))
+    expected = -INF if coef == 0 else F(int(k.p), int(k.q))
+    assert exact == expected, format_expr(expr)
+
+
+# ---------------------------------------------------------------- convert's forms
+
+
+def _rule(s, kind, field):
+    return format_expr(ir.rule_value(s.block(kind), field, s.widths))
+
+
+@pytest.mark.parametrize("src", ["mup_table8", "mup_table9", "sp"])
+def test_convert_produces_the_named_form(src):
+    s = bundled(src)
+    t3 = convert(s, "table3").spec
+    assert {k: _rule(t3, k, "mult") for k in ("input", "hidden", "output")} == dict.fromkeys(
+        ("input", "hidden", "output"), "1")
+    t9 = convert(s, "table9").spec
+    assert {k: _rule(t9, k, "lr.sgd") for k in ("input", "hidden", "output")} == dict.fromkeys(
+        ("input", "hidden", "output"), "1")
+    t8 = convert(s, "table8").spec
+    assert _rule(t8, "output", "init.var") == "1" and _rule(t8, "hidden", "mult") == "1"
+    unit = convert(s, "unit").spec
+    assert all(_rule(unit, k, "init.var") == "1" for k in ("input", "hidden", "output"))
+
+
+def test_table9_for_an_adam_only_spec_pins_init():
+    t9 = convert(bundled("umup"), "table9").spec
+    assert _rule(t9, "input", "init.var") == "1/fan_out"
+    assert _rule(t9, "hidden", "init.var") == "1/fan_in"
+
+
+def test_terms_carry_their_role_class_and_need():
+    """verify maps (role, class) to what it measures, and `need` decides `ok`:
+    a relabelled term changes verify's comparison even when no verdict moves."""
+    res = check_spec(spec(MUP_ADAM + "\nbias { lr.adam = 1 }\nnorm { lr.adam = 1 }\nattention { logit = 1/n }")
+                     ).results["adam"]
+    assert [(t.role, t.kind, t.need) for t in res.terms] == [
+        ("init", "input", "=0"), ("init", "hidden", "=0"), ("init", "bias", "<=0"), ("init", "norm", "=0"),
+        ("output_init", "output", "<=0"), ("own_update", "input", "=0"), ("own_update", "bias", "=0"),
+        ("own_update", "norm", "=0"), ("own_update", "hidden", "=0"), ("features", "hidden", "=0"),
+        ("own_update", "output", "=0"), ("output_change", "output", "<=0"), ("attention", "attention", "<=0")]
