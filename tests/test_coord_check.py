@@ -109,9 +109,12 @@ def test_tied_readout_takes_the_output_role():
 
 
 def test_mlp_under_mup_passes_and_sp_fails_against_mup():
+    trained = []
     mup = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "mup_table8.mup"),
-                      optimizer="adam", **FAST)
+                      optimizer="adam", on_run=lambda: trained.append(1), **FAST)
     assert mup.ok, mup.render()
+    seeds = FAST.get("seeds", 3)
+    assert len(trained) == 4 * (seeds if isinstance(seeds, int) else len(seeds))  # the progress bar's unit: one network
     assert {r.role for r in mup.rows} >= {"input", "hidden", "output", "features"}
     sp = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "sp.mup"), expect=str(SPECS / "mup_table8.mup"),
                      optimizer="adam", **FAST)

@@ -120,6 +120,7 @@ def run(args) -> int:
 
     from mupspec.commands.verify import expected_spec
     from mupspec.empirical.coord import coord_check
+    from mupspec.progress import Progress
     from mupspec.resolve import parse_and_resolve
 
     start = time.perf_counter()
@@ -129,10 +130,15 @@ def run(args) -> int:
     expect = expected_spec(args.expect) if args.expect else None
     make_model = load_callable(args.model, "--model")
     make_input = load_callable(args.input, "--input") if args.input else None
-    result = coord_check(make_model, args.widths, spec=spec, make_input=make_input,
-                         optimizer=optimizer_arg(args.optimizer), steps=args.steps, seeds=args.seeds,
-                         base_width=args.base_width, as_is=args.as_is, expect=expect, lr=args.lr, tol=args.tol,
-                         factory_name=args.model)
+    optimizer = optimizer_arg(args.optimizer)
+    bar = Progress(len(args.widths) * args.seeds, unit="networks")  # drawn only on a terminal
+    try:
+        result = coord_check(make_model, args.widths, spec=spec, make_input=make_input,
+                             optimizer=optimizer, steps=args.steps, seeds=args.seeds,
+                             base_width=args.base_width, as_is=args.as_is, expect=expect, lr=args.lr, tol=args.tol,
+                             factory_name=args.model, on_run=bar.finished)
+    finally:
+        bar.close()
     written = []
     if args.plot:
         from mupspec.empirical.plots import role_coordinate_check

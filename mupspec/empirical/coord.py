@@ -584,13 +584,14 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
                 steps: int = 3, seeds=3, base_width=None, as_is: bool = False, expect=None, lr=None,
                 tol: float = 0.2, roles=None, residual=None, dtype=torch.float64,
                 quantities: Sequence[str] = QUANTITIES, factory_name: str | None = None,
-                generated=None) -> CoordResult:
+                generated=None, on_run: Callable[[], None] = lambda: None) -> CoordResult:
     """Measure the user's model across `widths` and compare each role's width
     exponents with check's predictions for `expect` (default: `spec`).
 
     `optimizer`: a family name ("adam", "sgd": the spec's param groups, or
     one group when `as_is`), a factory `opt(model) -> Optimizer | list`, or
-    a list of those (one result table each)."""
+    a list of those (one result table each). `on_run` is called after each
+    trained network (width x seed x optimizer): the CLI's progress bar."""
     from mupspec import ir
     from mupspec.codegen import load_module
     from mupspec.resolve import load_spec
@@ -642,6 +643,7 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
                     raise MupError(Diagnostic(f"{name}({width}): the forward/backward pass failed: "
                                               f"{type(err).__name__}: {err}",
                                               hint="check the model and its example input (--input)")) from None
+                on_run()
                 for site in run.sites:
                     site_roles[site.name] = site.role
                     own_roles[site.name] = (TIED_OUTPUT,) if site.role == TIED_OUTPUT else \
