@@ -95,7 +95,7 @@ def report(total: dict, seconds: float) -> str:
         smallest = min(failures, key=lambda f: len(f["text"]))
         lines += [f"  {kind}: e.g. {smallest['command']} on {smallest['text']!r}",
                   "    " + smallest["detail"].strip().replace("\n", "\n    ")[-800:]]
-    lines += ["", "slowest (seconds, command, input):"]
+    lines += ["", "slowest (CPU seconds, command, input):"]
     lines += [f"  {s:6.2f}  {c:24} {t[:90]!r}" for s, c, t in total["slowest"]]
     return "\n".join(lines)
 
