@@ -9,6 +9,7 @@ environment is handed to the drivers (`env`)."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,7 +32,8 @@ def _free_port() -> int:
 class LocalCluster:
     def __init__(self, num_cpus: int = 2, object_store_mb: int = 100):
         self.num_cpus, self.object_store_mb = num_cpus, object_store_mb
-        self.env = os.environ | ENV
+        # Ray 2.5x+ refuses token auth without a token: a fresh one per cluster, handed to its drivers
+        self.env = os.environ | ENV | {"RAY_AUTH_TOKEN": secrets.token_hex(32)}
         self.temp = self.address = self.pgid = None
         self.startup_seconds = None
 
