@@ -224,7 +224,7 @@ def test_experiment_out_that_is_a_file_is_a_clear_error(capsys):
 def _full_disk(monkeypatch):
     """Every file mupspec's writer opens takes 100 characters, then fails
     with ENOSPC: what a full disk does to a write."""
-    from mupspec.commands import _io
+    from mupspec import atomic
 
     real_open = open
 
@@ -246,7 +246,7 @@ def _full_disk(monkeypatch):
         def flush(self):
             self.file.flush()
 
-    monkeypatch.setattr(_io, "open", FullDisk, raising=False)
+    monkeypatch.setattr(atomic, "open", FullDisk, raising=False)
 
 
 def test_fmt_on_a_full_disk_leaves_the_spec_intact(tmp_path, capsys, monkeypatch):

@@ -4,12 +4,14 @@ divergence is recorded, writes are atomic, settings are never mixed."""
 import io
 import json
 import math
+import os
 
 import pytest
 
 from mupspec.empirical.data import SpiralConfig
 from mupspec.empirical.engine import TrainConfig
-from mupspec.empirical.sweep import Cell, Sweep, SweepSettings, atomic_write_json
+from mupspec.atomic import is_temporary, write_json
+from mupspec.empirical.sweep import Cell, Sweep, SweepSettings
 from mupspec.progress import Progress
 from mupspec.errors import MupError
 
@@ -53,7 +55,7 @@ def test_interrupted_sweep_resumes_without_redoing_or_losing(tmp_path):
     assert again.run(CELLS, progress=False) == 1
     after = json.loads(lost.read_text())
     assert after["final"]["val_loss"] == pytest.approx(before["final"]["val_loss"], rel=1e-5)
-    assert not list(tmp_path.rglob(".tmp-*"))            # no temporary files left behind
+    assert not [p for p in tmp_path.rglob(".*") if is_temporary(p)]            # no temporary files left behind
     # every run says what computed it (rounding-level changes move results)
     assert set(after["software"]) == {"mupspec", "torch", "matmul"}
 
@@ -79,9 +81,9 @@ def test_other_settings_are_refused(tmp_path):
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "r.json"
     with pytest.raises(ValueError):
-        atomic_write_json(target, {"x": float("nan")})   # NaN is not JSON: the write fails
+        write_json(target, {"x": float("nan")})   # NaN is not JSON: the write fails
     assert not target.exists() and not list(tmp_path.iterdir())
-    atomic_write_json(target, {"x": 1})
+    write_json(target, {"x": 1})
     assert json.loads(target.read_text()) == {"x": 1}
 
 
@@ -98,3 +100,13 @@ def test_progress_bar_reports_counts():
     bar.finished(3)
     text = stream.getvalue()
     assert "4/10" in text and "7/10" in text and "sp-mlp-w64-d4" in text
+
+
+def test_store_files_get_the_usual_permissions_not_mkstemps(tmp_path):
+    # mkstemp makes its temporary files 0600; a results folder others read needs 0666 minus the umask
+    umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "runs" / "c" / "r.json", {"x": 1})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "runs" / "c" / "r.json").stat().st_mode & 0o777 == 0o644

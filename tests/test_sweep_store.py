@@ -135,7 +135,7 @@ def test_backend_ray_without_ray_says_how_to_install(tmp_path):
 def test_partial_writes_of_a_killed_writer_are_not_runs(tmp_path):
     sweep = Sweep(tmp_path, SETTINGS)
     run_sweep(sweep, [CELL], threads=1, progress=False)
-    leftover = sweep.run_path(CELL, 1e-3, 0).with_name(".tmp-k1ll3d.json")
+    leftover = sweep.run_path(CELL, 1e-3, 0).with_name(".lr1.000000e-03_s0.json.k1ll3d.tmp")
     leftover.write_text('{"lr": 0.001, "seed": 0, "diver')     # what os.replace never got to rename
     (sweep.run_path(CELL, 1e-2, 0)).write_text("")
     assert sorted((r["lr"], r["seed"]) for _, r in sweep.all_runs()) == [(1e-3, 0), (1e-3, 1), (1e-2, 1)]  # neither the leftover nor the damaged file

@@ -1,19 +1,14 @@
 """Helpers shared by the command modules: reading spec files, checking
-output paths before any work starts, and writing files atomically.
-
-Every file a command writes goes through `write_atomic`: the bytes go to a
-temporary file in the target's folder, are fsync'ed, and the temporary file
-is renamed over the target. A full disk, a failed write or a kill at any
-moment leaves either the old file or the new one, never a truncated mix.
+output paths before any work starts, and writing files atomically (every
+file a command writes goes through `mupspec.atomic`, re-exported here).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
+from mupspec.atomic import atomic_path, open_atomic, write_atomic, write_json  # noqa: F401  (re-exported)
 from mupspec.errors import Diagnostic, MupError, decode_text
 
 
@@ -66,58 +61,3 @@ def check_output_dir(path: str, what: str) -> Path:
         raise MupError(Diagnostic(f"{what} {path}: cannot create or write into it ({parent} is not a writable folder)",
                                   hint="give a folder you can write to; nothing was run"))
     return p
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path in `path`'s folder; on success it is fsync'ed
-    and renamed over `path`, on any failure removed (the target untouched).
-    For writers that want a file name (matplotlib's savefig, csv modules)."""
-    target = Path(os.path.realpath(path))  # through a symlink: replace the file, keep the link
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if target.exists():  # keep the target's permissions
-            os.chmod(tmp, target.stat().st_mode & 0o7777)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str | os.PathLike, text: str, what: str = "") -> None:
-    """Write `text` (UTF-8) to `path` atomically; an OSError (full disk,
-    permissions) becomes a MupError and leaves `path` as it was."""
-    try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-                fh.flush()
-    except OSError as err:
-        raise MupError(Diagnostic(f"cannot write {path}: {err.strerror or err}"
-                                  + (f" ({what})" if what else ""),
-                                  hint="check free space and permissions; the file was left as it was")) from None

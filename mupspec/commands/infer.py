@@ -12,8 +12,7 @@ attention-logit scale, fits width exponents, rounds them to rationals
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from mupspec.atomic import write_atomic
 from mupspec.commands.coord_check import add_model_arguments, load_callable, optimizer_arg
 
 HELP = "infer the spec your own model's code implements (init, multipliers, LRs across widths)"
@@ -31,7 +30,6 @@ def run(args) -> int:
     import time
 
     from mupspec.empirical.infer import infer, render, to_spec_text
-    from mupspec.errors import Diagnostic, MupError
     from mupspec.resolve import parse_and_resolve
 
     start = time.perf_counter()
@@ -43,10 +41,7 @@ def run(args) -> int:
     parse_and_resolve(text, "<inferred>")  # what we write must be a valid spec
     print(render(result))
     if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as err:
-            raise MupError(Diagnostic(f"cannot write {args.output}: {err}")) from None
+        write_atomic(args.output, text, "-o")   # a full disk: a located error, the old file kept
         print(f"wrote {args.output}: run `mupspec check {args.output}`")
     else:
         print("\n" + text, end="")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mupspec.atomic import open_atomic, write_atomic
 from mupspec.empirical.spiral import _json_safe, _unique
 from mupspec.empirical.sweep import Cell, Sweep
 from mupspec.errors import Diagnostic, MupError
@@ -269,8 +270,8 @@ def run(args) -> int:
     summary["timing"] = {"runs_trained_now": trained, "train_seconds": round(seconds, 1), "threads": args.threads,
                          "device": args.device, "grid": "quick" if args.quick else "full" if args.full else "default",
                          "cells_finished": done, "cells_total": len(cells), "cells_not_started": skipped}
-    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1))
-    (out / "summary.md").write_text(markdown(summary))
+    write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
+    write_atomic(out / "summary.md", markdown(summary))
     print(f"trained {trained} runs in {seconds:.0f}s; {done}/{len(cells)} cells finished"
           + (f" ({skipped} not started: budget reached; run again to resume)" if skipped else "")
           + f"; tables in {out}, figures in {figures}")
@@ -425,7 +426,7 @@ def _write_runs_csv(store: RunStore, path: Path) -> list[dict]:
         c = r["cell"]
         rows.append([c["spec"], c["width"], c["depth"], r["lr"], r["seed"], r["diverged"],
                      r["final"].get("train_loss"), r["final"].get("val_loss")])
-    with open(path, "w", newline="") as f:
+    with open_atomic(path) as f:
         w = csv.writer(f)
         w.writerow(["spec", "width", "depth", "lr", "seed", "diverged", "train_loss", "val_loss"])
         w.writerows(rows)
@@ -433,7 +434,7 @@ def _write_runs_csv(store: RunStore, path: Path) -> list[dict]:
 
 
 def _write_tables(summary: dict, out: Path) -> None:
-    with open(out / "optima.csv", "w", newline="") as f:
+    with open_atomic(out / "optima.csv") as f:
         w = csv.writer(f)
         w.writerow(["axis", "variant", "loss", "size", "best_lr", "ci_lo", "ci_hi", "at_edge",
                     "best_loss", "best_loss_lo", "best_loss_hi"])
@@ -443,7 +444,7 @@ def _write_tables(summary: dict, out: Path) -> None:
                     for o, b in zip(optima, e["best"][which]):
                         w.writerow([axis, label, which, o["size"], o["lr"], o["lo"], o["hi"], o["edge"],
                                     b["loss"], b["lo"], b["hi"]])
-    with open(out / "exponents.csv", "w", newline="") as f:
+    with open_atomic(out / "exponents.csv") as f:
         w = csv.writer(f)
         w.writerow(["variant", "group", "quantity", "step", "exponent", "ci95", "seeds"])
         for label, c in summary.get("width", {}).get("coordinates", {}).items():

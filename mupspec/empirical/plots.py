@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import matplotlib
 
-from mupspec.commands._io import atomic_path
+from mupspec.atomic import atomic_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)

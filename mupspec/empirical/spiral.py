@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mupspec.atomic import open_atomic, write_atomic
 from mupspec.commands._io import check_output_dir
 from mupspec.empirical.data import SpiralConfig
 from mupspec.empirical.engine import TrainConfig
@@ -125,8 +126,8 @@ def run(args) -> int:
     failed = sweep.errors()
     summary["failed"] = {"runs": sum(len(e["runs"]) for e in failed),
                          "cells": {e["key"]: e["error"].splitlines()[0] for e in failed}}
-    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1))
-    (out / "summary.md").write_text(markdown(summary))
+    write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
+    write_atomic(out / "summary.md", markdown(summary))
     print(f"trained {report.trained} runs in {seconds:.0f}s; tables in {out}, figures in {figures}")
     if failed:
         print(f"{summary['failed']['runs']} runs failed (errors in {out / 'errors'}); "
@@ -356,7 +357,7 @@ def _write_plans(sweep: Sweep, path: Path) -> None:
             branch = f"{plan['branch_mult']:.4g}" if l["branch"] else ""
             lines.append(f"| {cell} | {i} {l['kind']} | {l['fan_in']}x{l['fan_out']} | {l['init_std']:.4g} | "
                          f"{l['mult']:.4g} | {l['lr']:.4g} | {l['bias_lr']:.4g} | {l['eps']:.4g} | {branch} |")
-    path.write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def _figures(figures: Path, axis: str, part: dict, g: Grid, scale_panels: list, title: str) -> None:
@@ -383,7 +384,7 @@ def _write_runs_csv(sweep: Sweep, path: Path) -> list[dict]:
         c = r["cell"]
         rows.append([c["spec"], c["arch"], c["width"], c["depth"], r["lr"], r["seed"], r["diverged"],
                      r["final"].get("train_loss"), r["final"].get("val_loss"), r["final"].get("val_acc")])
-    with open(path, "w", newline="") as f:
+    with open_atomic(path) as f:
         w = csv.writer(f)
         w.writerow(["spec", "arch", "width", "depth", "lr", "seed", "diverged",
                     "train_loss", "val_loss", "val_acc"])
@@ -392,7 +393,7 @@ def _write_runs_csv(sweep: Sweep, path: Path) -> list[dict]:
 
 
 def _write_tables(summary: dict, out: Path) -> None:
-    with open(out / "optima.csv", "w", newline="") as f:
+    with open_atomic(out / "optima.csv") as f:
         w = csv.writer(f)
         w.writerow(["axis", "variant", "loss", "size", "best_lr", "ci_lo", "ci_hi", "at_edge", "best_loss"])
         for axis in ("width", "depth"):
@@ -400,7 +401,7 @@ def _write_tables(summary: dict, out: Path) -> None:
                 for which, optima in e["optima"].items():
                     for o in optima:
                         w.writerow([axis, label, which, o["size"], o["lr"], o["lo"], o["hi"], o["edge"], o["loss"]])
-    with open(out / "exponents.csv", "w", newline="") as f:
+    with open_atomic(out / "exponents.csv") as f:
         w = csv.writer(f)
         w.writerow(["axis", "variant", "layer", "quantity", "exponent", "ci95"])
         for axis in ("width", "depth"):

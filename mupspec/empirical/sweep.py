@@ -11,8 +11,8 @@ Layout of an output folder:
   .lock                      held (flock) by the one process writing the folder.
 
 Guarantees:
-- atomic writes (temporary file in the same folder, fsync, os.replace): a run
-  file is absent or complete, never partial;
+- atomic writes (`mupspec.atomic`: temporary file in the same folder, fsync,
+  rename): a run file is absent or complete, never partial;
 - a run is finished only if its file parses and is a run of that (lr, seed): a
   zero-byte or truncated file (a copy gone wrong, a full disk) is computed again;
 - one writer: a second sweep on the same folder stops with a clear message; the
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from mupspec.atomic import is_temporary, write_json
 from mupspec.bundled import DIR as SPECS_DIR
 from mupspec.empirical.data import SpiralConfig, make_spiral
 from mupspec.empirical.engine import TrainConfig
@@ -78,21 +78,6 @@ class SweepSettings:
 
 def run_name(lr: float, seed: int) -> str:
     return f"lr{lr:.6e}_s{seed}.json"
-
-
-def atomic_write_json(path: Path, payload: dict) -> None:
-    """Write JSON so that `path` is either absent or complete, never partial."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_json(path: Path):
@@ -137,7 +122,7 @@ class Sweep:
         path = self.out / "sweep.json"
         mine = self.settings.fingerprint()
         if not path.exists():
-            atomic_write_json(path, mine)
+            write_json(path, mine)
             return
         theirs = _read_json(path)
         if not isinstance(theirs, dict):
@@ -182,8 +167,9 @@ class Sweep:
 
     def _remove_partial_writes(self) -> None:
         """Temporary files a killed writer left behind (never renamed: not runs)."""
-        for tmp in self.out.glob("*/**/.tmp-*"):
-            tmp.unlink(missing_ok=True)
+        for tmp in self.out.glob("*/**/.*"):
+            if is_temporary(tmp):
+                tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ runs
 
@@ -204,7 +190,7 @@ class Sweep:
         saved = 0
         for res in results:
             if (res["lr"], res["seed"]) in wanted:
-                atomic_write_json(self.run_path(cell, res["lr"], res["seed"]), res)
+                write_json(self.run_path(cell, res["lr"], res["seed"]), res)
                 saved += 1
         error = self.out / "errors" / f"{cell.key}.json"
         failed = _read_json(error)
@@ -213,7 +199,7 @@ class Sweep:
         return saved
 
     def write_error(self, cell: Cell, runs: list[tuple[float, int]], error: str) -> None:
-        atomic_write_json(self.out / "errors" / f"{cell.key}.json",
+        write_json(self.out / "errors" / f"{cell.key}.json",
                           {"key": cell.key, "cell": asdict(cell), "runs": [list(r) for r in runs], "error": error})
 
     def errors(self) -> list[dict]:
