@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mupspec.atomic import is_temporary
 from mupspec.cli import main
 from mupspec.empirical import lm_study
 from mupspec.empirical.lm_engine import (LMTrainConfig, Shape, build, coordinate_stats, lr_scale, train_batched,
@@ -151,7 +152,7 @@ def test_store_resumes_without_redoing_and_refuses_other_settings(tmp_path):
     other.write_text(other.read_text()[:50])
     assert lm_study.train_cells(store, cells, GRID, DATA, "cpu", None, False)[0] == 2
     assert json.loads(other.read_text())["final"]["val_loss"] > 0
-    assert not list(tmp_path.rglob(".tmp-*"))
+    assert not [p for p in tmp_path.rglob(".*") if is_temporary(p)]
     with pytest.raises(MupError, match="other settings"):
         lm_study.RunStore(tmp_path, lm_study.settings_of(lm_study.Grid(steps=5), DATA))
 
@@ -195,6 +196,31 @@ def test_budget_zero_trains_nothing_and_reports(tmp_path, capsys, monkeypatch):
                  "--budget-minutes", "0", "--part", "width"]) == 0
     assert "trained 0 runs" in capsys.readouterr().out and not list(tmp_path.rglob("lr*.json"))
     assert json.loads((tmp_path / "summary.json").read_text())["timing"]["cells_not_started"] == 4
+
+
+def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp_path, capsys, monkeypatch):
+    from mupspec.empirical import lm_engine
+
+    real = lm_engine.train_batched
+
+    def fails_at_width_64(spec, shape, *args, **kwargs):
+        if shape.width == 64:
+            raise MemoryError("out of memory at d_model 64")
+        return real(spec, shape, *args, **kwargs)
+
+    monkeypatch.setattr(lm_study, "QUICK", GRID)
+    monkeypatch.setattr(lm_engine, "train_batched", fails_at_width_64)
+    argv = ["experiment", "transformer", "--quick", "--out", str(tmp_path), "--no-progress", "--part", "width"]
+    assert main(argv) == 1
+    assert "4 runs failed" in capsys.readouterr().err
+    errors = sorted(p.name for p in (tmp_path / "errors").glob("*.json"))
+    assert errors == ["mup_table8-gpt-w64-d2.json", "sp-gpt-w64-d2.json"]
+    assert "out of memory at d_model 64" in json.loads((tmp_path / "errors" / errors[0]).read_text())["error"]
+    assert len(list((tmp_path / "runs").glob("*-w32-d2/*.json"))) == 4       # the other cells finished
+    assert json.loads((tmp_path / "summary.json").read_text())["failed"]["runs"] == 4
+    monkeypatch.setattr(lm_engine, "train_batched", real)                    # fixed: a rerun trains just those
+    assert main(argv) == 0 and "trained 4 runs" in capsys.readouterr().out
+    assert not list((tmp_path / "errors").glob("*.json"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -33,6 +33,6 @@ def run(args) -> int:
 
 def on_interrupt(args) -> str:
     """What the CLI adds to "interrupted" after Ctrl-C."""
-    if args.experiment == "spiral":  # every finished run is saved; a rerun trains only the missing ones
+    if args.experiment in ("spiral", "transformer"):  # every finished run is saved; a rerun trains only the missing ones
         return f"finished runs are kept in {args.out}; run the same command again to resume"
     return ""

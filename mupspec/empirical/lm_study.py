@@ -25,7 +25,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -35,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from mupspec.atomic import open_atomic, write_atomic
+from mupspec.commands._backend import add_backend_options
 from mupspec.empirical.spiral import _json_safe, _unique
 from mupspec.empirical.sweep import Cell, Sweep
 from mupspec.errors import Diagnostic, MupError
-from mupspec.progress import Progress
 
 # the bundled specs of each family: Table 8 as microsoft/mup does it (and the specs
 # derived from it), or the Transformer specs (sub-roles: zero-init query and readout,
@@ -114,6 +113,7 @@ def configure(parser) -> None:
     parser.add_argument("--budget-minutes", type=float,
                         help="start no new cell after this many minutes; the report covers what finished "
                         "(run again to resume)")
+    add_backend_options(parser)
 
 
 # ---------------------------------------------------------------- cells and the run store
@@ -171,45 +171,42 @@ def _cost(cell: Cell) -> float:
 
 
 def train_cells(store: RunStore, cells: list[Cell], grid: Grid, data, device: str,
-                deadline: float | None, progress: bool) -> tuple[int, int]:
-    """Train the missing runs of each cell (cheapest cells first), holding the
-    store's lock; no new cell starts after the deadline. Returns (runs trained
-    now, cells not started)."""
-    todo = [(c, store.missing(c)) for c in sorted(cells, key=_cost)]
-    total = sum(len(c.runs()) for c in cells)
-    bar = Progress(total, total - sum(len(m) for _, m in todo),
-                   stream=sys.stderr if progress else open(os.devnull, "w"))
-    trained = skipped = 0
-    with store.lock():
-        try:
-            for cell, missing in todo:
-                if missing and deadline is not None and time.monotonic() > deadline:
-                    skipped += 1
-                elif missing:
-                    trained += _train_cell(store, cell, missing, grid, data, device, bar)
-        finally:
-            bar.close()
-    return trained, skipped
+                deadline: float | None, progress: bool, backend=None, threads: int = 2):
+    """Train the missing runs of each cell (cheapest cells first) on `backend`
+    (default local), holding the store's lock; no new cell starts after the
+    deadline; a cell that raises is recorded in errors/ and the others go on.
+    Returns (runs trained now, cells not started)."""
+    from mupspec.empirical.runner import run_sweep
+
+    make_task = lambda cell, missing: cell_task(cell, missing, grid, data, device, threads)  # noqa: E731
+    report = run_sweep(store, sorted(cells, key=_cost), backend, make_task=make_task, progress=progress,
+                       deadline=deadline)
+    return report.trained, report.postponed_cells
 
 
-def _train_cell(store: RunStore, cell: Cell, missing, grid: Grid, data, device: str, bar: Progress) -> int:
-    """Train the smallest (lr x seed) product covering a cell's missing runs; save those."""
+def cell_task(cell: Cell, missing, grid: Grid, data, device: str, threads: int):
+    """The sweep-runner task training a cell's missing runs: the text and the grid,
+    the same for every cell, are its shared object (sent to a Ray cluster once)."""
+    from mupspec.empirical.runner import Task
+
+    lrs = tuple(lr for lr in cell.lrs if any(m[0] == lr for m in missing))
+    seeds = tuple(s for s in cell.seeds if any(m[1] == s for m in missing))
+    return Task(train_cell, (cell, lrs, seeds, device), threads=threads, shared=(grid, data),
+                label=cell.key, steps=grid.steps)
+
+
+def train_cell(cell: Cell, lrs, seeds, device: str, *, shared, on_step=None) -> list[dict]:
+    """The (lr x seed) product of a cell trained together; every run's record as saved."""
     from mupspec.empirical.lm_engine import LMTrainConfig, Shape, software, train_batched
 
+    grid, data = shared
     cfg = LMTrainConfig(steps=grid.steps, batch=grid.batch, warmup=grid.warmup, log_every=grid.log_every)
     base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
-    lrs = [lr for lr in cell.lrs if any(m[0] == lr for m in missing)]
-    seeds = [s for s in cell.seeds if any(m[1] == s for m in missing)]
-    bar.cell(cell.key, grid.steps)
     results = train_batched(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
-                            lrs, seeds, cfg, device=device, on_step=bar.on_step)
+                            list(lrs), list(seeds), cfg, device=device, on_step=on_step)
     header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth},
               "software": software(device, "torch.float32")}
-    for run in results:
-        if (run["lr"], run["seed"]) in missing:
-            store.save(cell, header | run)
-    bar.finished(len(missing))
-    return len(missing)
+    return [header | run for run in results]
 
 
 # ---------------------------------------------------------------- the command
@@ -252,6 +249,9 @@ def run(args) -> int:
         raise MupError(Diagnostic(f"--budget-minutes {args.budget_minutes:g}: expected a number of minutes >= 0",
                                   hint="--budget-minutes 0 trains nothing new and only rewrites the report"))
     data = load_text(TextConfig(path=args.text, context=grid.context))   # bad text: error before --out is touched
+    from mupspec.empirical.runner import make_backend
+
+    backend = make_backend(args.backend, args.address)   # before any work: a missing Ray fails at once
     out = Path(args.out)
     figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
     store = RunStore(out, settings_of(grid, data))
@@ -263,18 +263,27 @@ def run(args) -> int:
         spec_module(spec)
     start = time.monotonic()
     deadline = start + 60 * args.budget_minutes if args.budget_minutes is not None else None
-    trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress)
+    trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress,
+                                   backend, args.threads)
     seconds = time.monotonic() - start
     summary = analyse(store, grid, parts, figures)
     done = sum(not store.missing(c) for c in cells)
     summary["timing"] = {"runs_trained_now": trained, "train_seconds": round(seconds, 1), "threads": args.threads,
                          "device": args.device, "grid": "quick" if args.quick else "full" if args.full else "default",
-                         "cells_finished": done, "cells_total": len(cells), "cells_not_started": skipped}
+                         "cells_finished": done, "cells_total": len(cells), "cells_not_started": skipped,
+                         "backend": args.backend}
+    failed = store.errors()
+    summary["failed"] = {"runs": sum(len(e["runs"]) for e in failed),
+                         "cells": {e["key"]: e["error"].splitlines()[0] for e in failed}}
     write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
     write_atomic(out / "summary.md", markdown(summary))
     print(f"trained {trained} runs in {seconds:.0f}s; {done}/{len(cells)} cells finished"
           + (f" ({skipped} not started: budget reached; run again to resume)" if skipped else "")
           + f"; tables in {out}, figures in {figures}")
+    if failed:   # the other cells went on; a rerun retries exactly the failed runs
+        print(f"{summary['failed']['runs']} runs failed (errors in {out / 'errors'}); "
+              "run the same command again to retry them", file=sys.stderr)
+        return 1
     return 0
 
 

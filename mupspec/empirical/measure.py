@@ -308,18 +308,12 @@ def run_task(run: Run, on_step=None) -> list[Sample]:
 def measure_on(backend, spec: ir.Spec, grid: Grid = Grid(),
                on_run: Callable[[], None] = lambda: None) -> list[Sample]:
     """`measure` with every run a task of a sweep-runner backend; the same rows, in the same order."""
-    from mupspec.errors import Diagnostic, MupError
+    from mupspec.empirical.runner import Task, run_tasks
 
     runs = [Run(spec, grid, o, w, d, s) for o in grid.optimizers for d in grid.depths for w in grid.widths
             for s in grid.seeds]
-    index = {id(r): i for i, r in enumerate(runs)}
-    rows: list[list[Sample]] = [[] for _ in runs]
-    with backend:
-        for run, samples, error in backend.map(run_task, runs):
-            if error is not None:
-                raise MupError(Diagnostic(f"{run.label} failed on the {backend.name} backend: {error}"))
-            rows[index[id(run)]] = samples
-            on_run()
+    tasks = [Task(run_task, (run,), threads=run.threads, label=run.label) for run in runs]
+    rows = run_tasks(tasks, backend, on_done=lambda task: on_run())
     return [row for samples in rows for row in samples]
 
 

@@ -1,24 +1,32 @@
-"""The sweep runner: cells -> tasks -> runs in the results store, on one of two
-backends behind one interface.
+"""The sweep runner: tasks -> results on one of two backends behind one
+interface, and, for the experiments with a results store, cells -> tasks ->
+runs in the store.
 
-Takes a `Sweep` (the store, `sweep.py`), its cells and a backend; computes every
-missing run and returns a `Report` (runs computed now, cells that failed).
-
-- A task is one cell's missing (lr, seed) pairs, computed exactly as the local
-  backend computes them: it carries the network plan (per-layer init, multipliers,
-  LR and eps factors, from the spec's generated module), the data and training
-  settings, the pairs and the thread count (the engine's shards, each with
-  single-threaded kernels), and returns the run records, each with the software
-  that computed it. A worker only computes; the driver alone writes the store,
-  so a store is byte-identical whichever backend filled it.
+- A `Task` is an importable function, its arguments, the CPU threads it uses
+  and, optionally, one `shared` object many tasks read (the text of the
+  Transformer study, a sweep's settings, coord-check's model factory). It is
+  computed exactly as the local backend computes it: a worker looks nothing
+  up, and the thread count travels with it (torch's kernels give the same
+  floating-point results on the same number of threads).
 - `LocalBackend` computes the tasks one after another in this process (no service).
 - `RayBackend` submits them as Ray tasks to a cluster (`address`: "local" starts
   a private one on this machine, "auto" joins the one `ray start` made here or
   RAY_ADDRESS names, or HOST:PORT), with mupspec's own code shipped along so the
-  workers run the driver's version. A worker that dies is replaced and its task
-  retried by Ray; a task that raises is recorded as failed, not retried.
-- Finished runs are never recomputed: a rerun (after a kill, a deadline, a
-  failure) computes exactly what the store is missing.
+  workers run the driver's version; a `shared` object is put into Ray's object
+  store once and read by every task; functions from a user's file (coord-check's
+  --model FILE.py:FACTORY) travel by value. A worker that dies is replaced and
+  its task retried by Ray; a task that raises is reported, not retried. Inside
+  a Ray task (a task that runs a sweep of its own) it joins the running Ray
+  instead of starting another.
+- `run_tasks` computes a list of tasks and returns their results in order
+  (verify's grid, coord-check's networks: the fits need every one).
+- `run_sweep` computes the missing runs of a store's cells (`sweep.py`), one
+  task per cell (`make_task`: the spiral's by default, the Transformer study's
+  `lm_study.cell_task`). A worker only computes; the driver alone writes the
+  store, so a store is byte-identical whichever backend filled it. Finished
+  runs are never recomputed: a rerun (after a kill, a deadline, a failure)
+  computes exactly what the store is missing; a cell that raises is recorded
+  in errors/ and the others go on.
 """
 
 from __future__ import annotations
@@ -31,37 +39,52 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from mupspec.empirical.data import SpiralConfig, make_spiral
-from mupspec.empirical.engine import TrainConfig
 from mupspec.empirical.netplan import NetPlan, plan_from_codegen
-from mupspec.empirical.sweep import SPECS_DIR, Cell, Sweep, mark_divergence
+from mupspec.empirical.sweep import SPECS_DIR, Cell, Sweep, SweepSettings, mark_divergence
 from mupspec.commands._backend import BACKENDS
 from mupspec.errors import Diagnostic, MupError
 from mupspec.progress import Progress
 
 RAY_INSTALL_HINT = 'install it with: pip install "mupspec[ray]"  (or: pip install "ray>=2.9")'
+# modules made from a user's file (coord-check --model FILE.py:FACTORY): no worker can import
+# them by name, so their functions travel by value
+BY_VALUE_PREFIXES = ("mupspec_user_",)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Task:
-    """Everything a worker needs to compute one cell's runs; it looks nothing up."""
+    """One unit of work: `fn(*args)`, or `fn(*args, shared=shared)` when the task
+    has a shared object. `fn` is a module-level function (Ray ships it by name,
+    or by value from a user's file); everything it needs is in args and shared."""
 
-    cell: Cell
-    plan: NetPlan
-    lrs: tuple[float, ...]        # the smallest (lr x seed) product covering the missing runs
-    seeds: tuple[int, ...]
-    data: SpiralConfig
-    train: TrainConfig
-    threads: int                  # engine shards, each on one single-threaded kernel
+    fn: Callable
+    args: tuple = ()
+    threads: int = 1              # torch CPU threads while it runs (and the CPUs a Ray task reserves)
+    shared: Any = None            # one object many tasks read: sent to a Ray cluster once
+    label: str = ""               # how logs, progress and Ray's process titles name it
+    steps: int = 0                # on_step calls it makes (for a progress bar); 0: none
+    cell: Cell | None = None      # run_sweep's: the cell whose runs it computes
 
-    @property
-    def label(self) -> str:
-        return self.cell.key
+    def __call__(self, on_step: Callable[[int], None] | None = None):
+        return execute(self.fn, self.args, self.shared, self.threads, on_step)
 
-    def runs(self) -> list[tuple[float, int]]:
-        return [(lr, s) for lr in self.lrs for s in self.seeds]
+
+def execute(fn: Callable, args: tuple, shared, threads: int, on_step=None):
+    """fn(*args[, shared=][, on_step=]) on `threads` torch threads (restored after)."""
+    import torch
+
+    kwargs = {} if shared is None else {"shared": shared}
+    if on_step is not None:
+        kwargs["on_step"] = on_step
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -69,35 +92,11 @@ class Report:
     trained: int = 0                                     # runs computed and saved now
     failed: list[dict] = field(default_factory=list)     # {"cell", "runs", "error"} per failed cell
     postponed: int = 0                                   # runs not started before the deadline
+    postponed_cells: int = 0                             # cells with runs not started before the deadline
 
     @property
     def failed_runs(self) -> int:
         return sum(len(f["runs"]) for f in self.failed)
-
-
-# ---------------------------------------------------------------- computing one task
-
-@lru_cache(maxsize=4)
-def _spiral(config: SpiralConfig):
-    return make_spiral(config)
-
-
-def compute(task: Task, on_step: Callable[[int], None] | None = None) -> list[dict]:
-    """One task's run records (lr-major order), as saved in the store."""
-    import torch
-
-    from mupspec.empirical.engine import software, train_batched
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(task.threads)
-    try:
-        results = train_batched(task.plan, _spiral(task.data), list(task.lrs), list(task.seeds), task.train,
-                                on_step=on_step, shards=task.threads)
-    finally:
-        torch.set_num_threads(before)
-    header = {"cell": {k: v for k, v in asdict(task.cell).items() if k not in ("lrs", "seeds")},
-              "plan": asdict(task.plan), "software": software()}
-    return [header | mark_divergence(res) for res in results]
 
 
 def _describe(err: BaseException) -> str:
@@ -108,15 +107,13 @@ def _describe(err: BaseException) -> str:
 
 # ---------------------------------------------------------------- backends
 #
-# One interface: `with backend: for item, result, error in backend.map(fn, items): ...`
-# computes fn(item) for every item (a module-level function, so that Ray can ship
-# it by name), yielding each result as it arrives, or the error it raised (then
-# result is None). An item may say how many CPU threads it uses (`threads`) and
-# how to call it in logs (`label`). The local backend also passes
-# on_step=on_start(item) to fn, for a progress bar.
+# One interface: `with backend: for task, result, error in backend.map(tasks): ...`
+# computes every task, yielding each result as it arrives, or the error it raised
+# (then result is None). With on_start, the local backend also passes
+# on_step=on_start(task) to the task, for a progress bar.
 
 class LocalBackend:
-    """Compute the items one by one in this process: what `mupspec` always did."""
+    """Compute the tasks one by one in this process: what `mupspec` always did."""
 
     name = "local"
 
@@ -126,14 +123,14 @@ class LocalBackend:
     def __exit__(self, *exc) -> None:
         pass
 
-    def map(self, fn: Callable, items: Iterable, on_start: Callable | None = None) -> Iterator[tuple]:
-        for item in items:
+    def map(self, tasks: Iterable[Task], on_start: Callable | None = None) -> Iterator[tuple]:
+        for task in tasks:
             try:
-                result = fn(item, on_step=on_start(item)) if on_start else fn(item)
-            except Exception as err:   # a failing item is reported; the others go on
-                yield item, None, _describe(err)
+                result = task(on_step=on_start(task) if on_start else None)
+            except Exception as err:   # a failing task is reported; the others go on
+                yield task, None, _describe(err)
                 continue
-            yield item, result, None
+            yield task, result, None
 
 
 def import_ray():
@@ -145,8 +142,24 @@ def import_ray():
     return ray
 
 
-def _ray_call(fn: Callable, item):
-    return fn(item)
+_IN_RAY_TASK = False   # set in a Ray worker while it computes one of our tasks
+
+
+def _ray_call(fn: Callable, args: tuple, shared, threads: int):
+    global _IN_RAY_TASK
+    outer, _IN_RAY_TASK = _IN_RAY_TASK, True
+    try:
+        return execute(fn, args, shared, threads)
+    finally:
+        _IN_RAY_TASK = outer
+
+
+def _ship_user_code_by_value(ray) -> None:
+    """Functions from a user's file (imported under a made-up module name) go to
+    the workers by value: there is no file of that name to import there."""
+    for name, module in list(sys.modules.items()):
+        if module is not None and name.startswith(BY_VALUE_PREFIXES):
+            ray.cloudpickle.register_pickle_by_value(module)
 
 
 class RayBackend:
@@ -169,23 +182,28 @@ class RayBackend:
         # Ray prints its own notices (a worker died, ...) on stdout: keep stdout for mupspec's output
         self.quiet = contextlib.redirect_stdout(sys.stderr)
         self.quiet.__enter__()
-        if not ray.is_initialized():
-            # ship mupspec itself: every worker runs the driver's code, whatever is installed there
-            env = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
-            if "OMP_WAIT_POLICY" in os.environ:   # idle OpenMP threads must not spin on shared cores
-                env["env_vars"] = {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
-            options = {"include_dashboard": False} if self.address == "local" else {}
-            try:
-                ray.init(address=self.address, runtime_env=env, log_to_driver=False,
-                         configure_logging=False, **options)
-            except ConnectionError as err:
-                self.quiet.__exit__(None, None, None)
-                raise MupError(Diagnostic(f"cannot reach a Ray cluster at --address {self.address}: {err}",
-                                          hint="start one with `ray start --head`, or use --address local "
-                                          "to start a private one on this machine")) from None
+        # in a Ray task (a task running a sweep of its own), Ray is running already: use it, start nothing
+        if not (_IN_RAY_TASK or ray.is_initialized()):
+            self._connect()
             self.owns = True
+        _ship_user_code_by_value(ray)
         self.remote = ray.remote(max_retries=self.RETRIES, retry_exceptions=False)(_ray_call)
         return self
+
+    def _connect(self) -> None:
+        # ship mupspec itself: every worker runs the driver's code, whatever is installed there
+        env = {"py_modules": [str(Path(__file__).resolve().parents[1])]}
+        if "OMP_WAIT_POLICY" in os.environ:   # idle OpenMP threads must not spin on shared cores
+            env["env_vars"] = {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}
+        options = {"include_dashboard": False} if self.address == "local" else {}
+        try:
+            self.ray.init(address=self.address, runtime_env=env, log_to_driver=False,
+                          configure_logging=False, **options)
+        except ConnectionError as err:
+            self.quiet.__exit__(None, None, None)
+            raise MupError(Diagnostic(f"cannot reach a Ray cluster at --address {self.address}: {err}",
+                                      hint="start one with `ray start --head`, or use --address local "
+                                      "to start a private one on this machine")) from None
 
     def __exit__(self, *exc) -> None:
         if self.owns:
@@ -193,18 +211,27 @@ class RayBackend:
             self.owns = False
         self.quiet.__exit__(None, None, None)
 
-    def map(self, fn: Callable, items: Iterable, on_start: Callable | None = None) -> Iterator[tuple]:
-        ray, items = self.ray, iter(items)
+    def map(self, tasks: Iterable[Task], on_start: Callable | None = None) -> Iterator[tuple]:
+        ray, tasks = self.ray, iter(tasks)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         pending: dict = {}
+        shared_refs: dict[int, tuple] = {}    # id(shared) -> (shared, its object ref): put once
+
+        def put_once(shared):
+            if shared is None:
+                return None
+            if id(shared) not in shared_refs:     # the object is kept alive with it: its id stays its own
+                shared_refs[id(shared)] = (shared, ray.put(shared))
+            return shared_refs[id(shared)][1]
 
         def submit() -> bool:
-            item = next(items, None)
-            if item is None:
+            task = next(tasks, None)
+            if task is None:
                 return False
-            options = {"num_cpus": getattr(item, "threads", 1),
-                       "name": f"mupspec {getattr(item, 'label', type(item).__name__)}"}
-            pending[self.remote.options(**options).remote(fn, item)] = item
+            options = {"num_cpus": task.threads, "name": f"mupspec {task.label or task.fn.__name__}"}
+            # an object ref as a top-level argument: Ray hands the worker the object itself
+            ref = self.remote.options(**options).remote(task.fn, task.args, put_once(task.shared), task.threads)
+            pending[ref] = task
             return True
 
         # keep each CPU busy and one task queued behind it; submitting lazily keeps the
@@ -213,15 +240,15 @@ class RayBackend:
             pass
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
-            item = pending.pop(ref)
+            task = pending.pop(ref)
             try:
-                results, error = ray.get(ref), None
-            except ray.exceptions.RayTaskError as err:   # the task raised: record it
-                results, error = None, _describe(err.cause if err.cause else err)
+                result, error = ray.get(ref), None
+            except ray.exceptions.RayTaskError as err:   # the task raised: report it
+                result, error = None, _describe(err.cause if err.cause else err)
             except ray.exceptions.RayError as err:       # its worker died more often than retried
-                results, error = None, f"{type(err).__name__}: {err}"
+                result, error = None, f"{type(err).__name__}: {err}"
             submit()
-            yield item, results, error
+            yield task, result, error
 
 
 def make_backend(name: str, address: str | None = None):
@@ -232,37 +259,40 @@ def make_backend(name: str, address: str | None = None):
     raise MupError(Diagnostic(f"unknown backend {name!r}", hint=f"use one of: {', '.join(BACKENDS)}"))
 
 
-# ---------------------------------------------------------------- the driver
+# ---------------------------------------------------------------- the drivers
 
-@lru_cache(maxsize=None)
-def _spec(name: str):
-    from mupspec.resolve import load_spec
-
-    return load_spec(SPECS_DIR / f"{name}.mup")
-
-
-def plan_task(sweep: Sweep, cell: Cell, missing: list[tuple[float, int]], threads: int) -> Task:
-    """The task computing a cell's missing runs: the smallest (lr x seed) product covering them."""
-    s = sweep.settings
-    plan = plan_from_codegen(_spec(cell.spec), arch=cell.arch, width=cell.width, depth=cell.depth,
-                             d_in=sweep.data.d_in, d_out=sweep.data.d_out, optimizer=s.train.optimizer,
-                             base_width=s.base_width, base_depth=s.base_depth)
-    lrs = tuple(lr for lr in cell.lrs if any(m[0] == lr for m in missing))
-    seeds = tuple(sd for sd in cell.seeds if any(m[1] == sd for m in missing))
-    return Task(cell, plan, lrs, seeds, s.data, s.train, threads)
+def run_tasks(tasks: list[Task], backend=None, on_done: Callable[[Task], None] = lambda task: None) -> list:
+    """Every task's result, in the tasks' order, computed on `backend` (default
+    local); the first task that fails stops it with a MupError naming the task."""
+    backend = backend or LocalBackend()
+    index = {id(t): i for i, t in enumerate(tasks)}
+    results: list = [None] * len(tasks)
+    with backend:
+        for task, result, error in backend.map(tasks):
+            if error is not None:
+                raise MupError(Diagnostic(f"{task.label or task.fn.__name__} failed on the {backend.name} "
+                                          f"backend: {error}"))
+            results[index[id(task)]] = result
+            on_done(task)
+    return results
 
 
-def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int | None = None,
-              progress: bool = True, after_cell: Callable[[Cell], None] | None = None,
-              deadline: float | None = None) -> Report:
-    """Compute every missing run of `cells` on `backend` (default local), saving each
-    task's runs the moment it returns. With a deadline (time.monotonic()), no task
-    starts after it (run again to resume)."""
+def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *,
+              make_task: Callable[[Cell, list[tuple[float, int]]], Task] | None = None,
+              threads: int | None = None, progress: bool = True,
+              after_cell: Callable[[Cell], None] | None = None, deadline: float | None = None) -> Report:
+    """Compute every missing run of `cells` on `backend` (default local), one task
+    per cell, saving each task's runs the moment it returns. `make_task(cell,
+    missing runs)` makes the task (default: the spiral experiment's, on `threads`
+    threads); its result is the list of run records. With a deadline
+    (time.monotonic()), no task starts after it (run again to resume)."""
     import torch
 
     cells = list(dict.fromkeys(cells))
     backend = backend or LocalBackend()
-    threads = threads or torch.get_num_threads()
+    if make_task is None:
+        threads = threads or torch.get_num_threads()
+        make_task = lambda cell, missing: spiral_task(sweep, cell, missing, threads)  # noqa: E731
     report = Report()
     with sweep.lock():
         todo = [(c, sweep.missing(c)) for c in cells]
@@ -276,19 +306,23 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
             for cell, missing in todo:
                 if deadline is not None and time.monotonic() > deadline:
                     report.postponed += len(missing)
+                    report.postponed_cells += 1
                     continue
                 try:
-                    yield plan_task(sweep, cell, missing, threads)
+                    task = make_task(cell, missing)
                 except Exception as err:   # an unplannable cell fails alone
                     _failed(sweep, report, cell, missing, _describe(err))
+                    continue
+                task.cell = cell
+                yield task
+
+        def start(task: Task):
+            bar.cell(task.cell.key, task.steps)
+            return bar.on_step
 
         try:
-            def start(task: Task):
-                bar.cell(task.cell.key, task.train.steps)
-                return bar.on_step
-
             with backend:
-                for task, results, error in backend.map(compute, tasks(), on_start=start):
+                for task, results, error in backend.map(tasks(), on_start=start):
                     if error is None:
                         report.trained += sweep.write_runs(task.cell, results, wanted[task.cell])
                     else:
@@ -304,3 +338,45 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *, threads: int
 def _failed(sweep: Sweep, report: Report, cell: Cell, runs: list[tuple[float, int]], error: str) -> None:
     sweep.write_error(cell, runs, error)
     report.failed.append({"cell": cell.key, "runs": [list(r) for r in runs], "error": error})
+
+
+# ---------------------------------------------------------------- the spiral experiment's task
+
+@lru_cache(maxsize=None)
+def _spec(name: str):
+    from mupspec.resolve import load_spec
+
+    return load_spec(SPECS_DIR / f"{name}.mup")
+
+
+@lru_cache(maxsize=4)
+def _spiral(config: SpiralConfig):
+    return make_spiral(config)
+
+
+def spiral_task(sweep: Sweep, cell: Cell, missing: list[tuple[float, int]], threads: int) -> Task:
+    """The task computing a cell's missing runs, the smallest (lr x seed) product
+    covering them. It carries the network plan (per-layer init, multipliers, LR and
+    eps factors, from the spec's generated module), the pairs and, shared by every
+    task, the sweep's data and training settings."""
+    s = sweep.settings
+    plan = plan_from_codegen(_spec(cell.spec), arch=cell.arch, width=cell.width, depth=cell.depth,
+                             d_in=sweep.data.d_in, d_out=sweep.data.d_out, optimizer=s.train.optimizer,
+                             base_width=s.base_width, base_depth=s.base_depth)
+    lrs = tuple(lr for lr in cell.lrs if any(m[0] == lr for m in missing))
+    seeds = tuple(sd for sd in cell.seeds if any(m[1] == sd for m in missing))
+    return Task(compute_spiral, (cell, plan, lrs, seeds, threads), threads=threads, shared=s,
+                label=cell.key, steps=s.train.steps)
+
+
+def compute_spiral(cell: Cell, plan: NetPlan, lrs: tuple[float, ...], seeds: tuple[int, ...], shards: int, *,
+                   shared: SweepSettings, on_step: Callable[[int], None] | None = None) -> list[dict]:
+    """One cell's run records (lr-major order), as saved in the store: the engine
+    splits the replicas into `shards`, each on single-threaded kernels."""
+    from mupspec.empirical.engine import software, train_batched
+
+    results = train_batched(plan, _spiral(shared.data), list(lrs), list(seeds), shared.train,
+                            on_step=on_step, shards=shards)
+    header = {"cell": {k: v for k, v in asdict(cell).items() if k not in ("lrs", "seeds")},
+              "plan": asdict(plan), "software": software()}
+    return [header | mark_divergence(res) for res in results]
