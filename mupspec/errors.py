@@ -38,6 +38,9 @@ class MupError(Exception):
         self.diagnostics: list[Diagnostic] = sorted(diagnostics, key=Diagnostic.sort_key)
         super().__init__("\n".join(d.message for d in self.diagnostics))
 
+    def __reduce__(self):   # pickled with its diagnostics (a Ray worker's error reaches the driver whole)
+        return type(self), (self.diagnostics,)
+
 
 @dataclass
 class DiagnosticBag:

@@ -4,6 +4,7 @@ experiment's own make_task; the Ray backend's bookkeeping (a shared object put
 once, no second Ray started inside a Ray task, a user's file shipped by value)
 against a stand-in for Ray. The real cluster: tests/test_ray_faults.py."""
 
+import pickle
 import sys
 import types
 
@@ -13,7 +14,7 @@ import torch
 from mupspec.empirical import runner
 from mupspec.empirical.runner import LocalBackend, RayBackend, Task, run_sweep, run_tasks
 from mupspec.empirical.sweep import Cell, Sweep
-from mupspec.errors import MupError
+from mupspec.errors import Diagnostic, MupError
 
 
 def scaled(x, factor=1, *, shared=None):
@@ -38,7 +39,7 @@ def test_local_backend_reports_a_failing_task_and_goes_on():
         out = [(t.label, result, error) for t, result, error in backend.map(tasks)]
     assert [o[0] for o in out] == ["x=1", "x=-1", "x=2"]
     assert out[0][1][0] == 1 and out[2][1][0] == 2 and out[1][1] is None
-    assert "ValueError: negative input -1" in out[1][2]
+    assert isinstance(out[1][2], ValueError) and str(out[1][2]) == "negative input -1"
 
 
 def test_every_task_reads_the_one_shared_object():
@@ -60,6 +61,17 @@ def test_run_tasks_keeps_the_order_and_names_the_task_that_failed():
     assert done == [3, 1, 2]
     with pytest.raises(MupError, match="cell w8 failed on the local backend: ValueError: negative input -5"):
         run_tasks([Task(scaled, (1,)), Task(scaled, (-5,), label="cell w8")])
+    with pytest.raises(MupError, match="^bad width 3$"):     # bad input a task found: its own message, as is
+        run_tasks([Task(bad_input, (3,))])
+
+
+def bad_input(width):
+    raise MupError(Diagnostic(f"bad width {width}"))
+
+
+def test_a_mup_error_survives_pickling_as_across_processes():
+    err = pickle.loads(pickle.dumps(MupError(Diagnostic("bad width 3", hint="use 4"))))
+    assert str(err) == "bad width 3" and err.diagnostics[0].hint == "use 4"
 
 
 # ---------------------------------------------------------------- run_sweep with an experiment's own tasks
@@ -153,7 +165,9 @@ class FakeRay(types.SimpleNamespace):
                 try:
                     return FakeRay.Ref(self.fn(*args))
                 except Exception as err:
-                    return FakeRay.Ref(error=ray.exceptions.RayTaskError(str(err)))
+                    wrapped = ray.exceptions.RayTaskError(str(err))
+                    wrapped.cause = err
+                    return FakeRay.Ref(error=wrapped)
 
         return Remote
 

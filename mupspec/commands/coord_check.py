@@ -22,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+from mupspec.commands._backend import add_backend_options
 from mupspec.commands._io import read_text
 from mupspec.errors import Diagnostic, MupError
 
@@ -46,6 +47,7 @@ def configure(parser) -> None:
                         help="an exponent agrees when within tol of the prediction (default 0.2)")
     parser.add_argument("--plot", metavar="DIR", help="write coordinate-check figures into DIR")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_backend_options(parser)
 
 
 def add_model_arguments(parser, widths_default: str = "64,128,256,512") -> None:
@@ -131,12 +133,15 @@ def run(args) -> int:
     make_model = load_callable(args.model, "--model")
     make_input = load_callable(args.input, "--input") if args.input else None
     optimizer = optimizer_arg(args.optimizer)
+    from mupspec.empirical.runner import make_backend
+
+    backend = make_backend(args.backend, args.address)   # before any work: a missing Ray fails at once
     bar = Progress(len(args.widths) * args.seeds, unit="networks")  # drawn only on a terminal
     try:
         result = coord_check(make_model, args.widths, spec=spec, make_input=make_input,
                              optimizer=optimizer, steps=args.steps, seeds=args.seeds,
                              base_width=args.base_width, as_is=args.as_is, expect=expect, lr=args.lr, tol=args.tol,
-                             factory_name=args.model, on_run=bar.finished)
+                             factory_name=args.model, on_run=bar.finished, backend=backend)
     finally:
         bar.close()
     written = []

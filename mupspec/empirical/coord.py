@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from mupspec.empirical.fit import Fit, fit_table
 from mupspec.empirical.measure import Sample
+from mupspec.empirical.runner import Task, run_tasks
 from mupspec.errors import Diagnostic, MupError
 
 QUANTITIES = ("act", "delta", "own", "upd")
@@ -584,14 +585,16 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
                 steps: int = 3, seeds=3, base_width=None, as_is: bool = False, expect=None, lr=None,
                 tol: float = 0.2, roles=None, residual=None, dtype=torch.float64,
                 quantities: Sequence[str] = QUANTITIES, factory_name: str | None = None,
-                generated=None, on_run: Callable[[], None] = lambda: None) -> CoordResult:
+                generated=None, on_run: Callable[[], None] = lambda: None, backend=None) -> CoordResult:
     """Measure the user's model across `widths` and compare each role's width
     exponents with check's predictions for `expect` (default: `spec`).
 
     `optimizer`: a family name ("adam", "sgd": the spec's param groups, or
     one group when `as_is`), a factory `opt(model) -> Optimizer | list`, or
     a list of those (one result table each). `on_run` is called after each
-    trained network (width x seed x optimizer): the CLI's progress bar."""
+    trained network (width x seed x optimizer): the CLI's progress bar.
+    `backend`: where the networks are trained, one sweep-runner task each
+    (`runner.py`; default: in this process)."""
     from mupspec import ir
     from mupspec.codegen import load_module
     from mupspec.resolve import load_spec
@@ -617,41 +620,41 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
     own_roles: dict[str, tuple[str, ...]] = {}
     preds: dict[str, dict] = {}
     notes: list[str] = []
+    setups = []   # per optimizer: (label, opt, plan_kwargs, param_roles, sites), made here once
     for opt in opts:
         label = opt if isinstance(opt, str) else getattr(opt, "__name__", "optimizer")
         plan_family = opt if isinstance(opt, str) else ("adam" if "adam" in families else families[0])
         if isinstance(opt, str) and opt not in families and not as_is:
             raise MupError(Diagnostic(f"`{spec.name}` has no {opt} LR rules (it covers {', '.join(families)})",
                                       hint="pick --optimizer among those, or pass an optimizer factory"))
-        family = None
         largest = shape_model(make_model, points[-1], name)
         # delta: what grows, so that the rules apply at the base width too (set_base_shapes' delta)
         plan_kwargs = dict(optimizer=plan_family, widths=points[-1].symbols(P.WIDTH_SYMBOLS),
                            base_widths=base.symbols(P.WIDTH_SYMBOLS), roles=roles, residual=residual,
                            delta=P.base_shapes(largest) if points[-1].x != base.x else None)
         param_roles, sites = _roles_and_sites(P, largest, base_shapes, plan_kwargs, name, points[-1])
+        setups.append((label, opt, plan_kwargs, param_roles, sites))
+    # every (optimizer, width, seed) network is one task of the sweep runner, on `backend`
+    shared = CoordSetup(spec, generated or P, make_model, name, base_shapes, setups, as_is, make_input, loss, lr,
+                        dtype, steps, tuple(quantities))
+    tasks = [Task(measure_run, (k, width, seed), threads=torch.get_num_threads(), shared=shared,
+                  label=f"{name}({width}) seed {seed}")
+             for k in range(len(setups)) for width in points for seed in seeds]
+    results = run_tasks(tasks, backend, on_done=lambda task: on_run())
+    by_task = {task.args: result for task, result in zip(tasks, results)}
+    for k, (label, opt, plan_kwargs, param_roles, sites) in enumerate(setups):
+        family = None
         for width in points:
-            plan_kwargs["widths"] = width.symbols(P.WIDTH_SYMBOLS)
             for seed in seeds:
-                run, family = _prepare(P, make_model, name, width, base_shapes, seed, opt, plan_kwargs, as_is,
-                                       make_input, loss, lr, dtype, param_roles, sites)
-                try:
-                    by_step = train_and_record(run, steps, quantities, seed)
-                except MupError:
-                    raise
-                except Exception as err:
-                    raise MupError(Diagnostic(f"{name}({width}): the forward/backward pass failed: "
-                                              f"{type(err).__name__}: {err}",
-                                              hint="check the model and its example input (--input)")) from None
-                on_run()
-                for site in run.sites:
+                by_step, family = by_task[(k, width, seed)]
+                for site in sites:
                     site_roles[site.name] = site.role
                     own_roles[site.name] = (TIED_OUTPUT,) if site.role == TIED_OUTPUT else \
-                        tuple(dict.fromkeys(run.roles.get(p, site.role) for p in site.params))
+                        tuple(dict.fromkeys(param_roles.get(p, site.role) for p in site.params))
                     if site.role in ("output", TIED_OUTPUT):
                         site_roles[f"{site.name}:input"] = "features"
-                site_roles.update({p: r for p, r in run.roles.items()})
-                tied = any(site.role == TIED_OUTPUT for site in run.sites)
+                site_roles.update({p: r for p, r in param_roles.items()})
+                tied = any(site.role == TIED_OUTPUT for site in sites)
                 site_roles[OUTPUT_SITE] = TIED_OUTPUT if tied else "output"
                 for step, values in by_step.items():
                     for (site, quantity), value in values.items():
@@ -720,3 +723,47 @@ def _prepare(P, make_model, name, width, base_shapes, seed, opt, plan_kwargs, as
         raise MupError(Diagnostic(f"input function failed: {type(err).__name__}: {err}")) from None
     inputs, kw = prepare_inputs(example, dtype)
     return Run(model, optimizer, inputs, kw, loss, param_roles, sites), family
+
+
+class CoordSetup:
+    """What every network of one coord_check shares (a sweep-runner task's shared
+    object): the spec, the user's factories, the base shapes and per optimizer its
+    plan arguments, roles and sites. The generated module stays in this process:
+    another process (a Ray worker) generates its own from the spec."""
+
+    def __init__(self, spec, generated, make_model, name, base_shapes, setups, as_is, make_input, loss, lr,
+                 dtype, steps, quantities):
+        self.spec, self.generated, self.make_model, self.name = spec, generated, make_model, name
+        self.base_shapes, self.setups, self.as_is = base_shapes, setups, as_is
+        self.make_input, self.loss, self.lr, self.dtype = make_input, loss, lr, dtype
+        self.steps, self.quantities = steps, quantities
+
+    def __getstate__(self):
+        return self.__dict__ | {"generated": None}   # a module does not pickle
+
+    def module(self):
+        if self.generated is None:
+            from mupspec.codegen import load_module
+
+            self.generated = load_module(self.spec, f"{self.spec.name}.mup")
+        return self.generated
+
+
+def measure_run(k: int, width: Width, seed: int, *, shared: CoordSetup) -> tuple[dict[int, dict], str | None]:
+    """One network: the k-th optimizer's setup at `width` and `seed`, trained and
+    recorded; ({step: {(site, quantity): value}}, the optimizer family found)."""
+    s = shared
+    P = s.module()
+    _, opt, plan_kwargs, param_roles, sites = s.setups[k]
+    plan_kwargs = plan_kwargs | {"widths": width.symbols(P.WIDTH_SYMBOLS)}
+    run, family = _prepare(P, s.make_model, s.name, width, s.base_shapes, seed, opt, plan_kwargs, s.as_is,
+                           s.make_input, s.loss, s.lr, s.dtype, param_roles, sites)
+    try:
+        return train_and_record(run, s.steps, s.quantities, seed), family
+    except MupError:
+        raise
+    except Exception as err:
+        raise MupError(Diagnostic(f"{s.name}({width}): the forward/backward pass failed: "
+                                  f"{type(err).__name__}: {err}",
+                                  hint="check the model and its example input (--input)")) from None
+

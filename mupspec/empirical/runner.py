@@ -108,8 +108,8 @@ def _describe(err: BaseException) -> str:
 # ---------------------------------------------------------------- backends
 #
 # One interface: `with backend: for task, result, error in backend.map(tasks): ...`
-# computes every task, yielding each result as it arrives, or the error it raised
-# (then result is None). With on_start, the local backend also passes
+# computes every task, yielding each result as it arrives, or the exception it
+# raised (then result is None). With on_start, the local backend also passes
 # on_step=on_start(task) to the task, for a progress bar.
 
 class LocalBackend:
@@ -128,7 +128,7 @@ class LocalBackend:
             try:
                 result = task(on_step=on_start(task) if on_start else None)
             except Exception as err:   # a failing task is reported; the others go on
-                yield task, None, _describe(err)
+                yield task, None, err
                 continue
             yield task, result, None
 
@@ -243,10 +243,10 @@ class RayBackend:
             task = pending.pop(ref)
             try:
                 result, error = ray.get(ref), None
-            except ray.exceptions.RayTaskError as err:   # the task raised: report it
-                result, error = None, _describe(err.cause if err.cause else err)
+            except ray.exceptions.RayTaskError as err:   # the task raised: report what it raised
+                result, error = None, err.cause if err.cause else err
             except ray.exceptions.RayError as err:       # its worker died more often than retried
-                result, error = None, f"{type(err).__name__}: {err}"
+                result, error = None, err
             submit()
             yield task, result, error
 
@@ -263,15 +263,18 @@ def make_backend(name: str, address: str | None = None):
 
 def run_tasks(tasks: list[Task], backend=None, on_done: Callable[[Task], None] = lambda task: None) -> list:
     """Every task's result, in the tasks' order, computed on `backend` (default
-    local); the first task that fails stops it with a MupError naming the task."""
+    local); the first task that fails stops it: its own MupError (bad input the
+    task found), or a MupError naming the task and what it raised."""
     backend = backend or LocalBackend()
     index = {id(t): i for i, t in enumerate(tasks)}
     results: list = [None] * len(tasks)
     with backend:
         for task, result, error in backend.map(tasks):
+            if isinstance(error, MupError):
+                raise error
             if error is not None:
                 raise MupError(Diagnostic(f"{task.label or task.fn.__name__} failed on the {backend.name} "
-                                          f"backend: {error}"))
+                                          f"backend: {_describe(error)}"))
             results[index[id(task)]] = result
             on_done(task)
     return results
@@ -326,7 +329,7 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *,
                     if error is None:
                         report.trained += sweep.write_runs(task.cell, results, wanted[task.cell])
                     else:
-                        _failed(sweep, report, task.cell, wanted[task.cell], error)
+                        _failed(sweep, report, task.cell, wanted[task.cell], _describe(error))
                     bar.finished(len(wanted[task.cell]))
                     if after_cell:
                         after_cell(task.cell)
