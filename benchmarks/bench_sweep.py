@@ -80,12 +80,11 @@ def main() -> int:
     print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp, LocalCluster(num_cpus=2) as two, LocalCluster(num_cpus=1) as one:
         print(f"cluster start-up (ray start, 2 CPUs): {two.startup_seconds:.1f} s; (1 CPU): {one.startup_seconds:.1f} s")
-        env = two.env
         if args.skip != "A":
             times = {"local": [], "ray": []}
             for r in range(args.repeat):
                 for backend in ("local", "ray"):
-                    res = drive(env, f"{tmp}/A{r}{backend}", backend, two.address, args.grid, args.part, 2)
+                    res = drive(two.env, f"{tmp}/A{r}{backend}", backend, two.address, args.grid, args.part, 2)
                     times[backend].append(res["seconds"])
                     print(f"  A round {r}: {backend:5} {res['seconds']:7.1f} s  {res['runs']} runs")
             best = {k: min(v) for k, v in times.items()}
@@ -97,7 +96,8 @@ def main() -> int:
             rate = {1: [], 2: []}
             for r in range(args.repeat):
                 for workers, cluster in ((1, one), (2, two)):
-                    res = drive(env, f"{tmp}/B{r}w{workers}", "ray", cluster.address, args.grid, "cpu", 1)
+                    # each cluster has its own auth token: its own environment
+                    res = drive(cluster.env, f"{tmp}/B{r}w{workers}", "ray", cluster.address, args.grid, "cpu", 1)
                     rate[workers].append(res["runs"] / res["seconds"])
                     print(f"  B round {r}: {workers} worker(s) {res['seconds']:7.1f} s  {res['runs']} runs")
             best = {k: max(v) for k, v in rate.items()}
