@@ -147,16 +147,18 @@ def spec_module(name: str):
     return _GENERATED[name]
 
 
-def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32):
+def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32, hypers: dict | None = None):
     """A GPT of `shape` initialized for `seed` and parametrized by the spec's
     generated module against the same architecture at the base width (and
-    base depth, for specs with depth rules). Returns (model, plan)."""
+    base depth, for specs with depth rules), with the spec's hyperparameters
+    `hypers` (None: its defaults). Returns (model, plan)."""
     P = spec_module(spec)
     free = [w for w in P.WIDTH_SYMBOLS if w not in P.DERIVED_WIDTHS]   # d_ff, d_head follow from d_model
     widths, base_widths = {w: shape.width for w in free}, {w: base.width for w in free}
     # the base model's 1/sqrt(d_head) times the spec's logit rule at this width over the base's
-    scale = P.attention_scale((base.width // base.heads) ** -0.5, widths=widths, base_widths=base_widths)
-    dims = {"widths": widths, "base_widths": base_widths}
+    scale = P.attention_scale((base.width // base.heads) ** -0.5, widths=widths, base_widths=base_widths,
+                              hypers=hypers)
+    dims = {"widths": widths, "base_widths": base_widths, "hypers": hypers}
     if "query" in P.SUBROLES:   # a spec with a rule of its own for the query (gpt_mup: zero init)
         dims["roles"] = {"blocks.*.attn.q.weight": "query"}
     if P.DEPTH_SYMBOL:
@@ -273,10 +275,11 @@ def _loss(model):
 
 def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, seeds, cfg: LMTrainConfig,
                   device: str = "cpu", dtype=torch.float32,
-                  on_step: Callable[[int], None] | None = None) -> list[dict]:
-    """Train every (lr, seed) pair of one shape together; one result per pair."""
+                  on_step: Callable[[int], None] | None = None, hypers: dict | None = None) -> list[dict]:
+    """Train every (lr, seed) pair of one shape together (the spec's
+    hyperparameters set to `hypers`); one result per pair."""
     pairs = [(lr, s) for lr in lrs for s in seeds]
-    built = {s: build(spec, shape, base, s, dtype) for s in seeds}
+    built = {s: build(spec, shape, base, s, dtype, hypers) for s in seeds}
     model, plan = built[seeds[0]]
     # stack on the CPU first: the template is one of the built models, moved only afterwards
     params = {n: torch.stack([dict(built[s][0].named_parameters())[n].detach() for _, s in pairs]).to(device)
@@ -340,12 +343,12 @@ def _result(pair, r: int, curves: dict, batch_loss: list[float], coords: list[di
 
 
 def train_reference(spec: str, shape: Shape, base: Shape, data: TextData, lr: float, seed: int,
-                    cfg: LMTrainConfig, dtype=torch.float32):
+                    cfg: LMTrainConfig, dtype=torch.float32, hypers: dict | None = None):
     """The plain loop the batched engine must equal: one nn.Module, the generated
     module's `make_optimizer` (torch.optim.AdamW), LambdaLR, the same init and
     batches. Returns (per-step losses, final parameters)."""
     P = spec_module(spec)
-    model, plan = build(spec, shape, base, seed, dtype)
+    model, plan = build(spec, shape, base, seed, dtype, hypers)
     opt = P.make_optimizer(model, plan, lr=lr, weight_decay=cfg.weight_decay, eps=cfg.eps, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_scale(t, cfg))
     starts = train_starts(data, cfg.steps, cfg.batch, seed)
