@@ -2,11 +2,13 @@
 against nn.Module + torch.optim.AdamW), coordinate statistics, the resumable
 run store, bad input, and (slow) `mupspec experiment transformer --quick`."""
 
+import dataclasses
 import json
 import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -122,6 +124,64 @@ def test_coordinate_stats_read_multipliers_wherever_the_hook_puts_them():
     assert stats["logits"] == pytest.approx(rms(0.5 * emb @ params["1.weight"].T), rel=1e-5)
 
 
+def test_hypers_reach_the_plan_and_the_defaults_are_table8():
+    shape = Shape(64, 2, 4, 16)
+    table8, plan8 = build("mup_table8", shape, BASE, 0)
+    default, plan = build("mup_table8_hp", shape, BASE, 0)
+    for (n, p), q in zip(table8.named_parameters(), default.parameters()):
+        assert torch.equal(p, q) and plan[n].mult == plan8[n].mult, n
+    moved, plan_moved = build("mup_table8_hp", shape, BASE, 0, hypers={"alpha_out": 4.0, "sigma_hidden": 0.5})
+    assert plan_moved["lm_head.weight"].mult == pytest.approx(4 * plan["lm_head.weight"].mult)
+    assert torch.allclose(moved.blocks[1].mlp.fc.weight, 0.5 * default.blocks[1].mlp.fc.weight)
+    assert torch.equal(moved.wte.weight, default.wte.weight)            # input: no hyperparameter
+    assert torch.equal(moved.lm_head.weight, default.lm_head.weight)    # output init: untouched
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        build("mup_table8_hp", shape, BASE, 0, hypers={"alpha_in": 2.0})
+
+
+def test_batched_engine_with_hypers_equals_plain_adamw():
+    shape, hypers = Shape(48, 2, 4, 16), {"alpha_out": 4.0, "sigma_hidden": 0.5}
+    results = train_batched("mup_table8_hp", shape, BASE, DATA, [3e-3, 3e-2], [1], TINY, dtype=torch.float64,
+                            hypers=hypers)
+    plain = train_batched("mup_table8_hp", shape, BASE, DATA, [3e-3], [1], TINY, dtype=torch.float64)
+    assert results[0]["curves"]["batch_loss"] != pytest.approx(plain[0]["curves"]["batch_loss"], rel=1e-4)
+    for r in results:
+        ref, _ = train_reference("mup_table8_hp", shape, BASE, DATA, r["lr"], 1, TINY, torch.float64, hypers)
+        assert r["curves"]["batch_loss"] == pytest.approx(ref, abs=1e-10, rel=1e-10)
+
+
+def test_arch_strings_carry_hypers():
+    assert lm_study.arch_hypers("gpt") == {}
+    assert lm_study.arch_hypers("gpt+alpha_out=0.25+sigma_hidden=2") == {"alpha_out": 0.25, "sigma_hidden": 2.0}
+    assert lm_study.arch_hypers(lm_study.hyper_arch("sigma_hidden", 1.414)) == {"sigma_hidden": 1.414}
+    for bad in ("mlp+alpha_out=1", "gpt+alpha_out", "gpt+alpha_out=0", "gpt+alpha_out=x", "gpt+a=1+a=2",
+                "gpt+=1", "gpt+alpha_out=inf"):
+        with pytest.raises(MupError, match="cell arch"):
+            lm_study.arch_hypers(bad)
+
+
+def test_transfer_part_sweeps_each_hyper_at_two_widths_with_the_lr_fixed(tmp_path):
+    grid = dataclasses.replace(GRID, transfer_widths=(32, 64), transfer_seeds=(0, 1),
+                               transfer_hypers=(("alpha_out", (0.25, 1.0, 4.0)), ("sigma_hidden", (0.5, 2.0))))
+    cells = lm_study.transfer_cells(grid)
+    assert len(cells) == (3 + 2) * 2 and {c.lrs for c in cells} == {(grid.transfer_lr,)}
+    store = lm_study.RunStore(tmp_path, lm_study.settings_of(grid, DATA))
+    assert lm_study.train_cells(store, cells, grid, DATA, "cpu", None, False) == (20, 0)
+    runs = [r for _, r in store.all_runs()]
+    assert all(r["cell"]["hypers"] == lm_study.arch_hypers(r["cell"]["arch"]) != {} for r in runs)
+    assert len({r["final"]["val_loss"] for r in runs if r["cell"]["width"] == 64 and r["seed"] == 0}) == 5
+    hp = lm_study.hp_transfer(store, grid, np.random.default_rng(0))
+    assert set(hp) == {"alpha_out", "sigma_hidden"}
+    for name, values in grid.transfer_hypers:
+        optima = hp[name]["optima"]["val_loss"]
+        assert [o["width"] for o in optima] == [32, 64]
+        assert all(min(values) <= o["value"] <= max(values) for o in optima)
+        assert math.isfinite(hp[name]["shift"]["val_loss"]["per_doubling"])
+        assert len(hp[name]["curves"]["train_loss"][32]) == len(values)
+    assert "| alpha_out | val_loss | 32: " in lm_study.markdown({"fixed_lr": 0.01, "settings": {},
+                                                                 "hp_transfer": hp})
+
+
 def test_schedule_warms_up_then_decays_to_a_tenth():
     cfg = LMTrainConfig(steps=100, warmup=10)
     assert lr_scale(0, cfg) == pytest.approx(0.1) and lr_scale(9, cfg) == pytest.approx(1.0)
@@ -178,6 +238,10 @@ def test_budget_reached_starts_no_new_cell(tmp_path):
     (["--lrs", "1e-3,0"], "positive"),
     (["--lrs", "1e-3,abc"], "comma-separated numbers"),
     (["--budget-minutes", "-1"], "minutes >= 0"),
+    (["--hyper", "alpha_outt=1,2"], "has no hyperparameter `alpha_outt`"),
+    (["--hyper", "alpha_out=0,1"], "every value a positive number"),
+    (["--hyper", "alpha_out"], "expected NAME=V1,V2"),
+    (["--hyper", "alpha_out=1", "--hyper", "alpha_out=2"], "given twice"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
     (tmp_path / "empty.txt").write_bytes(b"")
@@ -237,12 +301,13 @@ def test_quick_grid_end_to_end(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["width"]["transfer"]) == {"SP", "muP"}
     assert set(summary["depth"]["transfer"]) == {"muP (no depth rule)", "CompleteP"}
+    assert set(summary["hp_transfer"]) == {"alpha_out", "sigma_hidden"}
     for variant in ("SP", "muP"):
         shift = summary["width"]["transfer"][variant]["shift"]["val_loss"]
         assert math.isfinite(shift["per_doubling"]) and shift["lo"] <= shift["hi"]
     assert summary["width"]["coordinates"]["muP"]["widths"] == [32, 64, 128]
     for name in ("width_transfer", "width_best_loss", "depth_transfer", "coordinates_width",
-                 "exponents_over_training"):
+                 "exponents_over_training", "hp_transfer"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
     runs = (tmp_path / "runs.csv").read_text().splitlines()
     assert len(runs) - 1 == len(list((tmp_path / "runs").glob("*/*.json")))

@@ -147,16 +147,18 @@ def spec_module(name: str):
     return _GENERATED[name]
 
 
-def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32):
+def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32, hypers: dict | None = None):
     """A GPT of `shape` initialized for `seed` and parametrized by the spec's
     generated module against the same architecture at the base width (and
-    base depth, for specs with depth rules). Returns (model, plan)."""
+    base depth, for specs with depth rules), with the spec's hyperparameters
+    `hypers` (None: its defaults). Returns (model, plan)."""
     P = spec_module(spec)
     free = [w for w in P.WIDTH_SYMBOLS if w not in P.DERIVED_WIDTHS]   # d_ff, d_head follow from d_model
     widths, base_widths = {w: shape.width for w in free}, {w: base.width for w in free}
     # the base model's 1/sqrt(d_head) times the spec's logit rule at this width over the base's
-    scale = P.attention_scale((base.width // base.heads) ** -0.5, widths=widths, base_widths=base_widths)
-    dims = {"widths": widths, "base_widths": base_widths}
+    scale = P.attention_scale((base.width // base.heads) ** -0.5, widths=widths, base_widths=base_widths,
+                              hypers=hypers)
+    dims = {"widths": widths, "base_widths": base_widths, "hypers": hypers}
     if "query" in P.SUBROLES:   # a spec with a rule of its own for the query (gpt_mup: zero init)
         dims["roles"] = {"blocks.*.attn.q.weight": "query"}
     if P.DEPTH_SYMBOL:
@@ -180,36 +182,56 @@ def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32):
 class BatchedAdamW:
     """AdamW over stacked replicas: parameter n of replica r steps with LR
     lrs[r] * schedule * lr_factor[n], weight decay wd * wd_factor[n] and eps
-    eps * eps_factor[n], in torch.optim.AdamW's single-tensor arithmetic."""
+    eps * eps_factor[n], in torch.optim.AdamW's single-tensor arithmetic.
+    Each operation runs on all parameters at once (torch._foreach_*): at small
+    widths the step is dozens of tiny tensors, where per-tensor dispatch
+    dominates."""
 
     def __init__(self, params: dict, factors: dict, lrs: list[float], cfg: LMTrainConfig):
+        self.names = list(params)
         self.factors, self.lrs, self.cfg = factors, list(lrs), cfg
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}
         self.v = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.eps = [cfg.eps * factors[n][2] for n in self.names]
+        self.decayed = [n for n in self.names if cfg.weight_decay * factors[n][1]]
         self.t = 0
+        self._lr_views()
 
-    def _per_replica(self, values: list[float], like: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *[1] * (like.dim() - 1))
+    def _lr_views(self) -> None:
+        """Per parameter, the replicas' base LRs times its factor, shaped (R, 1, ...) to broadcast."""
+        def view(n):
+            like = self.m[n]
+            lrs = torch.tensor(self.lrs, dtype=like.dtype, device=like.device) * self.factors[n][0]
+            return lrs.view(-1, *[1] * (like.dim() - 1))
+        self.lr = {n: view(n) for n in self.names}
 
     @torch.no_grad()
     def step(self, params: dict, grads: dict, scale: float) -> None:
         self.t += 1
         b1, b2 = self.cfg.betas
         bc1, bc2_sqrt = 1 - b1 ** self.t, (1 - b2 ** self.t) ** 0.5
-        for n, p in params.items():
-            lr_f, wd_f, eps_f = self.factors[n]
-            lr = [base * lr_f * scale for base in self.lrs]   # the group LR torch would hold
-            g, m, v = grads[n], self.m[n], self.v[n]
-            if self.cfg.weight_decay * wd_f:
-                p.mul_(self._per_replica([1 - x * self.cfg.weight_decay * wd_f for x in lr], p))
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / bc2_sqrt).add_(self.cfg.eps * eps_f)
-            p.sub_(m / denom * self._per_replica([x / bc1 for x in lr], p))
+        p, g = [params[n] for n in self.names], [grads[n] for n in self.names]
+        m, v = [self.m[n] for n in self.names], [self.v[n] for n in self.names]
+        if self.decayed:   # p *= 1 - lr * wd (decoupled), the group LR torch would hold
+            wd = [self.cfg.weight_decay * self.factors[n][1] * scale for n in self.decayed]
+            keep = torch._foreach_mul([self.lr[n] for n in self.decayed], wd)
+            torch._foreach_neg_(keep)
+            torch._foreach_add_(keep, 1.0)
+            torch._foreach_mul_([params[n] for n in self.decayed], keep)
+        torch._foreach_lerp_(m, g, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, g, g, value=1 - b2)
+        # p -= lr/bc1 * m / (sqrt(v)/bc2_sqrt + eps), as p -= m / ((sqrt(v) + eps*bc2_sqrt) / (lr/bc1 * bc2_sqrt)):
+        # two passes fewer over the parameters (a frozen replica's lr 0 gives m/inf = 0)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_add_(denom, [e * bc2_sqrt for e in self.eps])
+        torch._foreach_div_(denom, torch._foreach_mul([self.lr[n] for n in self.names], scale / bc1 * bc2_sqrt))
+        torch._foreach_addcdiv_(p, m, denom, value=-1.0)
 
     def freeze(self, params: dict, r: int) -> None:
         """Replica r diverged: zero its parameters and moments, LR 0."""
         self.lrs[r] = 0.0
+        self._lr_views()
         for n in params:
             for t in (params[n], self.m[n], self.v[n]):
                 t[r].zero_()
@@ -273,10 +295,11 @@ def _loss(model):
 
 def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, seeds, cfg: LMTrainConfig,
                   device: str = "cpu", dtype=torch.float32,
-                  on_step: Callable[[int], None] | None = None) -> list[dict]:
-    """Train every (lr, seed) pair of one shape together; one result per pair."""
+                  on_step: Callable[[int], None] | None = None, hypers: dict | None = None) -> list[dict]:
+    """Train every (lr, seed) pair of one shape together (the spec's
+    hyperparameters set to `hypers`); one result per pair."""
     pairs = [(lr, s) for lr in lrs for s in seeds]
-    built = {s: build(spec, shape, base, s, dtype) for s in seeds}
+    built = {s: build(spec, shape, base, s, dtype, hypers) for s in seeds}
     model, plan = built[seeds[0]]
     # stack on the CPU first: the template is one of the built models, moved only afterwards
     params = {n: torch.stack([dict(built[s][0].named_parameters())[n].detach() for _, s in pairs]).to(device)
@@ -340,12 +363,12 @@ def _result(pair, r: int, curves: dict, batch_loss: list[float], coords: list[di
 
 
 def train_reference(spec: str, shape: Shape, base: Shape, data: TextData, lr: float, seed: int,
-                    cfg: LMTrainConfig, dtype=torch.float32):
+                    cfg: LMTrainConfig, dtype=torch.float32, hypers: dict | None = None):
     """The plain loop the batched engine must equal: one nn.Module, the generated
     module's `make_optimizer` (torch.optim.AdamW), LambdaLR, the same init and
     batches. Returns (per-step losses, final parameters)."""
     P = spec_module(spec)
-    model, plan = build(spec, shape, base, seed, dtype)
+    model, plan = build(spec, shape, base, seed, dtype, hypers)
     opt = P.make_optimizer(model, plan, lr=lr, weight_decay=cfg.weight_decay, eps=cfg.eps, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_scale(t, cfg))
     starts = train_starts(data, cfg.steps, cfg.batch, seed)

@@ -16,7 +16,10 @@ cell finishes (`RunStore`), and writes under --out:
   figures/                   the PNGs of docs/lm-study.md.
 
 Parts: `width` (SP against muP, and u-muP in --full, over d_model at a fixed
-depth) and `depth` (muP with no depth rule against CompleteP over blocks).
+depth), `depth` (muP with no depth rule against CompleteP over blocks) and
+`transfer` (HP transfer beyond the LR: muP's output multiplier and hidden init
+scale, each swept at two widths with the LR fixed; a cell's arch string
+carries its hyperparameters, `gpt+alpha_out=0.25`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ SPEC_FAMILIES = {
 DEPTH_LABELS = {"muP (no depth rule)": "muP", "CompleteP": "CompleteP"}
 QUANTITIES = ("act", "upd", "w", "dw")
 ARCH = "gpt"   # the cells' architecture (a cell is spec x arch x width x depth, as in the spiral sweep)
+# HP transfer: alpha_out in factors of 2 (TP5's output multipliers span 2^-5..2^5 at least);
+# sigma_hidden in factors of sqrt(2) (the init std is sensitive: x4 already blows the activations up)
+HP_GRID = (("alpha_out", tuple(2.0 ** k for k in range(-3, 6))),
+           ("sigma_hidden", tuple(float(f"{2 ** (k / 2):.4g}") for k in range(-4, 5))))
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,13 @@ class Grid:
     log_every: int = 50
     base_width: int = 32
     base_depth: int = 2
+    # HP transfer beyond the LR: each hyper of transfer_spec over its values at these widths (depth
+    # `depth`), LR fixed at transfer_lr: muP's best validation LR of the width part (docs/lm-study.md, 2)
+    transfer_spec: str = "mup_table8_hp"
+    transfer_widths: tuple[int, ...] = (32, 128)
+    transfer_hypers: tuple = HP_GRID
+    transfer_seeds: tuple[int, ...] = (0, 1, 2)
+    transfer_lr: float = 0.02
 
     def fixed(self) -> float:
         return min(self.lrs, key=lambda lr: abs(math.log(lr / self.fixed_lr)))
@@ -78,11 +92,14 @@ class Grid:
 
 DEFAULT = Grid()
 QUICK = Grid(widths=(32, 64, 128), depths=(2, 4), depth_width=32, lrs=tuple(10 ** (-2.75 + k / 2) for k in range(6)),
-             coord_seeds=(2,), steps=30, batch=8, context=16, warmup=5, log_every=15)
+             coord_seeds=(2,), steps=30, batch=8, context=16, warmup=5, log_every=15, transfer_widths=(32, 64),
+             transfer_hypers=(("alpha_out", (0.25, 1.0, 4.0)), ("sigma_hidden", (0.5, 1.0, 2.0))),
+             transfer_seeds=(0, 1))
 FULL = Grid(widths=(32, 64, 128, 256, 512, 1024), depth=4, depths=(2, 4, 8, 16), depth_width=256,
             lrs=tuple(10 ** (-3.5 + k / 4) for k in range(13)), seeds=(0, 1, 2), coord_seeds=(3, 4),
             fixed_lr=3e-3, width_variants=("SP", "muP", "u-muP"), steps=2000, batch=32, context=128,
-            warmup=100, log_every=250, base_depth=4)
+            warmup=100, log_every=250, base_depth=4, transfer_widths=(64, 512),
+            transfer_lr=3e-3)   # not tuned: the full grid has not been run
 
 
 def width_specs(g: Grid) -> dict[str, str]:
@@ -100,7 +117,10 @@ def configure(parser) -> None:
     size.add_argument("--quick", action="store_true", help="small grid, 30 steps (about a minute; used in CI)")
     size.add_argument("--full", action="store_true",
                       help="d_model up to 1024, 2000 steps (for a GPU: --device cuda; hours on a CPU)")
-    parser.add_argument("--part", choices=("all", "width", "depth"), default="all")
+    parser.add_argument("--part", choices=("all", "width", "depth", "transfer"), default="all")
+    parser.add_argument("--hyper", action="append", metavar="NAME=V1,V2,...",
+                        help="the transfer part: sweep this hyperparameter of specs/mup_table8_hp.mup over these "
+                        "values (each > 0; repeatable; replaces the grid's alpha_out and sigma_hidden)")
     parser.add_argument("--text", help="train on this text file instead of the built-in corpus "
                         "(CPython's pydoc_data.topics)")
     parser.add_argument("--specs", choices=tuple(SPEC_FAMILIES), default="table8",
@@ -165,6 +185,38 @@ def depth_cells(g: Grid) -> list[Cell]:
             for d in g.depths]
 
 
+def transfer_cells(g: Grid) -> list[Cell]:
+    """One cell per (hyper, value, width): the seeds at the one fixed LR."""
+    return [Cell(g.transfer_spec, hyper_arch(name, v), w, g.depth, (g.transfer_lr,), g.transfer_seeds)
+            for name, values in g.transfer_hypers for w in g.transfer_widths for v in values]
+
+
+def hyper_arch(name: str, value: float) -> str:
+    """The arch string of a cell with one hyperparameter set: gpt+alpha_out=0.25."""
+    return f"{ARCH}+{name}={value:.6g}"
+
+
+def arch_hypers(arch: str) -> dict[str, float]:
+    """The hyperparameters an arch string carries: 'gpt' -> {}, 'gpt+alpha_out=0.25' ->
+    {'alpha_out': 0.25}; the run trains with exactly these values."""
+    base, *items = arch.split("+")
+    if base != ARCH:
+        raise MupError(Diagnostic(f"cell arch {arch!r}: expected {ARCH!r}", hint="e.g. gpt+alpha_out=0.25"))
+    hypers: dict[str, float] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not sep or not name.isidentifier() or name in hypers or not value > 0 or \
+                not math.isfinite(value):
+            raise MupError(Diagnostic(f"cell arch {arch!r}: expected {ARCH}+NAME=VALUE+..., each value a "
+                                      "positive number and each name once", hint="e.g. gpt+alpha_out=0.25"))
+        hypers[name] = value
+    return hypers
+
+
 def _cost(cell: Cell) -> float:
     """Matrix parameters x replicas: what a step of the cell costs, roughly."""
     return len(cell.runs()) * (12 * cell.depth * cell.width ** 2 + 256 * cell.width)
@@ -202,9 +254,11 @@ def train_cell(cell: Cell, lrs, seeds, device: str, *, shared, on_step=None) -> 
     grid, data = shared
     cfg = LMTrainConfig(steps=grid.steps, batch=grid.batch, warmup=grid.warmup, log_every=grid.log_every)
     base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
+    hypers = arch_hypers(cell.arch)
     results = train_batched(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
-                            list(lrs), list(seeds), cfg, device=device, on_step=on_step)
-    header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth},
+                            list(lrs), list(seeds), cfg, device=device, on_step=on_step, hypers=hypers or None)
+    header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth,
+                       "hypers": hypers},   # empty: the spec's defaults
               "software": software(device, "torch.float32")}
     return [header | run for run in results]
 
@@ -222,6 +276,31 @@ def _parse_lrs(text: str) -> tuple[float, ...]:
         raise MupError(Diagnostic(f"--lrs: every learning rate must be a positive number, got {bad[0]}",
                                   hint="e.g. --lrs 1e-3,3e-3,1e-2"))
     return tuple(sorted(set(lrs)))
+
+
+def _parse_hypers(texts: list[str], spec: str) -> tuple:
+    """--hyper NAME=V1,V2,... (repeatable) as the grid's transfer_hypers; every
+    name must be a hyperparameter the spec declares."""
+    from mupspec.empirical.lm_engine import spec_module
+
+    declared = sorted(spec_module(spec).HYPER_DEFAULTS)
+    out = []
+    for text in texts:
+        name, sep, values = text.partition("=")
+        hint = f"e.g. --hyper alpha_out=0.5,1,2; {spec} declares: {', '.join(declared)}"
+        if name not in declared:
+            raise MupError(Diagnostic(f"--hyper {text!r}: {spec} has no hyperparameter `{name}`", hint=hint))
+        if name in dict(out):
+            raise MupError(Diagnostic(f"--hyper {name}: given twice", hint=hint))
+        try:
+            parsed = tuple(sorted({float(v) for v in values.split(",")}))
+        except ValueError:
+            parsed = ()
+        if not sep or not parsed or not all(v > 0 and math.isfinite(v) for v in parsed):
+            raise MupError(Diagnostic(f"--hyper {text!r}: expected NAME=V1,V2,... with every value a positive "
+                                      "number", hint=hint))
+        out.append((name, parsed))
+    return tuple(out)
 
 
 def _check_device(device: str) -> None:
@@ -243,7 +322,8 @@ def run(args) -> int:
 
     torch.set_num_threads(args.threads)
     grid = QUICK if args.quick else FULL if args.full else DEFAULT
-    grid = Grid(**{**asdict(grid), "specs": args.specs} | ({"lrs": _parse_lrs(args.lrs)} if args.lrs else {}))
+    grid = Grid(**{**asdict(grid), "specs": args.specs} | ({"lrs": _parse_lrs(args.lrs)} if args.lrs else {})
+                | ({"transfer_hypers": _parse_hypers(args.hyper, grid.transfer_spec)} if args.hyper else {}))
     _check_device(args.device)
     if args.budget_minutes is not None and not args.budget_minutes >= 0:
         raise MupError(Diagnostic(f"--budget-minutes {args.budget_minutes:g}: expected a number of minutes >= 0",
@@ -255,8 +335,9 @@ def run(args) -> int:
     out = Path(args.out)
     figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
     store = RunStore(out, settings_of(grid, data))
-    parts = ("width", "depth") if args.part == "all" else (args.part,)
-    cells = _unique((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else []))
+    parts = ("width", "depth", "transfer") if args.part == "all" else (args.part,)
+    cells = _unique((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else [])
+                    + (transfer_cells(grid) if "transfer" in parts else []))
     from mupspec.empirical.lm_engine import spec_module
 
     for spec in sorted({c.spec for c in cells}):   # generate every module now: a broken spec fails before training
@@ -332,6 +413,34 @@ def _cell(g: Grid, spec: str, axis: str, size: int, lrs=None, seeds=None) -> Cel
     return Cell(spec, ARCH, width, depth, lrs or g.lrs, seeds or g.seeds)
 
 
+def hp_transfer(store: RunStore, g: Grid, rng) -> dict:
+    """Per hyperparameter: loss-vs-value tables per width (LR fixed), the best
+    value per width with its bootstrap interval over seeds (parabola-refined in
+    log value, as the best LR), and its shift per width doubling."""
+    from mupspec.empirical.spiral import _loss_table, _optimum, _shift
+
+    out = {}
+    for name, values in g.transfer_hypers:
+        entry = {"values": list(values), "lr": g.transfer_lr, "curves": {}, "optima": {}, "shift": {}}
+        for which in ("train_loss", "val_loss"):
+            done, optima = [], []
+            for w in g.transfer_widths:
+                rows = [_loss_table(store.load(Cell(g.transfer_spec, hyper_arch(name, v), w, g.depth,
+                                                    (g.transfer_lr,), g.transfer_seeds)),
+                                    [g.transfer_lr], list(g.transfer_seeds), which)[0] for v in values]
+                table = np.array(rows)
+                if np.isnan(table).any():
+                    continue   # an unfinished width
+                done.append(w)
+                optima.append(_optimum(table, np.log10(np.array(values)), rng))
+                entry["curves"].setdefault(which, {})[w] = table.tolist()
+            entry["optima"][which] = [{"width": w, "value": o["lr"], "lo": o["lo"], "hi": o["hi"],
+                                       "edge": o["edge"], "loss": o["loss"]} for w, o in zip(done, optima)]
+            entry["shift"][which] = _shift(done, optima) if len(done) >= 2 else None
+        out[name] = entry
+    return out
+
+
 # ---------------------------------------------------------------- analysis: coordinate statistics
 
 def _group(name: str) -> str:
@@ -400,6 +509,8 @@ def analyse(store: RunStore, g: Grid, parts, figures: Path) -> dict:
                             "coordinates": coordinates(store, g, width_specs(g))}
     if "depth" in parts:
         summary["depth"] = {"transfer": transfer(store, g, depth_specs(g), "depth", list(g.depths), rng)}
+    if "transfer" in parts:
+        summary["hp_transfer"] = hp_transfer(store, g, rng)
     _write_tables(summary, store.out)
     _figures(summary, g, figures)
     return summary
@@ -414,6 +525,9 @@ def _figures(summary: dict, g: Grid, figures: Path) -> None:
         if ready:
             plots.spiral_transfer(figures / f"{axis}_transfer.png", ready, g.lrs, axis, optimizer="AdamW")
             plots.lm_best_loss(figures / f"{axis}_best_loss.png", ready, axis)
+    ready = {k: v for k, v in summary.get("hp_transfer", {}).items() if v["optima"]["val_loss"]}
+    if ready:
+        plots.lm_hp_transfer(figures / "hp_transfer.png", ready, g.transfer_lr)
     coords = summary.get("width", {}).get("coordinates", {})
     if coords:
         plots.lm_coordinates(figures / "coordinates_width.png", coords, g.fixed())
@@ -491,6 +605,7 @@ def markdown(summary: dict) -> str:
                 div = ", ".join(f"{s}: {n}" for s, n in e["diverged"].items())
                 lines.append(f"| {label} | {which} | {cells} | {div} |")
         lines.append("")
+    lines += _hp_markdown(summary.get("hp_transfer", {}), fmt)
     coords = summary.get("width", {}).get("coordinates", {})
     if coords:
         lines += [f"## width exponents at the fixed LR (value ~ width^k; mean ± 95% t-interval over seeds)", "",
@@ -504,3 +619,22 @@ def markdown(summary: dict) -> str:
                 lines.append(f"| {label} | {grp} {q} | " + " | ".join(per_step.get(s, "") for s in c["steps"]) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _hp_markdown(hp: dict, fmt) -> list[str]:
+    if not hp:
+        return []
+    lr = next(iter(hp.values()))["lr"]
+    lines = [f"## HP transfer (muP, LR fixed at {lr:g}): best value per width (95% bootstrap interval over "
+             "seeds) and its shift", "",
+             "| hyper | loss | width: best value [interval] | shift per doubling (log2) [95%] | "
+             "width: loss at the best grid value |", "|---|---|---|---|---|"]
+    for name, e in hp.items():
+        for which, optima in e["optima"].items():
+            cells = ", ".join(f"{o['width']}: {o['value']:.3g} [{o['lo']:.3g}, {o['hi']:.3g}]"
+                              + ("*" if o["edge"] else "") for o in optima)
+            sh = e["shift"][which]
+            shift = "—" if sh is None else f"{sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}]"
+            losses = ", ".join(f"{o['width']}: {fmt(o['loss'])}" for o in optima)
+            lines.append(f"| {name} | {which} | {cells} | {shift} | {losses} |")
+    return lines + ["", "(* = optimum on the edge of the value grid)", ""]

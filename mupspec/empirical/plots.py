@@ -397,3 +397,51 @@ def lm_exponents_over_training(path, coords: Mapping, panels: Sequence[tuple[str
     fig.suptitle("coordinate checks over training: width exponents, 95% intervals over seeds", fontsize=10.5)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def lm_hp_transfer(path, hp: Mapping, lr: float) -> Path:
+    """Final loss against each hyperparameter's value at a fixed LR, one curve
+    per width (seed mean, band = min..max over seeds, star = the parabola-refined
+    best value); rows train / validation, one column per hyperparameter. A value
+    where a seed diverged gets a triangle at the top edge."""
+    names = list(hp)
+    fig, axes = plt.subplots(2, len(names), figsize=(max(4.6 * len(names), 9), 8.0), squeeze=False,
+                             layout="constrained")
+    for row, which in enumerate(("train_loss", "val_loss")):
+        losses = [v for e in hp.values() for table in e["curves"].get(which, {}).values() for t in table for v in t]
+        top = _loss_ceiling(losses)
+        for col, name in enumerate(names):
+            e, ax = hp[name], axes[row][col]
+            widths = list(e["curves"].get(which, {}))
+            colors = _size_colors(widths)
+            for width, optimum in zip(widths, e["optima"][which]):
+                table, xs = e["curves"][which][width], e["values"]
+                ok = [all(math.isfinite(v) and v <= top for v in t) for t in table]
+                mean = [sum(t) / len(t) if good else math.nan for t, good in zip(table, ok)]
+                ax.plot(xs, mean, "o-", ms=3, color=colors[width], label=f"width {width}")
+                ax.fill_between(xs, [min(t) if g else math.nan for t, g in zip(table, ok)],
+                                [max(t) if g else math.nan for t, g in zip(table, ok)], color=colors[width], alpha=0.15)
+                off = [x for x, good in zip(xs, ok) if not good]
+                if off:
+                    ax.plot(off, [top] * len(off), "^", ms=6, color=colors[width], mec="black", mew=0.5, clip_on=False)
+                ax.plot([optimum["value"]], [optimum["loss"]], "*", ms=13, color=colors[width], mec="black")
+            ax.set_xscale("log", base=2)
+            shown = [v for table in e["curves"].get(which, {}).values() for t in table for v in t
+                     if math.isfinite(v) and v <= top]
+            if shown:   # each panel its own scale: the hyperparameters move the loss by different amounts
+                pad = 0.05 * (max(shown) - min(shown)) + 1e-3
+                ax.set_ylim(min(shown) - pad, max(shown) + pad)
+            ax.grid(True, which="both", alpha=0.3)
+            sh = e["shift"][which]
+            shift = "" if sh is None else \
+                f"\nbest-value shift {sh['per_doubling']:+.2f} [{sh['lo']:+.2f}, {sh['hi']:+.2f}] log2/doubling"
+            ax.set_title(f"{name}: final {which.replace('_', ' ')}{shift}", fontsize=8.5)
+            if row == 1:
+                ax.set_xlabel(name)
+        axes[row][0].set_ylabel(f"final {which.replace('_', ' ')}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=max(1, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"muP: hyperparameter transfer across width at a fixed AdamW LR {lr:g}\n"
+                 "star = best value (parabola-refined in log value), band = min..max over seeds; "
+                 "▲ at the top = a seed diverged", fontsize=10.5)
+    return _save(fig, path)
