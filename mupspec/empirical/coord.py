@@ -586,7 +586,9 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
                 quantities: Sequence[str] = QUANTITIES, factory_name: str | None = None,
                 generated=None, on_run: Callable[[], None] = lambda: None) -> CoordResult:
     """Measure the user's model across `widths` and compare each role's width
-    exponents with check's predictions for `expect` (default: `spec`).
+    exponents with check's predictions for `expect` (default: `spec`): a
+    class name (muP, SP, NTK, mean-field, Depth-muP, CompleteP, u-muP), a
+    spec file or an ir.Spec.
 
     `optimizer`: a family name ("adam", "sgd": the spec's param groups, or
     one group when `as_is`), a factory `opt(model) -> Optimizer | list`, or
@@ -594,14 +596,14 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
     trained network (width x seed x optimizer): the CLI's progress bar."""
     from mupspec import ir
     from mupspec.codegen import load_module
-    from mupspec.resolve import load_spec
+    from mupspec.resolve import load_expected, load_spec
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     name = factory_name or getattr(make_model, "__name__", "make_model")
     spec = load_spec(spec) if isinstance(spec, (str, PurePath)) else spec
     if spec is None:
         raise MupError(Diagnostic("coord_check needs a spec (what the model should follow)"))
-    expect = load_spec(expect) if isinstance(expect, (str, PurePath)) else (expect or spec)
+    expect = load_expected(expect) or spec  # a class name (muP, SP, ...), a path or a spec
     points = as_widths(widths)
     base = Width(base_width) if isinstance(base_width, int) else (as_widths([base_width] * 3)[0]
                                                                     if base_width else points[0])
@@ -623,6 +625,8 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
         if isinstance(opt, str) and opt not in families and not as_is:
             raise MupError(Diagnostic(f"`{spec.name}` has no {opt} LR rules (it covers {', '.join(families)})",
                                       hint="pick --optimizer among those, or pass an optimizer factory"))
+        if isinstance(opt, str):
+            _covers(expect, P._family(opt))
         family = None
         largest = shape_model(make_model, points[-1], name)
         # delta: what grows, so that the rules apply at the base width too (set_base_shapes' delta)
@@ -657,6 +661,8 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
                     for (site, quantity), value in values.items():
                         site_roles.setdefault(site, "logits" if site.startswith("attention[") else "scalar")
                         samples.append(Sample(label, width.x, 0, seed, step, site, quantity, value))
+        if family is not None and not isinstance(opt, str):
+            _covers(expect, family)
         if family is None:
             notes.append(f"{label}: no SGD/Adam family recognized; only sizes at init are compared")
         preds[label] = _only_init(role_predictions(expect, family or "adam")) if family is None \
@@ -668,6 +674,18 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
     title = (f"coordinate check of {name} ({how}) against {against}'s predictions: widths "
              f"{[w.x for w in points]} (base {base.x}), {len(seeds)} seeds, {steps} steps")
     return CoordResult(title, rows, samples, fits, preds, site_roles, tol, steps, [w.x for w in points], notes)
+
+
+def _covers(expect, family: str) -> None:
+    """An expected class must state rules for the optimizer measured: NTK and
+    mean-field are SGD parametrizations (TP4), u-muP an Adam one."""
+    from mupspec import ir
+
+    covered = ir.optimizers(expect)
+    if family not in covered:
+        raise MupError(Diagnostic(f"`{expect.name}` states no {family} rules (it covers {', '.join(covered)}): "
+                                  f"it predicts nothing for a {family} run",
+                                  hint=f"measure with --optimizer {covered[0]}, or expect another class"))
 
 
 def _only_init(preds: dict) -> dict:
