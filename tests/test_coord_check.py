@@ -285,4 +285,56 @@ def test_logits_through_the_generated_attention_helper_are_recorded():
     q, k = model.qk(x).detach().split(8, dim=-1)
     logits = (q @ k.transpose(-2, -1) * 0.125).masked_select(torch.ones(5, 5, dtype=torch.bool).tril())
     assert by_step[0][("attention[0]", "act")] == pytest.approx(coord.rms(logits), rel=1e-12)
+    assert ("attention[1]", "act") not in by_step[0]  # the helper's own torch.softmax is not a second record
     assert P.attention.__name__ == "attention"  # put back
+
+
+def test_hand_written_attention_logits_are_recorded_in_every_softmax_spelling():
+    """q @ k^T * scale, causally masked, then torch.softmax, F.softmax or
+    Tensor.softmax: each is one logit record (the entries attention uses);
+    a softmax over a non-square tensor (a classifier's) is not."""
+    import torch.nn.functional as F
+
+    spellings = (lambda a: torch.softmax(a, -1), lambda a: F.softmax(a, dim=-1), lambda a: a.softmax(dim=-1))
+
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qk = torch.nn.Linear(8, 16, bias=False)
+
+        def forward(self, x):
+            q, k = self.qk(x).split(8, dim=-1)
+            att = (q @ k.transpose(-2, -1) * 0.125).masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1),
+                                                                 float("-inf"))
+            classes = F.softmax(x[:, 0, :3], dim=-1)  # (batch, 3): no attention
+            return sum(softmax(att) @ k for softmax in spellings) + classes.sum()
+
+    torch.manual_seed(0)
+    model, x = Heads().double(), torch.randn(2, 5, 8, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    originals = (torch.softmax, F.softmax, torch.Tensor.softmax)
+    by_step = train_and_record(Run(model, opt, (x,), {}, None, {}, module_sites(model, {})), 1, ("act",), seed=0)
+    q, k = model.qk(x).detach().split(8, dim=-1)
+    logits = (q @ k.transpose(-2, -1) * 0.125).masked_select(torch.ones(5, 5, dtype=torch.bool).tril())
+    recorded = sorted(site for site, _ in by_step[0] if site.startswith("attention["))
+    assert recorded == ["attention[0]", "attention[1]", "attention[2]"]
+    for site in recorded:
+        assert by_step[0][(site, "act")] == pytest.approx(coord.rms(logits), rel=1e-12)
+    assert (torch.softmax, F.softmax, torch.Tensor.softmax) == originals  # put back
+    assert "softmax" not in vars(torch.Tensor)  # uncovered, not shadowed
+
+
+def test_gpt_with_hand_written_attention_sp_and_mup_logits_told_apart():
+    """nanoGPT-style attention by hand: with 1/sqrt(d_head) the logits fail
+    μP's prediction (and nothing else does); with 1/d_head they pass."""
+    sp = coord_check(user_models.hand_attention_gpt, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
+                     make_input=user_models.tokens, optimizer="adam", **FAST)
+    logit_rows = [r for r in sp.rows if r.role == "logits"]
+    assert {s.site for r in logit_rows for s in r.sites} == {f"attention[{i}]" for i in range(user_models.LAYERS)}
+    assert {r.role for r in sp.rows if not r.agrees} == {"logits"}, sp.render()
+    act = next(r for r in logit_rows if r.quantity == "act")
+    assert act.measured == pytest.approx(0.0, abs=0.15)  # q.k/sqrt(d_head): Θ(1), μP predicts n^-1/2
+    mup = coord_check(user_models.hand_attention_gpt_mup, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
+                      make_input=user_models.tokens, optimizer="adam", **FAST)
+    assert mup.ok, mup.render()
+    assert any(r.role == "logits" for r in mup.rows)

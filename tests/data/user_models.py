@@ -7,6 +7,9 @@ tests (the FILE.py:FACTORY contract: FACTORY(width) -> nn.Module).
   with its readout tied to the token embedding (or not); `tokens()` is its
   example input. Attention scale 1/sqrt(d_head), PyTorch's default init:
   standard parametrization until a spec parametrizes it.
+- `hand_attention_gpt(width)` / `hand_attention_gpt_mup(width)`: the same
+  GPT with attention written by hand, nanoGPT's way (q @ k^T * scale, a
+  causal masked_fill with -inf, F.softmax), scale 1/sqrt(d_head) or 1/d_head.
 """
 
 from __future__ import annotations
@@ -37,11 +40,23 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
+class HandAttention(Attention):
+    """Attention without F.scaled_dot_product_attention (nanoGPT's slow path)."""
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, HEADS, c // HEADS).transpose(1, 2) for z in self.qkv(x).split(c, dim=2))
+        att = (q @ k.transpose(-2, -1)) * self.scale
+        att = att.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+        y = F.softmax(att, dim=-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
 class Block(nn.Module):
-    def __init__(self, width: int, logit_power: float):
+    def __init__(self, width: int, logit_power: float, attention: type = Attention):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attn = Attention(width, logit_power)
+        self.attn = attention(width, logit_power)
         self.fc, self.out = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
 
     def forward(self, x):
@@ -50,10 +65,10 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, width: int, tied: bool = True, logit_power: float = 0.5):
+    def __init__(self, width: int, tied: bool = True, logit_power: float = 0.5, attention: type = Attention):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(VOCAB, width), nn.Embedding(SEQ, width)
-        self.blocks = nn.ModuleList(Block(width, logit_power) for _ in range(LAYERS))
+        self.blocks = nn.ModuleList(Block(width, logit_power, attention) for _ in range(LAYERS))
         self.ln_f = nn.LayerNorm(width)
         self.lm_head = nn.Linear(width, VOCAB, bias=False)
         if tied:
@@ -134,6 +149,16 @@ def gpt_mup_attention(width: int) -> nn.Module:
 def gpt_tied_mup_attention(width: int) -> nn.Module:
     """Readout tied to the token embedding, attention logits scaled 1/d_head."""
     return GPT(width, tied=True, logit_power=1.0)
+
+
+def hand_attention_gpt(width: int) -> nn.Module:
+    """Untied, attention by hand with logits scaled 1/sqrt(d_head) (SP's rule)."""
+    return GPT(width, tied=False, attention=HandAttention)
+
+
+def hand_attention_gpt_mup(width: int) -> nn.Module:
+    """Untied, attention by hand with logits scaled 1/d_head (μP's rule)."""
+    return GPT(width, tied=False, logit_power=1.0, attention=HandAttention)
 
 
 def tokens() -> torch.Tensor:
