@@ -40,6 +40,22 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
+class SplitAttention(nn.Module):
+    """Llama-style separate q_proj, k_proj, v_proj (F.scaled_dot_product_attention)."""
+
+    def __init__(self, width: int, logit_power: float = 0.5):
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, width, bias=False) for _ in range(3))
+        self.proj = nn.Linear(width, width, bias=False)
+        self.scale = (width // HEADS) ** -logit_power
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = (z(x).view(b, t, HEADS, c // HEADS).transpose(1, 2) for z in (self.q_proj, self.k_proj, self.v_proj))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
 class HandAttention(Attention):
     """Attention without F.scaled_dot_product_attention (nanoGPT's slow path)."""
 
@@ -91,8 +107,8 @@ class HandMupGPT(GPT):
     divided by width_mult, attention 1/d_head, hidden LR / width_mult
     (`hand_mup_adamw`)."""
 
-    def __init__(self, width: int, base: int = 64):
-        super().__init__(width, tied=True, logit_power=1.0)
+    def __init__(self, width: int, base: int = 64, attention: type = Attention):
+        super().__init__(width, tied=True, logit_power=1.0, attention=attention)
         self.width_mult = width / base
         for name, p in self.named_parameters():
             if name.endswith(".bias") and "ln" not in name:
@@ -107,6 +123,16 @@ class HandMupGPT(GPT):
 
 def hand_mup_gpt(width: int) -> nn.Module:
     return HandMupGPT(width)
+
+
+def hand_mup_gpt_zero_query(width: int) -> nn.Module:
+    """The hand-written μP GPT with separate q/k/v projections and the query
+    started at zero (as Tensor Programs V, App. D.2, allows): the query's
+    init rule differs from the key's."""
+    model = HandMupGPT(width, attention=SplitAttention)
+    for block in model.blocks:
+        nn.init.zeros_(block.attn.q_proj.weight)
+    return model
 
 
 def hand_mup_adamw(model: HandMupGPT) -> torch.optim.Optimizer:
