@@ -18,10 +18,57 @@ DIR = Path(__file__).resolve().parent / "specs"
 # convenient names accepted where a bundled spec is: `mup` is the Table 8 form microsoft/mup implements
 ALIASES = {"mup": "mup_table8"}
 
+# The parametrization classes `--expect CLASS` names, each the bundled spec that
+# states it: (name as printed, its file, other spellings). Matched without case,
+# and with `-`, `_`, spaces and μ/mu folded, so `mup`, `muP`, `μP` are one name.
+CLASSES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("muP", "mup_table8", ("maximal-update",)),
+    ("SP", "sp", ("standard",)),
+    ("NTK", "ntk", ("NTP",)),
+    ("mean-field", "mean_field", ("MF", "MFP")),
+    ("Depth-muP", "depth_mup", ()),
+    ("CompleteP", "completep", ()),
+    ("u-muP", "umup", ("unit-muP",)),
+)
+
 _HEADER = re.compile(r'^parametrization\s+\w+\s+"([^"]*)"', re.MULTILINE)
 
 def names() -> list[str]:
     return sorted(p.stem for p in DIR.glob("*.mup"))
+
+
+def _folded(name: str) -> str:
+    return re.sub(r"[-_\s]", "", name.strip().lower().replace("μ", "mu"))
+
+
+def class_names() -> list[str]:
+    return [name for name, _, _ in CLASSES]
+
+
+def class_spec(name: str) -> Path | None:
+    """The bundled spec of parametrization class `name` (any spelling in
+    CLASSES), or None when `name` names no class."""
+    key = _folded(name)
+    for printed, file, aliases in CLASSES:
+        if key in {_folded(printed), _folded(file), *map(_folded, aliases)}:
+            return DIR / f"{file}.mup"
+    return None
+
+
+def expected(arg: str) -> Path:
+    """What `--expect` names: a class (muP, SP, NTK, ...), a spec file, or a
+    bundled spec name; MupError listing the classes otherwise."""
+    as_path = Path(arg)
+    if as_path.suffix == ".mup" or as_path.is_file():
+        return as_path
+    found = class_spec(arg)
+    if found is not None:
+        return found
+    if (DIR / f"{ALIASES.get(arg, arg)}.mup").is_file():
+        return DIR / f"{ALIASES.get(arg, arg)}.mup"
+    raise MupError(Diagnostic(f"--expect `{arg}`: no parametrization class, spec file or bundled spec of that name",
+                              hint="a class: " + ", ".join(class_names()) + " (any case); or a .mup file, or a "
+                                   "bundled spec (`mupspec specs` lists them)"))
 
 
 def path(name: str) -> Path:

@@ -60,6 +60,17 @@ def load_spec(path: str | Path) -> ir.Spec:
     return _load(Path(path), chain=())
 
 
+def load_expected(expect) -> ir.Spec | None:
+    """`expect=` of coord_check / verify / assert_*: None, an ir.Spec, a path,
+    or a name: a parametrization class (`muP`, `SP`, `NTK`, `mean-field`,
+    ...; bundled.CLASSES) or a bundled spec name."""
+    if expect is None or isinstance(expect, ir.Spec):
+        return expect
+    if isinstance(expect, Path):
+        return load_spec(expect)
+    return load_spec(bundled.expected(str(expect)))
+
+
 def parse_and_resolve(text: str, file: str | None = None) -> ir.Spec:
     """Like load_spec, for text in memory (bases are looked up beside `file`)."""
     return _resolve_text(text, file, chain=())

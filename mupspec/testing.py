@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from mupspec import ir
 from mupspec.bundled import DIR as SPECS_DIR
-from mupspec.resolve import load_spec, parse_and_resolve
+from mupspec.resolve import load_expected, load_spec, parse_and_resolve
 
 BASES = ("sp", "mup_table3", "ntk", "mean_field", "sp_lr_inv_width")
 _SHIFTS = tuple(Fraction(k, 2) for k in range(-2, 3))  # J.1 exponents t in {-1, -1/2, 0, 1/2, 1}
@@ -117,7 +117,7 @@ def assert_scaling(spec, *, expect=None, widths=(64, 128, 256, 512, 1024), depth
     from mupspec.commands.verify import render, verify_spec
 
     spec = load_spec(spec) if isinstance(spec, (str, Path)) else spec
-    expect = load_spec(expect) if isinstance(expect, (str, Path)) else expect
+    expect = load_expected(expect)  # a class name (muP, SP, ...), a path or a spec
     rows, *_ = verify_spec(spec, expect, widths=widths, depths=depths, seeds=seeds, steps=steps,
                            arch=arch, optimizers=optimizers, tol=tol)
     failed = [r for r in rows if not r.agrees]

@@ -70,6 +70,50 @@ def test_adam_relative_update_is_init_std_over_lr():
     assert role_predictions(load_spec(SPECS / "sp.mup"), "adam")[("hidden", "upd")] == 0.5
 
 
+# ---------------------------------------------------------------- --expect CLASS
+
+
+@pytest.mark.parametrize("names, spec", [
+    (("muP", "mup", "μP", "MUP"), "mup_table8"), (("SP", "sp", "Standard"), "sp"), (("NTK", "ntp"), "ntk"),
+    (("mean-field", "MF", "mean_field", "Mean Field", "mfp"), "mean_field"), (("Depth-muP", "depth_mup"), "depth_mup"),
+    (("CompleteP", "completep"), "completep"), (("u-muP", "umup", "u-μP"), "umup"),
+])
+def test_expect_class_names_resolve_to_their_bundled_spec(names, spec):
+    from mupspec import bundled
+    from mupspec.resolve import load_expected
+
+    for name in names:
+        assert load_expected(name).name == spec, name
+    assert bundled.class_spec(names[0]).stem == spec and bundled.class_spec("no-such-class") is None
+
+
+def test_expect_class_predictions_tell_sp_from_mup():
+    """The class's exponents are its bundled spec's: SP's hidden own-update
+    term grows like n under Adam, μP's is Θ(1)."""
+    from mupspec.resolve import load_expected
+
+    assert role_predictions(load_expected("SP"), "adam")[("hidden", "own")] == 1.0
+    assert role_predictions(load_expected("muP"), "adam")[("hidden", "own")] == 0.0
+
+
+def test_expect_sp_holds_for_an_sp_model():
+    result = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "sp.mup"), expect="sp",
+                         optimizer="adam", **FAST)
+    assert result.ok, result.render()
+
+
+@pytest.mark.parametrize("expect, message", [
+    ("nosuch", "a class: muP, SP, NTK, mean-field, Depth-muP, CompleteP, u-muP"),
+    ("NTK", "`ntk` states no adam rules (it covers sgd)"),
+])
+def test_cli_expect_unknown_or_uncovered_class_exit_2(expect, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, out, err = main(capsys, "coord-check", "specs/mup_table8.mup", "--model", f"{MODELS}:mlp", "--steps", "1",
+                          "--seeds", "1", "--optimizer", "adam", "--expect", expect)
+    assert code == 2, out + err
+    assert message in err and "Traceback" not in err
+
+
 # ---------------------------------------------------------------- the own-update term
 
 
@@ -116,7 +160,7 @@ def test_mlp_under_mup_passes_and_sp_fails_against_mup():
     seeds = FAST.get("seeds", 3)
     assert len(trained) == 4 * (seeds if isinstance(seeds, int) else len(seeds))  # the progress bar's unit: one network
     assert {r.role for r in mup.rows} >= {"input", "hidden", "output", "features"}
-    sp = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "sp.mup"), expect=str(SPECS / "mup_table8.mup"),
+    sp = coord_check(user_models.mlp, [64, 128, 256, 512], spec=str(SPECS / "sp.mup"), expect="muP",
                      optimizer="adam", **FAST)
     assert not sp.ok
     text = sp.render()
@@ -125,6 +169,7 @@ def test_mlp_under_mup_passes_and_sp_fails_against_mup():
     hidden_own = next(r for r in sp.rows if (r.role, r.quantity) == ("hidden", "own"))
     assert hidden_own.measured == pytest.approx(1.0, abs=0.2)  # SP + Adam: ΔW·x grows like n
     assert "2 +" in text and "(predicted +0.00)" in text  # names the failing layer and the gap
+    assert "against `mup_table8`'s predictions" in text  # the class muP is the bundled Table 8 spec
 
 
 def test_gpt_with_sqrt_attention_fails_mup_on_the_logits_only():
@@ -166,7 +211,7 @@ def test_cli_passes_json_and_plot(tmp_path):
 def test_cli_exit_1_names_the_failing_layers(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     code, out, err = main(capsys, "coord-check", "specs/sp.mup", "--model", f"{MODELS}:mlp", "--widths",
-                          "64,128,256,512", "--steps", "1", "--seeds", "2", "--expect", "mup")
+                          "64,128,256,512", "--steps", "1", "--seeds", "2", "--expect", "MUP")
     assert code == 1, out + err
     assert "FAIL" in out and "hidden own-update term" in out
 
@@ -240,4 +285,56 @@ def test_logits_through_the_generated_attention_helper_are_recorded():
     q, k = model.qk(x).detach().split(8, dim=-1)
     logits = (q @ k.transpose(-2, -1) * 0.125).masked_select(torch.ones(5, 5, dtype=torch.bool).tril())
     assert by_step[0][("attention[0]", "act")] == pytest.approx(coord.rms(logits), rel=1e-12)
+    assert ("attention[1]", "act") not in by_step[0]  # the helper's own torch.softmax is not a second record
     assert P.attention.__name__ == "attention"  # put back
+
+
+def test_hand_written_attention_logits_are_recorded_in_every_softmax_spelling():
+    """q @ k^T * scale, causally masked, then torch.softmax, F.softmax or
+    Tensor.softmax: each is one logit record (the entries attention uses);
+    a softmax over a non-square tensor (a classifier's) is not."""
+    import torch.nn.functional as F
+
+    spellings = (lambda a: torch.softmax(a, -1), lambda a: F.softmax(a, dim=-1), lambda a: a.softmax(dim=-1))
+
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qk = torch.nn.Linear(8, 16, bias=False)
+
+        def forward(self, x):
+            q, k = self.qk(x).split(8, dim=-1)
+            att = (q @ k.transpose(-2, -1) * 0.125).masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1),
+                                                                 float("-inf"))
+            classes = F.softmax(x[:, 0, :3], dim=-1)  # (batch, 3): no attention
+            return sum(softmax(att) @ k for softmax in spellings) + classes.sum()
+
+    torch.manual_seed(0)
+    model, x = Heads().double(), torch.randn(2, 5, 8, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    originals = (torch.softmax, F.softmax, torch.Tensor.softmax)
+    by_step = train_and_record(Run(model, opt, (x,), {}, None, {}, module_sites(model, {})), 1, ("act",), seed=0)
+    q, k = model.qk(x).detach().split(8, dim=-1)
+    logits = (q @ k.transpose(-2, -1) * 0.125).masked_select(torch.ones(5, 5, dtype=torch.bool).tril())
+    recorded = sorted(site for site, _ in by_step[0] if site.startswith("attention["))
+    assert recorded == ["attention[0]", "attention[1]", "attention[2]"]
+    for site in recorded:
+        assert by_step[0][(site, "act")] == pytest.approx(coord.rms(logits), rel=1e-12)
+    assert (torch.softmax, F.softmax, torch.Tensor.softmax) == originals  # put back
+    assert "softmax" not in vars(torch.Tensor)  # uncovered, not shadowed
+
+
+def test_gpt_with_hand_written_attention_sp_and_mup_logits_told_apart():
+    """nanoGPT-style attention by hand: with 1/sqrt(d_head) the logits fail
+    μP's prediction (and nothing else does); with 1/d_head they pass."""
+    sp = coord_check(user_models.hand_attention_gpt, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
+                     make_input=user_models.tokens, optimizer="adam", **FAST)
+    logit_rows = [r for r in sp.rows if r.role == "logits"]
+    assert {s.site for r in logit_rows for s in r.sites} == {f"attention[{i}]" for i in range(user_models.LAYERS)}
+    assert {r.role for r in sp.rows if not r.agrees} == {"logits"}, sp.render()
+    act = next(r for r in logit_rows if r.quantity == "act")
+    assert act.measured == pytest.approx(0.0, abs=0.15)  # q.k/sqrt(d_head): Θ(1), μP predicts n^-1/2
+    mup = coord_check(user_models.hand_attention_gpt_mup, [64, 128, 256], spec=str(SPECS / "mup_table8.mup"),
+                      make_input=user_models.tokens, optimizer="adam", **FAST)
+    assert mup.ok, mup.render()
+    assert any(r.role == "logits" for r in mup.rows)

@@ -138,6 +138,51 @@ def test_hugging_face_gpt2_says_what_it_is():
     assert report.results["adam"].regime == "unstable"
 
 
+# ---------------------------------------------------------------- sub-role blocks
+
+
+@pytest.fixture(scope="module")
+def zero_query():
+    return infer(user_models.hand_mup_gpt_zero_query, WIDTHS, optimizer=user_models.hand_mup_adamw,
+                 make_input=user_models.tokens, seeds=2)
+
+
+def test_a_part_with_its_own_rule_gets_a_sub_role_block(zero_query):
+    """Hand-written μP whose query starts at zero: the query's init differs
+    from the key's (and every other hidden weight's); infer writes a `query`
+    block rather than folding it into the hidden rule or a comment."""
+    from mupspec import ir
+
+    text = to_spec_text(zero_query)
+    assert "query {  # from: blocks.0.attn.q_proj.weight, blocks.1.attn.q_proj.weight\n  init.var = 0\n}" in text
+    assert "# differs" not in text and "key {" not in text
+    spec = parse_and_resolve(text, "<inferred>")
+    query = ir.role_rule(spec, "query", "init.var")
+    assert (query.kind, query.numerator) == ("num", 0)  # zero init
+    assert ir.role_rule(spec, "key", "init.var") == ir.role_rule(spec, "hidden", "init.var")  # the key follows
+    assert zero_query.classes["hidden"]["init.var"].rational == -1
+    assert check_spec(spec).ok, text
+
+
+def test_a_part_whose_members_disagree_stays_a_comment(zero_query):
+    """One rule per part: when the two queries differ from each other too
+    (here one layer's LR made n^-1/2), no block is written for them."""
+    import dataclasses
+
+    from mupspec.empirical import infer as infer_module
+
+    exponents = {n: dict(f) for n, f in zero_query.exponents.items()}
+    exponents["blocks.1.attn.q_proj.weight"]["lr"] = Exponent(-0.5, Fraction(-1, 2), 0.0)
+    changed = dataclasses.replace(zero_query, exponents=exponents, classes={}, members={}, dissent={}, parts={},
+                                  notes=[])
+    infer_module._classes(changed)
+    text = to_spec_text(changed)
+    assert "query {" not in text
+    assert "# differs: blocks.0.attn.q_proj.weight: init.var zero" in text
+    assert "# differs: blocks.1.attn.q_proj.weight" in text and "lr n^-1/2" in text
+    parse_and_resolve(text, "<inferred>")
+
+
 # ---------------------------------------------------------------- the command
 
 

@@ -111,7 +111,7 @@ def test_verify_passes_on_mup_and_writes_plots(tmp_path):
 
 
 def test_verify_holding_sp_to_mup_fails_and_names_layers():
-    result = mupspec("verify", "specs/sp.mup", "--expect", "mup", *SMALL, "--optimizer", "adam")
+    result = mupspec("verify", "specs/sp.mup", "--expect", "muP", *SMALL, "--optimizer", "adam")
     assert result.returncode == 1, result.stdout + result.stderr
     tail = result.stdout.split("Layers that differ:")[1]
     assert "hidden" in tail and "output" in tail
@@ -119,7 +119,7 @@ def test_verify_holding_sp_to_mup_fails_and_names_layers():
 
 @pytest.mark.parametrize("args, message", [
     (["specs/nope.mup"], "no such file"),
-    (["specs/sp.mup", "--expect", "nosuch"], "no spec file or bundled spec"),
+    (["specs/sp.mup", "--expect", "nosuch"], "a class: muP, SP, NTK, mean-field, Depth-muP, CompleteP, u-muP"),
     (["specs/sp.mup", "--widths", "64"], "two distinct widths"),
     (["specs/sp.mup", "--arch", "mlp", "--depths", "2"], "depth >= 3"),
     (["specs/sp.mup", "--widths", "64,abc"], "comma-separated integers"),

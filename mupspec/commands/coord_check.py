@@ -41,8 +41,8 @@ def configure(parser) -> None:
                         help="the factory already parametrized the model (e.g. microsoft/mup's set_base_shapes): "
                              "measure it as it is, without the spec's generated module")
     parser.add_argument("--expect", metavar="CLASS",
-                        help="compare with another spec's predictions (a .mup file, or a bundled name: mup, sp, "
-                             "ntk, mup_table3, ...)")
+                        help="compare with a parametrization class's predictions: muP, SP, NTK, mean-field (MF), "
+                             "Depth-muP, CompleteP, u-muP (any case); or a .mup file or bundled spec name")
     parser.add_argument("--tol", type=float, default=0.2,
                         help="an exponent agrees when within tol of the prediction (default 0.2)")
     parser.add_argument("--plot", metavar="DIR", help="write coordinate-check figures into DIR")

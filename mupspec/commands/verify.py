@@ -56,9 +56,10 @@ def configure(parser) -> None:
     from mupspec.ir import OPTIMIZERS
 
     parser.add_argument("file", metavar="FILE", type=locate, help="a .mup spec or a bundled spec name")
-    parser.add_argument("--expect", metavar="SPEC",
-                        help="compare with another spec's predictions instead (a file, or a bundled "
-                             "name: mup, sp, ntk, mup_table3, ...); the networks are still FILE's")
+    parser.add_argument("--expect", metavar="CLASS",
+                        help="compare with a parametrization class's predictions instead (muP, SP, NTK, "
+                             "mean-field, Depth-muP, CompleteP, u-muP; or a .mup file or bundled spec name); "
+                             "the networks are still FILE's")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, action="append",
                         help="only this optimizer (repeatable; default: those the spec covers)")
     parser.add_argument("--widths", type=_ints, default=(64, 128, 256, 512, 1024),
@@ -110,11 +111,12 @@ def predictions(spec, optimizer: str, first_steps: bool = True) -> dict[tuple[st
 
 
 def expected_spec(name_or_path: str):
-    """--expect: a file path, or a bundled spec name (`mup` = Table 8)."""
-    path = Path(name_or_path)
-    if path.suffix == ".mup" or path.exists():
-        return parse_and_resolve(read_text(name_or_path), name_or_path)
-    return load_spec(bundled.path(name_or_path))
+    """--expect: a parametrization class (muP, SP, NTK, mean-field, Depth-muP,
+    CompleteP, u-muP; any case), a file path, or a bundled spec name."""
+    path = bundled.expected(name_or_path)
+    if path.parent == bundled.DIR:
+        return load_spec(path)
+    return parse_and_resolve(read_text(name_or_path), name_or_path)
 
 
 # ---------------------------------------------------------------- comparison

@@ -8,8 +8,10 @@ hooks (nothing in the model is changed):
 
 - every *site*: each module that owns parameters (Linear, Embedding, norms,
   convolutions, ...), the input of the readout (the features the output
-  reads, `features`), every attention-logit matrix of
-  F.scaled_dot_product_attention (`logits`), and the model output;
+  reads, `features`), every attention-logit matrix (`logits`: the q, k of
+  F.scaled_dot_product_attention or of the generated `attention` helper,
+  or, for attention written by hand, the square (..., T, T) input of a
+  softmax over its last axis), and the model output;
 - per site and step, the per-coordinate RMS of its output at init (`act`),
   its change since init (`delta`), and, for modules, the own-update term
   f(x_t; θ_t - θ_0) (`own`: the module re-run on its current input with the
@@ -187,6 +189,7 @@ class Recorder:
             self.handles.append(module.register_forward_hook(self._post(site, module)))
         self._raw: dict[str, tuple] = {}
         self._logit_index = 0
+        self._busy = False  # inside an instrumented attention function
 
     def remove(self):
         for h in self.handles:
@@ -267,34 +270,90 @@ class Recorder:
         if causal:  # only the entries attention uses
             t, u = logits.shape[-2:]
             logits = logits.masked_select(torch.ones(t, u, dtype=torch.bool, device=q.device).tril(u - t))
+        self._record_logits(logits)
+
+    def _record_logits(self, logits: torch.Tensor) -> None:
         self._record(f"attention[{self._logit_index}]", logits)
         self._logit_index += 1
 
+    @torch.no_grad()
+    def softmax_input(self, x, dim) -> None:
+        """Attention written by hand: softmax over the last axis of a square
+        (..., T, T) tensor is taken to be attention over logits. Masked
+        entries (-inf, or a large negative fill such as -1e4 or finfo.min)
+        are not logits: only the entries attention uses are recorded."""
+        if not (self.active and isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() >= 3
+                and x.shape[-1] == x.shape[-2] and dim in (-1, x.dim() - 1)):
+            return
+        x = x.detach()
+        self._record_logits(x[torch.isfinite(x) & (x > MASKED)])
+
+    def _inside(self, original, record):
+        """`original` with `record(*args, **kwargs)` first; while it runs,
+        the softmax it may call is not recorded a second time (the generated
+        helper calls torch.softmax, F.softmax calls Tensor.softmax)."""
+        def call(*args, **kwargs):
+            if self._busy:
+                return original(*args, **kwargs)
+            record(*args, **kwargs)
+            self._busy = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._busy = False
+        return call
+
     def sdpa(self, original):
-        def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        def record(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
             self.logits(q, k, scale, is_causal)
-            return original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
-                            scale=scale, **kwargs)
-        return sdpa
+        return self._inside(original, record)
 
     def helper(self, original):
         """The generated module's attention(q, k, v, scale, causal=, mask=)."""
-        def attention(q, k, v, scale, *, causal=False, mask=None):
+        def record(q, k, v, scale, *, causal=False, mask=None):
             self.logits(q, k, scale, causal)
-            return original(q, k, v, scale, causal=causal, mask=mask)
-        return attention
+        return self._inside(original, record)
+
+    def softmax(self, original):
+        """torch.softmax(x, dim), F.softmax(x, dim), x.softmax(dim)."""
+        def record(x, *args, **kwargs):
+            self.softmax_input(x, args[0] if args else kwargs.get("dim"))
+        return self._inside(original, record)
+
+
+MASKED = -1e3  # a softmax input at or below this is a mask fill, not a logit (logits are O(1) to O(n))
 
 
 def _attention_functions(recorder) -> list[tuple[object, str, object]]:
     """(owner, attribute, replacement) for every attention entry point a
-    model may call: F.scaled_dot_product_attention and the `attention`
-    helper of every generated module imported (they are looked up at call
-    time, so replacing the attribute instruments the user's code)."""
+    model may call: F.scaled_dot_product_attention, the `attention` helper
+    of every generated module imported, and softmax in its three spellings
+    (attention written by hand). They are looked up at call time, so
+    replacing the attribute instruments the user's code."""
     targets = [(F, "scaled_dot_product_attention", recorder.sdpa(F.scaled_dot_product_attention))]
     for name, module in list(sys.modules.items()):
         if name.startswith("mupspec_generated_") and callable(getattr(module, "attention", None)):
             targets.append((module, "attention", recorder.helper(module.attention)))
+    targets += [(owner, "softmax", recorder.softmax(owner.softmax)) for owner in (torch, F, torch.Tensor)]
     return targets
+
+
+def _patch(targets) -> list[tuple[object, str, object, bool]]:
+    """Install the replacements; (owner, attribute, original, owned) to undo
+    them (`owned`: the attribute was the owner's own, not inherited)."""
+    undo = []
+    for owner, attr, new in targets:
+        undo.append((owner, attr, getattr(owner, attr), attr in vars(owner)))
+        setattr(owner, attr, new)
+    return undo
+
+
+def _unpatch(undo) -> None:
+    for owner, attr, old, owned in reversed(undo):
+        if owned:
+            setattr(owner, attr, old)
+        else:
+            delattr(owner, attr)  # inherited (Tensor.softmax lives on torch._C.TensorBase): uncover it
 
 
 # ---------------------------------------------------------------- one run
@@ -318,9 +377,7 @@ def train_and_record(run: Run, steps: int, quantities: Sequence[str], seed: int)
     in the forward after t optimizer steps)."""
     recorder = Recorder(run.model, run.sites, quantities)
     optimizers = run.optimizer if isinstance(run.optimizer, (list, tuple)) else [run.optimizer]
-    patched = [(owner, attr, getattr(owner, attr), new) for owner, attr, new in _attention_functions(recorder)]
-    for owner, attr, _, new in patched:
-        setattr(owner, attr, new)
+    patched = _patch(_attention_functions(recorder))
     cotangent = None
     by_step: dict[int, dict] = {}
     try:
@@ -346,8 +403,7 @@ def train_and_record(run: Run, steps: int, quantities: Sequence[str], seed: int)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
     finally:
-        for owner, attr, old, _ in patched:
-            setattr(owner, attr, old)
+        _unpatch(patched)
         recorder.remove()
     return by_step
 
@@ -587,7 +643,9 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
                 quantities: Sequence[str] = QUANTITIES, factory_name: str | None = None,
                 generated=None, on_run: Callable[[], None] = lambda: None, backend=None) -> CoordResult:
     """Measure the user's model across `widths` and compare each role's width
-    exponents with check's predictions for `expect` (default: `spec`).
+    exponents with check's predictions for `expect` (default: `spec`): a
+    class name (muP, SP, NTK, mean-field, Depth-muP, CompleteP, u-muP), a
+    spec file or an ir.Spec.
 
     `optimizer`: a family name ("adam", "sgd": the spec's param groups, or
     one group when `as_is`), a factory `opt(model) -> Optimizer | list`, or
@@ -597,14 +655,14 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
     (`runner.py`; default: in this process)."""
     from mupspec import ir
     from mupspec.codegen import load_module
-    from mupspec.resolve import load_spec
+    from mupspec.resolve import load_expected, load_spec
 
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     name = factory_name or getattr(make_model, "__name__", "make_model")
     spec = load_spec(spec) if isinstance(spec, (str, PurePath)) else spec
     if spec is None:
         raise MupError(Diagnostic("coord_check needs a spec (what the model should follow)"))
-    expect = load_spec(expect) if isinstance(expect, (str, PurePath)) else (expect or spec)
+    expect = load_expected(expect) or spec  # a class name (muP, SP, ...), a path or a spec
     points = as_widths(widths)
     base = Width(base_width) if isinstance(base_width, int) else (as_widths([base_width] * 3)[0]
                                                                     if base_width else points[0])
@@ -627,6 +685,8 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
         if isinstance(opt, str) and opt not in families and not as_is:
             raise MupError(Diagnostic(f"`{spec.name}` has no {opt} LR rules (it covers {', '.join(families)})",
                                       hint="pick --optimizer among those, or pass an optimizer factory"))
+        if isinstance(opt, str):
+            _covers(expect, P._family(opt))
         largest = shape_model(make_model, points[-1], name)
         # delta: what grows, so that the rules apply at the base width too (set_base_shapes' delta)
         plan_kwargs = dict(optimizer=plan_family, widths=points[-1].symbols(P.WIDTH_SYMBOLS),
@@ -660,6 +720,8 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
                     for (site, quantity), value in values.items():
                         site_roles.setdefault(site, "logits" if site.startswith("attention[") else "scalar")
                         samples.append(Sample(label, width.x, 0, seed, step, site, quantity, value))
+        if family is not None and not isinstance(opt, str):
+            _covers(expect, family)
         if family is None:
             notes.append(f"{label}: no SGD/Adam family recognized; only sizes at init are compared")
         preds[label] = _only_init(role_predictions(expect, family or "adam")) if family is None \
@@ -671,6 +733,18 @@ def coord_check(make_model, widths, *, spec=None, make_input=None, loss=None, op
     title = (f"coordinate check of {name} ({how}) against {against}'s predictions: widths "
              f"{[w.x for w in points]} (base {base.x}), {len(seeds)} seeds, {steps} steps")
     return CoordResult(title, rows, samples, fits, preds, site_roles, tol, steps, [w.x for w in points], notes)
+
+
+def _covers(expect, family: str) -> None:
+    """An expected class must state rules for the optimizer measured: NTK and
+    mean-field are SGD parametrizations (TP4), u-muP an Adam one."""
+    from mupspec import ir
+
+    covered = ir.optimizers(expect)
+    if family not in covered:
+        raise MupError(Diagnostic(f"`{expect.name}` states no {family} rules (it covers {', '.join(covered)}): "
+                                  f"it predicts nothing for a {family} run",
+                                  hint=f"measure with --optimizer {covered[0]}, or expect another class"))
 
 
 def _only_init(preds: dict) -> dict:

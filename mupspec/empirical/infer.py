@@ -15,8 +15,11 @@ Each quantity's width exponent is fitted on log-log axes and rounded to a
 rational with denominator <= 4 when within 0.05 of it (`Exponent.clean`);
 parameters are grouped into the spec's classes by shape (the generated
 module's role rules), each class taking the exponents most of its
-parameters share; `to_spec_text` writes the .mup, one comment per block
-naming its parameters.
+parameters share; a Transformer part whose parameters all share other
+exponents (a zero-init query beside the key, say) gets a sub-role block
+stating what differs (parts known by name, as the generated module's
+default sub-roles: q_proj, k_proj, c_fc, wte, lm_head, norm gains, ...);
+`to_spec_text` writes the .mup, one comment per block naming its parameters.
 """
 
 from __future__ import annotations
@@ -172,8 +175,10 @@ class Inferred:
     tied: dict[str, str]                             # second name -> owner name
     exponents: dict[str, dict[str, Exponent]]        # parameter -> field -> exponent
     logit: Exponent | None
+    subroles: dict[str, str] = field(default_factory=dict)  # parameter -> its Transformer part (by name)
     classes: dict[str, dict[str, Exponent]] = field(default_factory=dict)
     members: dict[str, list[str]] = field(default_factory=dict)
+    parts: dict[str, dict[str, Exponent]] = field(default_factory=dict)  # sub-role -> the fields it differs in
     dissent: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -215,6 +220,7 @@ def infer(make_model, widths, *, optimizer="adam", make_input=None, lr: float = 
                        base_widths=points[0].symbols(P.WIDTH_SYMBOLS), roles=None, residual=None)
     tied = _ties(largest)
     roles, _ = _roles_and_sites(P, largest, base_shapes, plan_kwargs, name, points[-1])
+    subroles = _subroles(P, largest, roles)
     readings, logits, family = [], [], None
     for width in points:
         runs = []
@@ -247,7 +253,7 @@ def infer(make_model, widths, *, optimizer="adam", make_input=None, lr: float = 
     logit = fit_exponent(xs, logits) if all(v is not None for v in logits) else None
     opt_name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__mupspec_ref__",
                                                                       getattr(optimizer, "__name__", "optimizer"))
-    result = Inferred(name, opt_name, xs, family, roles, tied, exponents, logit)
+    result = Inferred(name, opt_name, xs, family, roles, tied, exponents, logit, subroles)
     _classes(result)
     return result
 
@@ -299,6 +305,26 @@ def _optimizers(optimizer, model, lr, width: Width) -> list:
     return made
 
 
+def _subroles(P, model, roles: dict[str, str]) -> dict[str, str]:
+    """{parameter: sub-role} for the parameters whose name says which
+    Transformer part they are (the generated module's name defaults: q_proj
+    is a query, c_fc an mlp_in, ...) or which are a norm's gain or bias,
+    where that part's class is the one the shapes gave."""
+    from mupspec.ir import SUBROLES
+
+    modules = dict(model.named_modules())
+    out = {}
+    for pname, role in roles.items():
+        prefix, _, local = pname.rpartition(".")
+        if P._is_norm(modules.get(prefix)):
+            sub = {"weight": "norm_gain", "bias": "norm_bias"}.get(local)
+        else:
+            sub = P._first_match(P.NAME_SUBROLES, pname)
+        if sub is not None and SUBROLES.get(sub) == role:
+            out[pname] = sub
+    return out
+
+
 def _key(fields: dict[str, Exponent], role: str) -> tuple:
     return tuple((f, e.text()) for f, e in sorted(fields.items()) if not (role == "norm" and f == "init.var"))
 
@@ -318,7 +344,32 @@ def _classes(result: Inferred) -> None:
         result.classes[role] = result.exponents[majority[0]]
         result.members[role] = names
         result.dissent[role] = [n for n in names if n not in majority]
+        _parts(result, role, _key(result.exponents[majority[0]], role))
     _describe(result)
+
+
+def _parts(result: Inferred, role: str, rule: tuple) -> None:
+    """A part of class `role` whose parameters all share exponents other
+    than the class's gets a sub-role block (the fields that differ) and
+    leaves the dissent; a part whose members disagree among themselves stays
+    there (the language has one rule per part)."""
+    by_part: dict[str, list[str]] = {}
+    for n in result.members[role]:
+        if n in result.subroles:
+            by_part.setdefault(result.subroles[n], []).append(n)
+    cls = result.classes[role]
+    for part, names in by_part.items():
+        keys = {_key(result.exponents[n], role) for n in names}
+        if len(keys) != 1 or keys == {rule}:
+            continue
+        own = result.exponents[names[0]]
+        differs = {f: e for f, e in own.items() if f not in cls or e.text() != cls[f].text()}
+        if role == "norm":
+            differs.pop("init.var", None)  # a gain's init is not a rule
+        if differs:
+            result.parts[part] = differs
+            result.members[part] = names
+            result.dissent[role] = [n for n in result.dissent[role] if n not in names]
 
 
 def _describe(result: Inferred) -> None:
@@ -394,12 +445,37 @@ def to_spec_text(result: Inferred, name: str = "inferred") -> str:
                 and not (fields["eps"].clean and fields["eps"].rational == 0):
             lines.append(f"  eps.adam = {_power(fields['eps'])}" + _unclean(fields["eps"]))
         for n in result.dissent.get(role, []):
-            lines.append(f"  # differs: {n}: " + ", ".join(f"{f} n^{e.text()}" for f, e in result.exponents[n].items()))
+            lines.append(f"  # differs: {n}: " + ", ".join(_field_text(f, e) for f, e in result.exponents[n].items()))
         lines += ["}", ""]
+    lines += _part_blocks(result, family)
     if result.logit is not None:
         lines += ["attention {  # the scale passed to F.scaled_dot_product_attention",
                   f"  logit = {_power(result.logit)}" + _unclean(result.logit), "}", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _part_blocks(result: Inferred, family: str) -> list[str]:
+    """One sub-role block per part that differs from its class, stating only
+    the fields it differs in (the rest follow the class), in the language's
+    order of sub-roles."""
+    from mupspec.ir import SUBROLES
+
+    spelled = {"init.var": "init.var", "mult": "mult", "lr": f"lr.{family}", "wd": f"wd.{family}", "eps": "eps.adam"}
+    lines = []
+    for part in (p for p in SUBROLES if p in result.parts):
+        fields = [(f, e) for f, e in result.parts[part].items()
+                  if f in spelled and (f != "eps" or family == "adam")
+                  and (f != "mult" or SUBROLES[part] in ("input", "hidden", "output"))]
+        if not fields:
+            continue
+        lines.append(f"{part} {{" + _members_comment(result.members[part]))
+        lines += [f"  {spelled[f]} = {_power(e)}" + _unclean(e) for f, e in fields]
+        lines += ["}", ""]
+    return lines
+
+
+def _field_text(f: str, e: Exponent) -> str:
+    return f"{f} zero" if e.zero else f"{f} n^{e.text()}"
 
 
 def _unclean(e: Exponent) -> str:
@@ -423,6 +499,9 @@ def render(result: Inferred) -> str:
     if result.tied:
         lines.append("* a second name of a tied tensor")
     lines += [f"note: {n}" for n in result.notes]
+    for part, fields in result.parts.items():
+        lines.append(f"note: {part} ({len(result.members[part])} parameter(s)) differs from its class in "
+                     + ", ".join(_field_text(f, e) for f, e in fields.items()) + ": a sub-role block")
     for role, names in result.dissent.items():
         if names:
             lines.append(f"note: {role}: {len(names)} parameter(s) differ from the class's rule: {', '.join(names)}")

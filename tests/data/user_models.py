@@ -7,6 +7,9 @@ tests (the FILE.py:FACTORY contract: FACTORY(width) -> nn.Module).
   with its readout tied to the token embedding (or not); `tokens()` is its
   example input. Attention scale 1/sqrt(d_head), PyTorch's default init:
   standard parametrization until a spec parametrizes it.
+- `hand_attention_gpt(width)` / `hand_attention_gpt_mup(width)`: the same
+  GPT with attention written by hand, nanoGPT's way (q @ k^T * scale, a
+  causal masked_fill with -inf, F.softmax), scale 1/sqrt(d_head) or 1/d_head.
 """
 
 from __future__ import annotations
@@ -37,11 +40,39 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
+class SplitAttention(nn.Module):
+    """Llama-style separate q_proj, k_proj, v_proj (F.scaled_dot_product_attention)."""
+
+    def __init__(self, width: int, logit_power: float = 0.5):
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, width, bias=False) for _ in range(3))
+        self.proj = nn.Linear(width, width, bias=False)
+        self.scale = (width // HEADS) ** -logit_power
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = (z(x).view(b, t, HEADS, c // HEADS).transpose(1, 2) for z in (self.q_proj, self.k_proj, self.v_proj))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class HandAttention(Attention):
+    """Attention without F.scaled_dot_product_attention (nanoGPT's slow path)."""
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, HEADS, c // HEADS).transpose(1, 2) for z in self.qkv(x).split(c, dim=2))
+        att = (q @ k.transpose(-2, -1)) * self.scale
+        att = att.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+        y = F.softmax(att, dim=-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
 class Block(nn.Module):
-    def __init__(self, width: int, logit_power: float):
+    def __init__(self, width: int, logit_power: float, attention: type = Attention):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attn = Attention(width, logit_power)
+        self.attn = attention(width, logit_power)
         self.fc, self.out = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
 
     def forward(self, x):
@@ -50,10 +81,10 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, width: int, tied: bool = True, logit_power: float = 0.5):
+    def __init__(self, width: int, tied: bool = True, logit_power: float = 0.5, attention: type = Attention):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(VOCAB, width), nn.Embedding(SEQ, width)
-        self.blocks = nn.ModuleList(Block(width, logit_power) for _ in range(LAYERS))
+        self.blocks = nn.ModuleList(Block(width, logit_power, attention) for _ in range(LAYERS))
         self.ln_f = nn.LayerNorm(width)
         self.lm_head = nn.Linear(width, VOCAB, bias=False)
         if tied:
@@ -76,8 +107,8 @@ class HandMupGPT(GPT):
     divided by width_mult, attention 1/d_head, hidden LR / width_mult
     (`hand_mup_adamw`)."""
 
-    def __init__(self, width: int, base: int = 64):
-        super().__init__(width, tied=True, logit_power=1.0)
+    def __init__(self, width: int, base: int = 64, attention: type = Attention):
+        super().__init__(width, tied=True, logit_power=1.0, attention=attention)
         self.width_mult = width / base
         for name, p in self.named_parameters():
             if name.endswith(".bias") and "ln" not in name:
@@ -92,6 +123,16 @@ class HandMupGPT(GPT):
 
 def hand_mup_gpt(width: int) -> nn.Module:
     return HandMupGPT(width)
+
+
+def hand_mup_gpt_zero_query(width: int) -> nn.Module:
+    """The hand-written μP GPT with separate q/k/v projections and the query
+    started at zero (as Tensor Programs V, App. D.2, allows): the query's
+    init rule differs from the key's."""
+    model = HandMupGPT(width, attention=SplitAttention)
+    for block in model.blocks:
+        nn.init.zeros_(block.attn.q_proj.weight)
+    return model
 
 
 def hand_mup_adamw(model: HandMupGPT) -> torch.optim.Optimizer:
@@ -134,6 +175,16 @@ def gpt_mup_attention(width: int) -> nn.Module:
 def gpt_tied_mup_attention(width: int) -> nn.Module:
     """Readout tied to the token embedding, attention logits scaled 1/d_head."""
     return GPT(width, tied=True, logit_power=1.0)
+
+
+def hand_attention_gpt(width: int) -> nn.Module:
+    """Untied, attention by hand with logits scaled 1/sqrt(d_head) (SP's rule)."""
+    return GPT(width, tied=False, attention=HandAttention)
+
+
+def hand_attention_gpt_mup(width: int) -> nn.Module:
+    """Untied, attention by hand with logits scaled 1/d_head (μP's rule)."""
+    return GPT(width, tied=False, logit_power=1.0, attention=HandAttention)
 
 
 def tokens() -> torch.Tensor:
