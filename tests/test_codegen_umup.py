@@ -251,6 +251,8 @@ def test_adamw_weight_decay_departure_and_its_fix(umup):
 def measured():
     """The figures quoted in docs/codegen.md."""
     spec = load_module(load_spec("specs/umup.mup"), "specs/umup.mup")
+    bias_spec = load_module(parse_and_resolve(UNIT_SCALING_BIAS, str(SPECS / "umup_unit_scaling_bias.mup")),
+                            "umup_unit_scaling_bias.mup")
     out = {}
     for width in WIDTHS:
         torch.manual_seed(0)
@@ -275,6 +277,8 @@ def measured():
                 float((a - b).abs().max())
         a, b = train_both(spec, width, eps=1e-12, bias=True)
         out[f"... hidden layers with biases, width {width}"] = float((a - b).abs().max())
+        a, b = train_both(bias_spec, width, eps=1e-12, bias=True)
+        out[f"... with biases, spec with bias mult = 1/sqrt(fan_out), width {width}"] = float((a - b).abs().max())
     return out
 
 
