@@ -248,6 +248,65 @@ def test_adamw_weight_decay_departure_and_its_fix(umup):
     assert float((fixed_ref - fixed).abs().max()) < 1e-6
 
 
+# ---- unit-scaling's TransformerLayer: the parametrization of its weights ----
+
+
+def plain_transformer_layer(width):
+    """The parameters of unit_scaling.TransformerLayer (fused QKV, SwiGLU MLP;
+    its RMSNorms have no gain) as plain Linears under the same names. Only
+    the layers are compared: the residual split/add, the attention output
+    scale and silu_glu are unit-scaling's model code, not its parametrization."""
+    layer, mhsa, mlp = torch.nn.Module(), torch.nn.Module(), torch.nn.Module()
+    mhsa.linear_qkv = torch.nn.Linear(width, 3 * width, bias=False)
+    mhsa.linear_o = torch.nn.Linear(width, width, bias=False)
+    mlp.linear_1 = torch.nn.Linear(width, 4 * width, bias=False)
+    mlp.linear_gate = torch.nn.Linear(width, 4 * width, bias=False)
+    mlp.linear_2 = torch.nn.Linear(4 * width, width, bias=False)
+    layer.mhsa, layer.mlp = mhsa, mlp
+    return layer
+
+
+@pytest.mark.parametrize("width", [128, 192])
+def test_transformer_layer_weights_as_unit_scaling(tmp_path, width):
+    gpt = load_module(load_spec("specs/umup_gpt.mup"), "specs/umup_gpt.mup", str(tmp_path))
+    torch.manual_seed(0)
+    reference = uu.TransformerLayer(width, heads=width // 64, mhsa_tau=0.5, mlp_tau=0.5, is_causal=True).double()
+    ours = plain_transformer_layer(width)
+    plan = gpt.parametrize(ours, plain_transformer_layer(64), anchor="absolute", init="normal",
+                           generator=torch.Generator().manual_seed(1))
+    assert {n for n, _ in ours.named_parameters()} == {n for n, _ in reference.named_parameters()}
+    assert all(r.role == "hidden" and r.init_std == 1.0 for r in plan)
+    for name, p in ours.named_parameters():
+        assert abs(float(p.detach().std()) - 1.0) < 5 / math.sqrt(2 * p.numel()), name
+    expected = per_param_lr(reference, uu.optim.Adam(reference.parameters(), lr=LR))
+    assert per_param_lr(ours, gpt.make_optimizer(ours, plan, lr=LR)) == pytest.approx(expected, rel=1e-12)
+    ours.load_state_dict(reference.state_dict())
+    ours.double()
+    theirs = dict(reference.named_modules())
+    for name, module in ours.named_modules():
+        if isinstance(module, torch.nn.Linear):  # each layer's forward: its multiplier 1/sqrt(fan_in)
+            x = torch.randn(2, 5, module.in_features, dtype=torch.float64)
+            torch.testing.assert_close(module(x), theirs[name](x), rtol=1e-12, atol=1e-14)
+
+
+def test_transformer_stack_depth_lr_departure(tmp_path):
+    """In a DepthSequential (its TransformerStack and TransformerDecoder)
+    unit-scaling multiplies every LR by layers^-1/2; umup_gpt has no depth
+    rule (no residual block)."""
+    gpt = load_module(load_spec("specs/umup_gpt.mup"), "specs/umup_gpt.mup", str(tmp_path))
+    layers, width = 4, 128
+    reference = uu.DepthSequential(*(uu.TransformerLayer(width, heads=2, mhsa_tau=0.5, mlp_tau=0.5, is_causal=True)
+                                     for _ in range(layers)))
+    ours = torch.nn.Sequential(*(plain_transformer_layer(width) for _ in range(layers)))
+    plan = gpt.parametrize(ours, torch.nn.Sequential(*(plain_transformer_layer(64) for _ in range(layers))),
+                           anchor="absolute", init="none")
+    expected = per_param_lr(reference, uu.optim.Adam(reference.parameters(), lr=LR))
+    got = per_param_lr(ours, gpt.make_optimizer(ours, plan, lr=LR))
+    assert got.keys() == expected.keys()
+    for name, lr in expected.items():
+        assert got[name] / lr == pytest.approx(math.sqrt(layers), rel=1e-12), name
+
+
 def measured():
     """The figures quoted in docs/codegen.md."""
     spec = load_module(load_spec("specs/umup.mup"), "specs/umup.mup")
