@@ -102,18 +102,23 @@ def _init_law(record, module, pname, tensor, base_tensor, base_shapes_):
 
 
 @torch.no_grad()
-def _initialize(model, base, base_tensors, records, init, init_scale, generator):
+def _initialize(model, base, base_tensors, records, init, init_scale, generator, anchor="base"):
     """init="normal": N(0, init_scale^2/base_fan_in * init_ratio), i.e. the
-    standard 1/fan_in init at the base model; init="rescale": multiply the
+    standard 1/fan_in init at the base model, or with anchor="absolute"
+    N(0, init_scale^2 * init.var) (unit-scaling's N(0, 1) where init.var = 1);
+    init="rescale": multiply the
     tensor already there so that its variance follows the spec instead of
     the model's own law (learned by _init_law) -- microsoft/mup's way,
     without assuming PyTorch's default init. A fused parameter's parts
     (query | key | value) each follow their own sub-role."""
     modules = dict(model.named_modules())
     params = dict(model.named_parameters(remove_duplicate=False))
+    base_variance = (lambda record: 1.0) if anchor == "absolute" else (lambda record: 1.0 / record.base_fan_in)
     for record in records:
         if record.init_ratio is None or record.tied_to is not None:
-            continue  # scalars, norm gains and a tied tensor's second name keep the init they have
+            continue  # norm gains and a tied tensor's second name keep the init they have
+        if anchor == "absolute" and record.block is None:
+            continue  # a scalar (nothing grows): no rule gives it an absolute variance; it keeps its own
         p = params[record.name]
         module, pname = _owner(modules, record.name)
         fold = record.mult if record.folded else 1.0
@@ -127,7 +132,7 @@ def _initialize(model, base, base_tensors, records, init, init_scale, generator)
         for part in parts:
             view = p.narrow(part["axis"], part["start"], part["stop"] - part["start"]) if p.dim() else p
             if init == "normal":
-                std = init_scale * math.sqrt(part["init_ratio"] / record.base_fan_in) * fold
+                std = init_scale * math.sqrt(part["init_ratio"] * base_variance(record)) * fold
                 if std > 0.0:
                     view.normal_(0.0, std, generator=generator)
                 else:

@@ -21,32 +21,37 @@ from mupspec.codegen.runtime.spec_stub import BLOCKS, FAMILIES, SPEC_NAME, SUBRO
 
 def parametrize(model, base_model, *, optimizer="adam", roles=None, delta=None, fan_axes=None, fused=None,
                 widths=None, base_widths=None, depth=None, base_depth=None, hypers=None, init="rescale",
-                init_scale=1.0, multipliers="hooks", generator=None, residual=None):
+                init_scale=1.0, multipliers="hooks", generator=None, residual=None, anchor="base"):
     """Assign a role to every parameter of `model`, initialize it, attach the
     forward multipliers, and return the Plan that param_groups() turns into
-    optimizer groups. See docs/codegen.md."""
+    optimizer groups. anchor="base": every factor is the rule's value at the
+    target over its value at the base model (the base model is the standard
+    one); anchor="absolute": the rule's value itself (u-muP as unit-scaling
+    sets it up: with init="normal" a weight whose init.var is 1 starts N(0, 1)).
+    See docs/codegen.md."""
     _check_arguments(optimizer, init, multipliers, roles, fused)
+    _check_anchor(anchor, init)
     env = (_dims(widths, depth, "widths"), _dims(base_widths, base_depth, "base_widths"), _hypers(hypers))
     _check_not_parametrized(model, init)
     base = base_model if isinstance(base_model, dict) else base_shapes(base_model)
     grow = None if delta is None else delta if isinstance(delta, dict) else base_shapes(delta)
     opts = _Options(base, grow, list((roles or {}).items()), list((fan_axes or {}).items()),
-                    list((fused or {}).items()), optimizer, multipliers, env)
+                    list((fused or {}).items()), optimizer, multipliers, env, anchor)
     _check_growth_is_known(model, opts)
     branches = _branches(model, residual)
     records = _plan_records(model, opts)
     _check_patterns_matched(opts)
-    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env)
+    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env, anchor)
     if init != "none":
         base_tensors = None if isinstance(base_model, dict) else dict(base_model.named_parameters(remove_duplicate=False))
-        _initialize(model, base, base_tensors, records, init, init_scale, generator)
+        _initialize(model, base, base_tensors, records, init, init_scale, generator, anchor)
     hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
     if branch_mult != 1.0:
         modules = dict(model.named_modules())
         hooks += [modules[b].register_forward_hook(_ScaleOutput(branch_mult)) for b in branches]
     marker = {"spec": SPEC_NAME, "hooks": bool(hooks)}
     model.__dict__["_mupspec_parametrized"] = marker  # a plain attribute: not in the state_dict
-    return Plan(records, optimizer, multipliers, init, hooks, branch_mult, marker)
+    return Plan(records, optimizer, multipliers, init, hooks, branch_mult, marker, anchor)
 
 
 def _check_arguments(optimizer, init, multipliers, roles, fused):
@@ -63,6 +68,15 @@ def _check_arguments(optimizer, init, multipliers, roles, fused):
     bad += [r for parts in (fused or {}).values() for r in parts if r not in known]
     if bad:
         raise ValueError(f"unknown role(s) {bad}; roles are {known}")
+
+
+def _check_anchor(anchor, init):
+    if anchor not in ("base", "absolute"):
+        raise ValueError(f"anchor must be 'base' or 'absolute', not {anchor!r}")
+    if anchor == "absolute" and init == "rescale":
+        raise ValueError("anchor='absolute' gives every weight the spec's own init variance, which rescaling the "
+                         "model's init cannot (it only knows ratios to the base model): pass init='normal' (draw "
+                         "N(0, init.var)) or init='none' (keep your tensors)")
 
 
 def _check_not_parametrized(model, init):
@@ -121,14 +135,15 @@ def _branches(model, residual):
     return [n for n in out if not any(n.startswith(o + ".") for o in out)]
 
 
-def _apply_residual(records, branches, optimizer, multipliers, env):
+def _apply_residual(records, branches, optimizer, multipliers, env, anchor):
     """Residual-block rules (functions of the depth): the branch output
     multiplier (returned) and LR / weight decay / eps factors for every
     parameter inside a branch."""
     if not branches:
         return 1.0
     target_dims, base_dims, hypers = env
-    ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), (1, 1, base_dims), hypers)  # noqa: E731
+    base = None if anchor == "absolute" else (1, 1, base_dims)
+    ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), base, hypers)  # noqa: E731
     mult = ratio("mult")
     if multipliers == "fold" and mult != 1.0:
         raise ValueError("a residual-branch multiplier cannot be folded into a whole branch; use multipliers='hooks'")

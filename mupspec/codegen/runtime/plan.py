@@ -25,7 +25,8 @@ class ParamPlan:
     folded multiplier is already included, and so are the residual block's
     factors when the parameter lies in the residual branch `branch`); mult is the spec's forward
     multiplier (1 = none); init_ratio is the spec's init variance at the
-    target over that at the base (None: init left alone); init_std is the std the spec prescribes
+    target over that at the base (with anchor="absolute", like every factor,
+    the rule's value itself: the variance; None: init left alone); init_std is the std the spec prescribes
     (init="normal") or the tensor's std after rescaling (init="rescale");
     init_law is the model's own init law learned for init="rescale". role is
     a class or a sub-role, block the RULES key it reads; axes labels each
@@ -56,11 +57,12 @@ class Plan:
     one record per name), plus the choices that produced them (branch_mult:
     what each residual branch's output is multiplied by)."""
 
-    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0, marker=None):
+    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0, marker=None, anchor="base"):
         self.records = list(records)
         self.optimizer = optimizer
         self.multipliers = multipliers
         self.init = init
+        self.anchor = anchor
         self.hooks = list(hooks)
         self.branch_mult = branch_mult
         self._by_name = {r.name: r for r in self.records}

@@ -23,10 +23,11 @@ from mupspec.codegen.runtime.spec_stub import SPEC_NAME, SUBROLE_OWN_FIELDS, SUB
 class _Options:
     """What parametrize() was asked, as the record builders need it."""
 
-    def __init__(self, base, grow, roles, fan_axes, fused, optimizer, multipliers, env):
+    def __init__(self, base, grow, roles, fan_axes, fused, optimizer, multipliers, env, anchor="base"):
         self.base, self.grow = base, grow  # {name: shape} of the base and of the growth reference (delta)
         self.roles, self.fan_axes, self.fused = roles, fan_axes, fused  # [(pattern, value)] each
         self.optimizer, self.multipliers, self.env = optimizer, multipliers, env
+        self.anchor = anchor  # "base": factors are rule ratios target/base; "absolute": the rules' values
         self.matched = set()  # (argument, pattern) pairs that matched a name
 
     def lookup(self, argument, name):
@@ -142,11 +143,13 @@ def _record_for_axes(name, shape, base_shape, axes, grows, module, pname, patter
 
 
 def _rule_factors(key, record, opts):
-    """(init ratio, mult, lr, wd, eps) of rules `key` at the record's fans;
-    init ratio None for norms (gains start at 1 by convention: no init rule)."""
+    """(init ratio, mult, lr, wd, eps) of rules `key` at the record's fans,
+    anchored at the base model or absolute (then the init "ratio" is the
+    variance itself); init ratio None for norms (gains start at 1 by
+    convention: no init rule)."""
     target_dims, base_dims, hypers = opts.env
     target = (record.fan_in, record.fan_out, target_dims)
-    base = (record.base_fan_in, record.base_fan_out, base_dims)
+    base = None if opts.anchor == "absolute" else (record.base_fan_in, record.base_fan_out, base_dims)
     ratio = lambda field: _ratio(key, field, target, base, hypers)  # noqa: E731
     init = None if _role_class(record.role) == "norm" else ratio("init.var")
     lr, wd, eps = _optimizer_factors(ratio, opts.optimizer, key)

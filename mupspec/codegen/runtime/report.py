@@ -38,4 +38,5 @@ def format_table(plan, lr=None):
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     title = f"{SPEC_NAME}: optimizer={plan.optimizer}, init={plan.init}, multipliers={plan.multipliers}"
+    title += ", anchor=absolute" if plan.anchor == "absolute" else ""
     return "\n".join([title, lines[0], "  ".join("-" * w for w in widths)] + lines[1:])

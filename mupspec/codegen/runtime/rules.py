@@ -81,8 +81,11 @@ def _optimizer_factors(ratio, optimizer, block="*"):
 
 def _ratio(block, field, target, base, hypers):
     """rule(target sizes, hypers) / rule(base sizes, default hypers): the
-    anchoring that makes the base model the standard one."""
+    anchoring that makes the base model the standard one; base None
+    (anchor="absolute"): the rule's value itself, as unit-scaling sets u-muP up."""
     top = _value(block, field, *target, hypers)
+    if base is None:
+        return top
     bottom = _value(block, field, *base, HYPER_DEFAULTS)
     if bottom == 0.0:
         if top == 0.0:

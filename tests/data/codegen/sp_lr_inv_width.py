@@ -240,7 +240,8 @@ class ParamPlan:
     folded multiplier is already included, and so are the residual block's
     factors when the parameter lies in the residual branch `branch`); mult is the spec's forward
     multiplier (1 = none); init_ratio is the spec's init variance at the
-    target over that at the base (None: init left alone); init_std is the std the spec prescribes
+    target over that at the base (with anchor="absolute", like every factor,
+    the rule's value itself: the variance; None: init left alone); init_std is the std the spec prescribes
     (init="normal") or the tensor's std after rescaling (init="rescale");
     init_law is the model's own init law learned for init="rescale". role is
     a class or a sub-role, block the RULES key it reads; axes labels each
@@ -271,11 +272,12 @@ class Plan:
     one record per name), plus the choices that produced them (branch_mult:
     what each residual branch's output is multiplied by)."""
 
-    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0, marker=None):
+    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0, marker=None, anchor="base"):
         self.records = list(records)
         self.optimizer = optimizer
         self.multipliers = multipliers
         self.init = init
+        self.anchor = anchor
         self.hooks = list(hooks)
         self.branch_mult = branch_mult
         self._by_name = {r.name: r for r in self.records}
@@ -557,8 +559,11 @@ def _optimizer_factors(ratio, optimizer, block="*"):
 
 def _ratio(block, field, target, base, hypers):
     """rule(target sizes, hypers) / rule(base sizes, default hypers): the
-    anchoring that makes the base model the standard one."""
+    anchoring that makes the base model the standard one; base None
+    (anchor="absolute"): the rule's value itself, as unit-scaling sets u-muP up."""
     top = _value(block, field, *target, hypers)
+    if base is None:
+        return top
     bottom = _value(block, field, *base, HYPER_DEFAULTS)
     if bottom == 0.0:
         if top == 0.0:
@@ -572,10 +577,11 @@ def _ratio(block, field, target, base, hypers):
 class _Options:
     """What parametrize() was asked, as the record builders need it."""
 
-    def __init__(self, base, grow, roles, fan_axes, fused, optimizer, multipliers, env):
+    def __init__(self, base, grow, roles, fan_axes, fused, optimizer, multipliers, env, anchor="base"):
         self.base, self.grow = base, grow  # {name: shape} of the base and of the growth reference (delta)
         self.roles, self.fan_axes, self.fused = roles, fan_axes, fused  # [(pattern, value)] each
         self.optimizer, self.multipliers, self.env = optimizer, multipliers, env
+        self.anchor = anchor  # "base": factors are rule ratios target/base; "absolute": the rules' values
         self.matched = set()  # (argument, pattern) pairs that matched a name
 
     def lookup(self, argument, name):
@@ -691,11 +697,13 @@ def _record_for_axes(name, shape, base_shape, axes, grows, module, pname, patter
 
 
 def _rule_factors(key, record, opts):
-    """(init ratio, mult, lr, wd, eps) of rules `key` at the record's fans;
-    init ratio None for norms (gains start at 1 by convention: no init rule)."""
+    """(init ratio, mult, lr, wd, eps) of rules `key` at the record's fans,
+    anchored at the base model or absolute (then the init "ratio" is the
+    variance itself); init ratio None for norms (gains start at 1 by
+    convention: no init rule)."""
     target_dims, base_dims, hypers = opts.env
     target = (record.fan_in, record.fan_out, target_dims)
-    base = (record.base_fan_in, record.base_fan_out, base_dims)
+    base = None if opts.anchor == "absolute" else (record.base_fan_in, record.base_fan_out, base_dims)
     ratio = lambda field: _ratio(key, field, target, base, hypers)  # noqa: E731
     init = None if _role_class(record.role) == "norm" else ratio("init.var")
     lr, wd, eps = _optimizer_factors(ratio, opts.optimizer, key)
@@ -832,18 +840,23 @@ def _init_law(record, module, pname, tensor, base_tensor, base_shapes_):
 
 
 @torch.no_grad()
-def _initialize(model, base, base_tensors, records, init, init_scale, generator):
+def _initialize(model, base, base_tensors, records, init, init_scale, generator, anchor="base"):
     """init="normal": N(0, init_scale^2/base_fan_in * init_ratio), i.e. the
-    standard 1/fan_in init at the base model; init="rescale": multiply the
+    standard 1/fan_in init at the base model, or with anchor="absolute"
+    N(0, init_scale^2 * init.var) (unit-scaling's N(0, 1) where init.var = 1);
+    init="rescale": multiply the
     tensor already there so that its variance follows the spec instead of
     the model's own law (learned by _init_law) -- microsoft/mup's way,
     without assuming PyTorch's default init. A fused parameter's parts
     (query | key | value) each follow their own sub-role."""
     modules = dict(model.named_modules())
     params = dict(model.named_parameters(remove_duplicate=False))
+    base_variance = (lambda record: 1.0) if anchor == "absolute" else (lambda record: 1.0 / record.base_fan_in)
     for record in records:
         if record.init_ratio is None or record.tied_to is not None:
-            continue  # scalars, norm gains and a tied tensor's second name keep the init they have
+            continue  # norm gains and a tied tensor's second name keep the init they have
+        if anchor == "absolute" and record.block is None:
+            continue  # a scalar (nothing grows): no rule gives it an absolute variance; it keeps its own
         p = params[record.name]
         module, pname = _owner(modules, record.name)
         fold = record.mult if record.folded else 1.0
@@ -857,7 +870,7 @@ def _initialize(model, base, base_tensors, records, init, init_scale, generator)
         for part in parts:
             view = p.narrow(part["axis"], part["start"], part["stop"] - part["start"]) if p.dim() else p
             if init == "normal":
-                std = init_scale * math.sqrt(part["init_ratio"] / record.base_fan_in) * fold
+                std = init_scale * math.sqrt(part["init_ratio"] * base_variance(record)) * fold
                 if std > 0.0:
                     view.normal_(0.0, std, generator=generator)
                 else:
@@ -940,32 +953,37 @@ def _attach_multipliers(model, records):
 
 def parametrize(model, base_model, *, optimizer="adam", roles=None, delta=None, fan_axes=None, fused=None,
                 widths=None, base_widths=None, depth=None, base_depth=None, hypers=None, init="rescale",
-                init_scale=1.0, multipliers="hooks", generator=None, residual=None):
+                init_scale=1.0, multipliers="hooks", generator=None, residual=None, anchor="base"):
     """Assign a role to every parameter of `model`, initialize it, attach the
     forward multipliers, and return the Plan that param_groups() turns into
-    optimizer groups. See docs/codegen.md."""
+    optimizer groups. anchor="base": every factor is the rule's value at the
+    target over its value at the base model (the base model is the standard
+    one); anchor="absolute": the rule's value itself (u-muP as unit-scaling
+    sets it up: with init="normal" a weight whose init.var is 1 starts N(0, 1)).
+    See docs/codegen.md."""
     _check_arguments(optimizer, init, multipliers, roles, fused)
+    _check_anchor(anchor, init)
     env = (_dims(widths, depth, "widths"), _dims(base_widths, base_depth, "base_widths"), _hypers(hypers))
     _check_not_parametrized(model, init)
     base = base_model if isinstance(base_model, dict) else base_shapes(base_model)
     grow = None if delta is None else delta if isinstance(delta, dict) else base_shapes(delta)
     opts = _Options(base, grow, list((roles or {}).items()), list((fan_axes or {}).items()),
-                    list((fused or {}).items()), optimizer, multipliers, env)
+                    list((fused or {}).items()), optimizer, multipliers, env, anchor)
     _check_growth_is_known(model, opts)
     branches = _branches(model, residual)
     records = _plan_records(model, opts)
     _check_patterns_matched(opts)
-    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env)
+    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env, anchor)
     if init != "none":
         base_tensors = None if isinstance(base_model, dict) else dict(base_model.named_parameters(remove_duplicate=False))
-        _initialize(model, base, base_tensors, records, init, init_scale, generator)
+        _initialize(model, base, base_tensors, records, init, init_scale, generator, anchor)
     hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
     if branch_mult != 1.0:
         modules = dict(model.named_modules())
         hooks += [modules[b].register_forward_hook(_ScaleOutput(branch_mult)) for b in branches]
     marker = {"spec": SPEC_NAME, "hooks": bool(hooks)}
     model.__dict__["_mupspec_parametrized"] = marker  # a plain attribute: not in the state_dict
-    return Plan(records, optimizer, multipliers, init, hooks, branch_mult, marker)
+    return Plan(records, optimizer, multipliers, init, hooks, branch_mult, marker, anchor)
 
 
 def _check_arguments(optimizer, init, multipliers, roles, fused):
@@ -982,6 +1000,15 @@ def _check_arguments(optimizer, init, multipliers, roles, fused):
     bad += [r for parts in (fused or {}).values() for r in parts if r not in known]
     if bad:
         raise ValueError(f"unknown role(s) {bad}; roles are {known}")
+
+
+def _check_anchor(anchor, init):
+    if anchor not in ("base", "absolute"):
+        raise ValueError(f"anchor must be 'base' or 'absolute', not {anchor!r}")
+    if anchor == "absolute" and init == "rescale":
+        raise ValueError("anchor='absolute' gives every weight the spec's own init variance, which rescaling the "
+                         "model's init cannot (it only knows ratios to the base model): pass init='normal' (draw "
+                         "N(0, init.var)) or init='none' (keep your tensors)")
 
 
 def _check_not_parametrized(model, init):
@@ -1040,14 +1067,15 @@ def _branches(model, residual):
     return [n for n in out if not any(n.startswith(o + ".") for o in out)]
 
 
-def _apply_residual(records, branches, optimizer, multipliers, env):
+def _apply_residual(records, branches, optimizer, multipliers, env, anchor):
     """Residual-block rules (functions of the depth): the branch output
     multiplier (returned) and LR / weight decay / eps factors for every
     parameter inside a branch."""
     if not branches:
         return 1.0
     target_dims, base_dims, hypers = env
-    ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), (1, 1, base_dims), hypers)  # noqa: E731
+    base = None if anchor == "absolute" else (1, 1, base_dims)
+    ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), base, hypers)  # noqa: E731
     mult = ratio("mult")
     if multipliers == "fold" and mult != 1.0:
         raise ValueError("a residual-branch multiplier cannot be folded into a whole branch; use multipliers='hooks'")
@@ -1167,21 +1195,28 @@ def group_lrs(optimizer, scale=1.0):
 
 # ==================== runtime: attention (mupspec/codegen/runtime/attention.py) ====================
 
-def attention_scale(base_scale, widths, base_widths, hypers=None):
+def attention_scale(base_scale, widths, base_widths, hypers=None, anchor="base"):
     """The attention-logit factor for q.k: base_scale (e.g. 1/sqrt(d_head) of
     the base model) times the spec's logit rule at `widths` over its value at
-    `base_widths`."""
+    `base_widths`; with anchor="absolute" (as parametrize's) the rule's value
+    itself, base_scale unused (u-muP's alpha_attn/d_head, unit-scaling's
+    mult/d_head)."""
+    if anchor not in ("base", "absolute"):
+        raise ValueError(f"anchor must be 'base' or 'absolute', not {anchor!r}")
     if "attention" not in BLOCKS:
         return base_scale
     target = (1, 1, _dims(widths, None, "widths"))
+    if anchor == "absolute":
+        return _ratio("attention", "logit", target, None, _hypers(hypers))
     base = (1, 1, _dims(base_widths, None, "base_widths"))
     return base_scale * _ratio("attention", "logit", target, base, _hypers(hypers))
 
 
-def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None, hypers=None):
+def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None, hypers=None, anchor="base"):
     """The scale of q.k for F.scaled_dot_product_attention(scale=...): the
     standard 1/sqrt(d_head) at the base model, times the spec's logit rule at
-    the target over its value at the base. The rule's width symbol stands for
+    the target over its value at the base (anchor="absolute": the rule's
+    value at the target). The rule's width symbol stands for
     d_head: a spec that names a `d_head` width reads it from widths= (else
     from d_head), one with a single width symbol reads d_head for it; a rule
     in other symbols needs them in widths= / base_widths=."""
@@ -1191,7 +1226,8 @@ def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None,
         if symbol is not None and symbol not in DERIVED_WIDTHS:  # a derived d_head follows from widths=
             dims.setdefault(symbol, head)
         return dims
-    return attention_scale(1.0 / math.sqrt(base_d_head), dims(widths, d_head), dims(base_widths, base_d_head), hypers)
+    return attention_scale(1.0 / math.sqrt(base_d_head), dims(widths, d_head), dims(base_widths, base_d_head), hypers,
+                           anchor)
 
 
 def attention(q, k, v, scale, *, causal=False, mask=None):
@@ -1232,6 +1268,7 @@ def format_table(plan, lr=None):
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     title = f"{SPEC_NAME}: optimizer={plan.optimizer}, init={plan.init}, multipliers={plan.multipliers}"
+    title += ", anchor=absolute" if plan.anchor == "absolute" else ""
     return "\n".join([title, lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
 
 
