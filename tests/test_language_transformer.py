@@ -389,9 +389,22 @@ def test_the_runtime_refuses_a_fused_part_whose_lr_differs_and_names_the_rule(tm
                                                        "query {\n  init.var = 0\n  lr.adam = 1\n}")
     module = load_module(parse_and_resolve(text, str(SPECS / "q.mup")), "q.mup", str(tmp_path))
     torch.manual_seed(0)
-    with pytest.raises(ValueError, match=r"fused part query .*the spec's `query` block states its own lr.adam"):
+    message = (r"c_attn.weight: fused query \| key \| value, but gpt_mup's `query` block states its own lr.adam: .*"
+               r"may differ only in init.var; split the tensor into separate parameters")
+    with pytest.raises(ValueError, match=message):
         module.parametrize(GPT(GPTConfig(d_model=96, n_heads=4, tie=None)), GPT(GPTConfig(d_model=48, n_heads=4, tie=None)),
                            optimizer="adam", widths={"d_model": 96}, base_widths={"d_model": 48})
+    # at the base width every factor is 1, so only the rule as written can tell: refused there too
+    with pytest.raises(ValueError, match=message):
+        module.parametrize(GPT(GPTConfig(d_model=48, n_heads=4, tie=None)), GPT(GPTConfig(d_model=48, n_heads=4, tie=None)),
+                           delta=GPT(GPTConfig(d_model=96, n_heads=4, tie=None)), optimizer="adam",
+                           widths={"d_model": 48}, base_widths={"d_model": 48})
+    # separate q/k/v projections may have their own LR: the refusal is about the fused tensor only
+    plan = module.parametrize(GPT(GPTConfig(d_model=96, n_heads=4, tie=None, fused_qkv=False)),
+                              GPT(GPTConfig(d_model=48, n_heads=4, tie=None, fused_qkv=False)), optimizer="adam",
+                              widths={"d_model": 96}, base_widths={"d_model": 48})
+    query, key = plan["transformer.h.0.attn.q_proj.weight"], plan["transformer.h.0.attn.k_proj.weight"]
+    assert (query.role, query.lr_factor, key.role, key.lr_factor) == ("query", 1.0, "hidden", 0.5)
 
 
 def test_checking_a_transformer_spec_imports_neither_sympy_nor_torch():
