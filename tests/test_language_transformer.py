@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mupspec import ir
-from mupspec.check import check_spec
+from mupspec.check import check_spec, shareable_ties, tie_between
 from mupspec.cli import main
 from mupspec.codegen import generate, load_module
 from mupspec.convert import convert
@@ -148,6 +148,20 @@ def test_no_multiplier_can_fix_a_tie_whose_init_and_lr_disagree():
     spec = parse_and_resolve(format_spec(spec).replace("  lr.adam = 1\n}\n\nhidden", "  lr.adam = 1/fan_out\n}\n\nhidden"))
     result = check_spec(spec)
     assert not result.tie.shareable and result.tie.fix_a is None and not result.ok
+
+
+def test_tie_between_answers_for_undeclared_pairs_and_sub_roles():
+    """The question the generated module's SHAREABLE_TIES answers: can this
+    embedding's and this readout's rules share one tensor as written?"""
+    assert tie_between(load_spec(SPECS / "mup_table8.mup"), "input", "output").shareable
+    assert tie_between(load_spec(SPECS / "umup.mup"), "input", "output").differs == ["c_adam"]
+    assert tie_between(load_spec(SPECS / "sp.mup"), "input", "output").differs == ["b"]
+    # a sub-role block is read where it has one: a zero-init readout cannot share with Table 8's embedding
+    spec = table8(blocks="readout {\n  init.var = 0\n}")
+    assert tie_between(spec, "input", "readout").differs == ["b"] and tie_between(spec, "input", "output").shareable
+    assert shareable_ties(spec) == (("input", "output"),)
+    assert shareable_ties(table8(blocks="token_embedding {\n  init.var = 1\n}")) == (
+        ("input", "output"), ("token_embedding", "output"))
 
 
 def test_tie_errors_are_located():

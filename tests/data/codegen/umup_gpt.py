@@ -639,7 +639,7 @@ def _plan_records(model, opts):
     every other name only applies its own role's multiplier in its module."""
     modules = dict(model.named_modules())
     order = {name: i for i, (name, _) in enumerate(model.named_parameters(remove_duplicate=False))}
-    records, problems = [], []
+    records, problems, tie_problems = [], [], []
     for p, names in _tensors(model):
         group = []
         for name in names:
@@ -649,12 +649,14 @@ def _plan_records(model, opts):
             else:
                 group.append(record)
         if len(group) == len(names) > 1:
-            problems += _tie(group, opts)
+            tie_problems += _tie(group, opts)
         records += group
     if problems:
-        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems) +
+        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems + tie_problems) +
                          "\nhint: give the base model the same parameter names, or pass roles={'pattern': 'role'}"
                          f" with a role from {ROLES + tuple(SUBROLES)}")
+    if tie_problems:  # each says its own fix
+        raise ValueError("cannot share these tensors:\n  " + "\n  ".join(tie_problems))
     _check_declared_tie(records)
     return sorted(records, key=lambda r: order[r.name])
 
