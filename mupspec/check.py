@@ -25,6 +25,7 @@ from fractions import Fraction
 
 from mupspec import ir
 from mupspec import symbolic as sym
+from mupspec.resolve import TIE_EMBEDDINGS, TIE_READOUTS
 from mupspec.symbolic import INF as OO
 
 # Exponents are exact: Fractions, and float infinities for a zero init (the
@@ -523,9 +524,25 @@ class TieResult:
 
 
 def tie_result(spec: ir.Spec, ex: dict, subroles: dict, optimizers: tuple[str, ...]) -> TieResult:
+    """The spec's declared tie (`tie EMBEDDING, READOUT`)."""
     tie = spec.ties[0]
-    emb = subroles.get(tie.embedding) or ex.get("input") or sym.class_exponents(spec, "input", exact=True)
-    out = subroles.get(tie.readout) or ex.get("output") or sym.class_exponents(spec, "output", exact=True)
+    return tie_between(spec, tie.embedding, tie.readout, optimizers, ex, subroles)
+
+
+def tie_between(spec: ir.Spec, embedding: str, readout: str, optimizers: tuple[str, ...] | None = None,
+                ex: dict | None = None, subroles: dict | None = None) -> TieResult:
+    """Whether the rules of `embedding` (an input role) and `readout` (an
+    output role) can share one tensor the way microsoft/mup's
+    MuSharedReadout shares it: the tensor keeps the embedding's init and
+    LR group, the readout keeps its multiplier. `shareable` when the two
+    rules give the tensor the same width exponents (b, c, wd, eps) for every
+    optimizer covered (default: all the spec covers), so tying changes
+    nothing; docs/language.md, "Ties"."""
+    optimizers = ir.optimizers(spec) if optimizers is None else optimizers
+    ex = sym.spec_exponents(spec, exact=True) if ex is None else ex
+    subroles = sym.subrole_exponents(spec, exact=True) if subroles is None else subroles
+    emb = subroles.get(embedding) or ex.get("input") or sym.class_exponents(spec, "input", exact=True)
+    out = subroles.get(readout) or ex.get("output") or sym.class_exponents(spec, "output", exact=True)
     fields = ["b"] + [f for o in optimizers for f in (f"c_{o}", f"wd_{o}")] + (["eps_adam"] if "adam" in optimizers else [])
     differs = [f for f in fields if getattr(emb, f) != getattr(out, f)]
     tied = replace(emb, kind="output", a=out.a)
@@ -534,4 +551,17 @@ def tie_result(spec: ir.Spec, ex: dict, subroles: dict, optimizers: tuple[str, .
     fix_a = None if emb.b == OO or out.e_init == OO else out.e_init - emb.b
     if fix_a is not None and not all(replace(tied, a=fix_a).e_opt(o) == out.e_opt(o) for o in optimizers):
         fix_a = None
-    return TieResult(tie.embedding, tie.readout, not differs, differs, tied, fix_a)
+    return TieResult(embedding, readout, not differs, differs, tied, fix_a)
+
+
+def shareable_ties(spec: ir.Spec) -> tuple[tuple[str, str], ...]:
+    """The (embedding, readout) pairs among the spec's own blocks (`input`
+    or `token_embedding`; `output` or `readout`) whose rules can share one
+    tensor (`tie_between`): a model may tie those without the spec
+    declaring it, since tying changes no exponent."""
+    embeddings = [r for r in TIE_EMBEDDINGS if spec.block(r) is not None]
+    readouts = [r for r in TIE_READOUTS if spec.block(r) is not None]
+    if not embeddings or not readouts:
+        return ()
+    ex, subroles = sym.spec_exponents(spec, exact=True), sym.subrole_exponents(spec, exact=True)
+    return tuple((e, r) for e in embeddings for r in readouts if tie_between(spec, e, r, None, ex, subroles).shareable)

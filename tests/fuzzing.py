@@ -291,7 +291,7 @@ _RULE_NAME = re.compile(r"_[A-Za-z0-9_]+\Z")
 _WIDTH_FUNCTION = re.compile(r"_width_[A-Za-z0-9_]+\Z")
 _CONSTANT_NAMES = {"SPEC_NAME", "SPEC_TITLE", "MUPSPEC_VERSION", "WIDTH_SYMBOLS", "DEPTH_SYMBOL",
                    "HYPER_DEFAULTS", "FAMILIES", "BLOCKS", "SUBROLES", "SUBROLE_CLASSES", "SUBROLE_OWN_FIELDS",
-                   "TIES", "DERIVED_WIDTHS", "RULES"}
+                   "TIES", "SHAREABLE_TIES", "DERIVED_WIDTHS", "RULES"}
 
 
 def _runtime_text() -> str:

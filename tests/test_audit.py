@@ -113,6 +113,53 @@ def test_a_tied_readout_without_its_multiplier_is_caught(P):
     assert "lm_head.weight (output): effective forward multiplier 1, the spec's 0.5 (x2)" in text
 
 
+def test_a_readout_untied_after_parametrize_is_caught(P):
+    """The plan ties lm_head to wte (one init, one LR group); a script that
+    gives lm_head a tensor of its own leaves that tensor out of every group."""
+    model, plan = build(P, factory=user_models.gpt)
+    model.lm_head.weight = torch.nn.Parameter(model.wte.weight.detach().clone())
+    opt = P.make_optimizer(model, plan, lr=1e-3)
+    text = problems(P, model, opt, plan, example=user_models.tokens())
+    assert "lm_head.weight: the plan ties it to wte.weight, but the model now holds a separate tensor" in text
+
+
+@pytest.fixture(scope="module")
+def with_readout(tmp_path_factory):
+    """Table 8 with a `readout` sub-role block (the same rules): lm_head's role is `readout`, not `output`."""
+    from mupspec.resolve import parse_and_resolve
+
+    spec = parse_and_resolve("parametrization t8r extends mup_table8\nreadout {\n  mult = 1/fan_in\n}\n", "t8r.mup")
+    return load_module(spec, "t8r.mup", str(tmp_path_factory.mktemp("t8r")))
+
+
+def test_a_multiplier_applied_twice_on_a_readout_subrole_is_caught(with_readout):
+    model, plan = build(with_readout, factory=lambda w: _ScaledReadout(w, tied=False))
+    assert plan["lm_head.weight"].role == "readout"
+    text = problems(with_readout, model, with_readout.make_optimizer(model, plan, lr=1e-3), plan,
+                    example=user_models.tokens())
+    assert "lm_head.weight (readout): the model multiplies the readout's output by 0.5 on top of the spec's " \
+           "multiplier 0.5" in text
+
+
+def test_a_folded_multiplier_applied_again_in_the_forward_is_caught(with_readout):
+    def inside(width):
+        gpt = user_models.GPT(width, tied=False)
+        gpt.lm_head = _MuReadoutLike(width, user_models.VOCAB)
+        return gpt
+    model, plan = build(with_readout, factory=inside, multipliers="fold")
+    assert plan["lm_head.weight"].folded
+    text = problems(with_readout, model, with_readout.make_optimizer(model, plan, lr=1e-3), plan,
+                    example=user_models.tokens())
+    assert "lm_head.weight (readout): effective forward multiplier 0.5, the spec's 1 (x0.5) (its multiplier 0.5 " \
+           "is folded into the weight and applied in the forward too?)" in text
+    # and on top of the readout's output, with the fold named
+    model, plan = build(with_readout, factory=lambda w: _ScaledReadout(w, tied=False), multipliers="fold")
+    text = problems(with_readout, model, with_readout.make_optimizer(model, plan, lr=1e-3), plan,
+                    example=user_models.tokens())
+    assert "lm_head.weight (readout): the model multiplies the readout's output by 0.5 on top of the spec's " \
+           "multiplier 0.5 (folded into its weight)" in text
+
+
 @pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate parameters")
 def test_a_tie_the_plan_does_not_know_is_caught(P):
     """Tied after parametrize: the plan saw two tensors, the model has one."""

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mupspec.check import check_spec
 from mupspec.codegen import load_module
 from mupspec.empirical.gpt import GPT, GPTConfig
 from mupspec.resolve import load_spec, parse_and_resolve
@@ -69,6 +70,80 @@ def test_roles_accepts_either_name_of_a_tied_tensor(table8):
 def test_a_tied_multiplier_cannot_be_folded(table8):
     with pytest.raises(ValueError, match="tied to transformer.wte.weight.*use multipliers='hooks'"):
         table8.parametrize(gpt(64), gpt(16), multipliers="fold")
+
+
+def test_the_module_knows_which_ties_its_rules_allow(tmp_path_factory, table8):
+    """SHAREABLE_TIES: the (embedding, readout) blocks whose rules can share
+    one tensor as written (check.tie_between): Table 8's can, gpt_mup's
+    (zero-init readout), u-μP's (input LR 1/sqrt(fan_out)) and SP's
+    (readout init 1/fan_in) cannot."""
+    assert table8.SHAREABLE_TIES == (("input", "output"),) and table8.TIES == ()
+    for name in ("gpt_mup", "umup_gpt", "sp"):
+        assert _load(tmp_path_factory, name).SHAREABLE_TIES == ()
+    tied = _load(tmp_path_factory, "gpt_table8_tied")
+    assert tied.TIES == (("token_embedding", "readout"),) and tied.SHAREABLE_TIES == (("input", "output"),)
+
+
+@pytest.mark.parametrize(("name", "blocks"), [("gpt_mup", "`input` and `output`"), ("umup_gpt", "`input` and `output`"),
+                                              ("sp", "`input` and `output`")])
+def test_an_undeclared_tie_the_rules_cannot_share_is_refused(tmp_path_factory, name, blocks):
+    module = _load(tmp_path_factory, name)
+    with pytest.raises(ValueError, match=rf"lm_head.weight \(output\) is the same tensor as transformer.wte.weight "
+                                         rf"\(input\), but {name}'s {blocks} rules cannot share one tensor.*"
+                                         r"declare the tie in the spec, `tie input, output`.*or untie the model"):
+        module.parametrize(gpt(64), gpt(16), optimizer="adam")
+    module.parametrize(gpt(64, tie=None), gpt(16, tie=None), optimizer="adam")  # untied: as before
+
+
+def test_a_declared_tie_plans_the_tied_model_as_mu_shared_readout(tmp_path):
+    """gpt_mup with the tie declared: the shared tensor keeps the embedding's
+    N(0, 1) (the readout's zero init cannot apply to it), the readout keeps
+    its alpha_out/fan_in multiplier; the check sees the tied readout."""
+    text = open("specs/gpt_mup.mup").read().replace("hyper alpha_in", "tie input, output\nhyper alpha_in")
+    spec = parse_and_resolve(text, "gpt_mup_tied.mup")
+    module = load_module(spec, "gpt_mup_tied.mup", str(tmp_path))
+    model = gpt(64)
+    plan = module.parametrize(model, gpt(16), optimizer="adam")
+    head = plan["lm_head.weight"]
+    assert (head.tied_to, head.mult, head.init_ratio) == ("transformer.wte.weight", 16 / 64, None)
+    assert model.lm_head.weight.abs().sum() > 0  # the embedding's init, not the readout's zero
+    result = check_spec(spec)
+    assert result.tie is not None and not result.tie.shareable and result.ok  # tied, it is still μP
+
+
+def test_a_declared_tie_refuses_an_untied_model(tmp_path_factory):
+    tied = _load(tmp_path_factory, "gpt_table8_tied")
+    with pytest.raises(ValueError, match=r"declares `tie token_embedding, readout`.*the model's transformer.wte.weight "
+                                         r"and lm_head.weight are separate tensors: tie them"):
+        tied.parametrize(gpt(64, tie=None), gpt(16, tie=None), widths={"d_model": 64}, base_widths={"d_model": 16})
+    plan = tied.parametrize(gpt(64), gpt(16), widths={"d_model": 64}, base_widths={"d_model": 16})
+    assert plan["lm_head.weight"].tied_to == "transformer.wte.weight"
+
+
+def test_a_declared_tie_accepts_only_the_named_pair(tmp_path):
+    text = ("parametrization t extends mup_table8\ntie input, output\n"
+            "readout {\n  mult = 1/fan_in\n}\n")
+    module = load_module(parse_and_resolve(text, "t.mup"), "t.mup", str(tmp_path))
+    with pytest.raises(ValueError, match=r"lm_head.weight \(readout\) is the same tensor as transformer.wte.weight "
+                                         r"\(input\), but t declares `tie input, output`.*read `input` and `readout`: "
+                                         r"give them the declared roles, roles=\{'transformer.wte.weight': 'input', "
+                                         r"'lm_head.weight': 'output'\}"):
+        module.parametrize(gpt(64), gpt(16))
+    plan = module.parametrize(gpt(64), gpt(16), roles={"lm_head.weight": "output"})
+    assert plan["lm_head.weight"].tied_to == "transformer.wte.weight"
+
+
+def test_other_ties_must_share_one_rule(table8):
+    class Shared(torch.nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(n, n), torch.nn.Linear(n, n)
+            self.b.weight = self.a.weight  # one layer applied twice (ALBERT-style sharing)
+    plan = table8.parametrize(Shared(64), Shared(16))
+    assert plan["b.weight"].tied_to == "a.weight" and plan["b.weight"].role == "hidden"
+    with pytest.raises(ValueError, match=r"b.weight \(hidden\) is the same tensor as a.weight \(input\): a spec "
+                                         r"can tie only an embedding to a readout"):
+        table8.parametrize(Shared(64), Shared(16), roles={"a.weight": "input"})
 
 
 # ------------------------------------------------------------------ raw parameters and fan axes

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mupspec import ir
-from mupspec.check import check_spec
+from mupspec.check import check_spec, shareable_ties, tie_between
 from mupspec.cli import main
 from mupspec.codegen import generate, load_module
 from mupspec.convert import convert
@@ -148,6 +148,20 @@ def test_no_multiplier_can_fix_a_tie_whose_init_and_lr_disagree():
     spec = parse_and_resolve(format_spec(spec).replace("  lr.adam = 1\n}\n\nhidden", "  lr.adam = 1/fan_out\n}\n\nhidden"))
     result = check_spec(spec)
     assert not result.tie.shareable and result.tie.fix_a is None and not result.ok
+
+
+def test_tie_between_answers_for_undeclared_pairs_and_sub_roles():
+    """The question the generated module's SHAREABLE_TIES answers: can this
+    embedding's and this readout's rules share one tensor as written?"""
+    assert tie_between(load_spec(SPECS / "mup_table8.mup"), "input", "output").shareable
+    assert tie_between(load_spec(SPECS / "umup.mup"), "input", "output").differs == ["c_adam"]
+    assert tie_between(load_spec(SPECS / "sp.mup"), "input", "output").differs == ["b"]
+    # a sub-role block is read where it has one: a zero-init readout cannot share with Table 8's embedding
+    spec = table8(blocks="readout {\n  init.var = 0\n}")
+    assert tie_between(spec, "input", "readout").differs == ["b"] and tie_between(spec, "input", "output").shareable
+    assert shareable_ties(spec) == (("input", "output"),)
+    assert shareable_ties(table8(blocks="token_embedding {\n  init.var = 1\n}")) == (
+        ("input", "output"), ("token_embedding", "output"))
 
 
 def test_tie_errors_are_located():
@@ -389,9 +403,22 @@ def test_the_runtime_refuses_a_fused_part_whose_lr_differs_and_names_the_rule(tm
                                                        "query {\n  init.var = 0\n  lr.adam = 1\n}")
     module = load_module(parse_and_resolve(text, str(SPECS / "q.mup")), "q.mup", str(tmp_path))
     torch.manual_seed(0)
-    with pytest.raises(ValueError, match=r"fused part query .*the spec's `query` block states its own lr.adam"):
+    message = (r"c_attn.weight: fused query \| key \| value, but gpt_mup's `query` block states its own lr.adam: .*"
+               r"may differ only in init.var; split the tensor into separate parameters")
+    with pytest.raises(ValueError, match=message):
         module.parametrize(GPT(GPTConfig(d_model=96, n_heads=4, tie=None)), GPT(GPTConfig(d_model=48, n_heads=4, tie=None)),
                            optimizer="adam", widths={"d_model": 96}, base_widths={"d_model": 48})
+    # at the base width every factor is 1, so only the rule as written can tell: refused there too
+    with pytest.raises(ValueError, match=message):
+        module.parametrize(GPT(GPTConfig(d_model=48, n_heads=4, tie=None)), GPT(GPTConfig(d_model=48, n_heads=4, tie=None)),
+                           delta=GPT(GPTConfig(d_model=96, n_heads=4, tie=None)), optimizer="adam",
+                           widths={"d_model": 48}, base_widths={"d_model": 48})
+    # separate q/k/v projections may have their own LR: the refusal is about the fused tensor only
+    plan = module.parametrize(GPT(GPTConfig(d_model=96, n_heads=4, tie=None, fused_qkv=False)),
+                              GPT(GPTConfig(d_model=48, n_heads=4, tie=None, fused_qkv=False)), optimizer="adam",
+                              widths={"d_model": 96}, base_widths={"d_model": 48})
+    query, key = plan["transformer.h.0.attn.q_proj.weight"], plan["transformer.h.0.attn.k_proj.weight"]
+    assert (query.role, query.lr_factor, key.role, key.lr_factor) == ("query", 1.0, "hidden", 0.5)
 
 
 def test_checking_a_transformer_spec_imports_neither_sympy_nor_torch():

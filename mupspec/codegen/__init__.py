@@ -125,19 +125,35 @@ def _transformer_constants(spec: ir.Spec) -> list[str]:
     class's: a sub-role living in a slice of a shared tensor, like the query
     third of a fused c_attn, may differ only in init.var, since one tensor
     has one multiplier and one optimizer group), and TIES ((embedding,
-    readout) pairs that share one tensor, microsoft/mup's MuSharedReadout)."""
+    readout) pairs that share one tensor, microsoft/mup's MuSharedReadout) and
+    SHAREABLE_TIES (the pairs of the spec's blocks whose rules can share one
+    tensor as written, check.shareable_ties: a model may tie those undeclared)."""
     subroles = ", ".join(f'"{r}": "{ir.SUBROLES[r]}"' for r in spec.subroles)
     own = {r: [f for f in _fields(r, ir.optimizers(spec)) if ir.subrole_differs(spec, r, f)] for r in spec.subroles}
     own_items = ", ".join(f'"{r}": ({"".join(f"{chr(34)}{f}{chr(34)}, " for f in fs).rstrip()})'
                           for r, fs in own.items())
     ties = "".join(f'("{t.embedding}", "{t.readout}"), ' for t in spec.ties).rstrip()
+    shareable = "".join(f'("{e}", "{r}"), ' for e, r in _shareable_ties(spec)).rstrip()
     every = ", ".join(f'"{r}": "{c}"' for r, c in ir.SUBROLES.items())
     return [
         f"SUBROLES = {{{subroles}}}  # sub-role -> its class",
         f"SUBROLE_CLASSES = {{{every}}}  # every sub-role of the language -> its class",
         f"SUBROLE_OWN_FIELDS = {{{own_items}}}  # fields where a sub-role's rule is not its class's",
         f"TIES = ({ties})  # (embedding, readout): one tensor with the embedding's init and group",
+        f"SHAREABLE_TIES = ({shareable})  # (embedding, readout) blocks a model may tie without a `tie`",
     ]
+
+
+def _shareable_ties(spec: ir.Spec) -> tuple[tuple[str, str], ...]:
+    """check.shareable_ties, or none where the calculus cannot read the
+    rules (the generated module then refuses every undeclared tie: an
+    error rather than a silent change of the readout's rules)."""
+    from mupspec.check import shareable_ties
+
+    try:
+        return tuple((check_name(e, "role"), check_name(r, "role")) for e, r in shareable_ties(spec))
+    except MupError:
+        return ()
 
 
 def _fields(kind: str, families: tuple[str, ...]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from mupspec.codegen.runtime.roles import _role_class
 from mupspec.codegen.runtime.spec_stub import SPEC_NAME
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
@@ -71,6 +72,7 @@ def _coverage(model, plan):
             if other != r.name:
                 problems.append(f"{r.name}: the same tensor as {other}, but the plan gives them separate init and "
                                 f"LR (tied after parametrize?): tie first, then parametrize")
+    problems += _untied(params, plan)
     for name, p in params.items():
         if any(r.name == name for r in plan):
             continue
@@ -80,6 +82,20 @@ def _coverage(model, plan):
         else:
             problems.append(f"{name}: a parameter the spec's plan does not cover (added after parametrize, "
                             f"or on a module parametrize never saw)")
+    return problems
+
+
+def _untied(params, plan):
+    """A record tied to another name whose tensor is no longer that name's:
+    the tie was broken after parametrize (e.g. `model.lm_head.weight =
+    nn.Parameter(...)`), so the new tensor has no init and no LR group."""
+    problems = []
+    for r in plan:
+        tied = getattr(r, "tied_to", None)
+        if tied and r.name in params and tied in params and params[r.name] is not params[tied]:
+            problems.append(f"{r.name}: the plan ties it to {tied}, but the model now holds a separate tensor "
+                            f"there (untied after parametrize?): it has no init or optimizer group of its own; "
+                            f"tie it again, or parametrize the untied model with a spec for it")
     return problems
 
 
@@ -214,7 +230,8 @@ def _multipliers(model, plan, example, rtol):
 
         handles.append(module.register_forward_pre_hook(pre, prepend=True))
         handles.append(module.register_forward_hook(post))
-        seen[record.name] = {"expected": expected, "module": module, "role": record.role}
+        seen[record.name] = {"expected": expected, "module": module, "role": record.role, "mult": record.mult,
+                             "folded": record.folded}
     try:
         out = model(*example) if isinstance(example, tuple) else model(example)
     finally:
@@ -234,12 +251,14 @@ def _multipliers(model, plan, example, rtol):
         if residual > 1e-3 or abs(c - item["expected"]) > 1e-3 * abs(item["expected"]) + 1e-12:
             why = " (applied twice?)" if item["expected"] not in (0.0, 1.0) and \
                 abs(c - item["expected"] ** 2) <= 1e-3 * item["expected"] ** 2 else ""
+            if item["folded"] and item["mult"] != 1.0 and abs(c - item["mult"]) <= 1e-3 * abs(item["mult"]):
+                why = f" (its multiplier {item['mult']:.4g} is folded into the weight and applied in the forward too?)"
             if residual > 1e-3:
                 why = f" (not a pure multiple of W x: relative residual {residual:.2g})"
             problems.append(f"{name} ({item['role']}): effective forward multiplier {c:.4g}, the spec's "
                             f"{item['expected']:.4g} (x{c / item['expected'] if item['expected'] else math.inf:.4g})"
                             + why)
-        if item["role"] == "output":
+        if _role_class(item["role"]) == "output":  # `output` or its sub-role `readout`
             readouts.append((name, item))
     problems += _outside_multiplier(_first_tensor(out), readouts)
     return problems
@@ -266,7 +285,8 @@ def _outside_multiplier(out, readouts):
             continue
         c, residual = _fit_scale(out, y)
         if c is not None and residual < 1e-6 and abs(c - 1.0) > 1e-6:
-            problems.append(f"{name} (output): the model multiplies the readout's output by {c:.4g} on top of "
-                            f"the spec's multiplier {item['expected']:.4g} (a hand-written multiplier: applied "
+            how = " (folded into its weight)" if item["folded"] else ""
+            problems.append(f"{name} ({item['role']}): the model multiplies the readout's output by {c:.4g} on top "
+                            f"of the spec's multiplier {item['mult']:.4g}{how} (a hand-written multiplier: applied "
                             f"twice?)")
     return problems

@@ -12,10 +12,10 @@ import torch
 
 from mupspec.codegen.runtime.plan import ROLES, ParamPlan
 from mupspec.codegen.runtime.roles import (
-    _axis_candidates, _class_by_growth, _default_subrole, _fans, _fused, _glob, _has_rules, _known_axes,
-    _owner, _role_class, _rules_key, _tensors)
+    NAME_SUBROLES, _axis_candidates, _class_by_growth, _default_subrole, _fans, _first_match, _fused, _glob,
+    _has_rules, _known_axes, _owner, _role_class, _rules_key, _tensors)
 from mupspec.codegen.runtime.rules import _family, _optimizer_factors, _ratio
-from mupspec.codegen.runtime.spec_stub import SPEC_NAME, SUBROLE_OWN_FIELDS, SUBROLES
+from mupspec.codegen.runtime.spec_stub import SHAREABLE_TIES, SPEC_NAME, SUBROLE_OWN_FIELDS, SUBROLES, TIES
 
 # ---- RUNTIME (everything below is copied into each generated module) ----
 
@@ -45,7 +45,7 @@ def _plan_records(model, opts):
     every other name only applies its own role's multiplier in its module."""
     modules = dict(model.named_modules())
     order = {name: i for i, (name, _) in enumerate(model.named_parameters(remove_duplicate=False))}
-    records, problems = [], []
+    records, problems, tie_problems = [], [], []
     for p, names in _tensors(model):
         group = []
         for name in names:
@@ -55,12 +55,15 @@ def _plan_records(model, opts):
             else:
                 group.append(record)
         if len(group) == len(names) > 1:
-            problems += _tie(group, opts)
+            tie_problems += _tie(group, opts)
         records += group
     if problems:
-        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems) +
+        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems + tie_problems) +
                          "\nhint: give the base model the same parameter names, or pass roles={'pattern': 'role'}"
                          f" with a role from {ROLES + tuple(SUBROLES)}")
+    if tie_problems:  # each says its own fix
+        raise ValueError("cannot share these tensors:\n  " + "\n  ".join(tie_problems))
+    _check_declared_tie(records)
     return sorted(records, key=lambda r: order[r.name])
 
 
@@ -70,6 +73,10 @@ def _tie(group, opts):
     for record in group:
         if record is owner:
             continue
+        problem = _tie_problem(owner, record)
+        if problem is not None:
+            problems.append(problem)
+            continue
         record.tied_to = owner.name
         record.init_ratio = None
         record.lr_factor, record.wd_factor, record.eps_factor = owner.lr_factor, owner.wd_factor, owner.eps_factor
@@ -77,6 +84,63 @@ def _tie(group, opts):
             problems.append(f"{record.name}: tied to {owner.name}, so its multiplier {record.mult:g} cannot be "
                             "folded into the shared tensor; use multipliers='hooks'")
     return problems
+
+
+def _declared_tie():
+    """The RULES keys of the spec's `tie EMBEDDING, READOUT`, or None."""
+    return tuple(_rules_key(role) for role in TIES[0]) if TIES else None
+
+
+def _tie_problem(owner, record):
+    """Why `record`'s name may not share `owner`'s tensor, or None. An
+    embedding may share with a readout when the spec declares exactly that
+    tie, or (no tie declared) when their rules can share one tensor as
+    written (SHAREABLE_TIES: tying changes nothing); other names must read
+    the same rules (one tensor used twice the same way)."""
+    pair = (owner.block, record.block)
+    both = f"{record.name} ({record.role}) is the same tensor as {owner.name} ({owner.role})"
+    if (_role_class(owner.role), _role_class(record.role)) == ("input", "output"):
+        declared = _declared_tie()
+        if declared is not None and pair != declared:
+            return (f"{both}, but {SPEC_NAME} declares `tie {TIES[0][0]}, {TIES[0][1]}` (the `{declared[0]}` and "
+                    f"`{declared[1]}` rules) and these names read `{pair[0]}` and `{pair[1]}`: give them the "
+                    f"declared roles, roles={{'{owner.name}': '{TIES[0][0]}', '{record.name}': '{TIES[0][1]}'}}")
+        if declared is None and pair not in SHAREABLE_TIES:
+            embedding = owner.block if owner.block in ("input", "token_embedding") else "input"
+            readout = record.block if record.block in ("output", "readout") else "output"
+            return (f"{both}, but {SPEC_NAME}'s `{pair[0]}` and `{pair[1]}` rules cannot share one tensor (their "
+                    f"init, LR, weight decay or eps scale differently with width; `mupspec check` says which): "
+                    f"declare the tie in the spec, `tie {embedding}, {readout}` (the readout then takes the "
+                    f"embedding's init and LR group, and `mupspec check` checks the tied network), or untie the "
+                    f"model (e.g. GPT-2's tie_word_embeddings=False)")
+        return None
+    if owner.block != record.block:
+        return (f"{both}: a spec can tie only an embedding to a readout; untie them, or give both names one "
+                f"role with roles=")
+    return None
+
+
+def _likely(records, role, key):
+    """Names that read rules `key`; of those, the ones named like `role`
+    (wte for token_embedding, lm_head for readout) where there are any."""
+    names = [r.name for r in records if r.block == key]
+    named = [n for n in names if _first_match(NAME_SUBROLES, n) == role]
+    return named or names
+
+
+def _check_declared_tie(records):
+    """A spec that declares a tie describes a tied model: an untied one
+    (separate embedding and readout tensors) is refused rather than planned
+    with rules the spec's check never saw for it."""
+    declared = _declared_tie()
+    if declared is None or any(r.tied_to is not None for r in records):
+        return
+    embeddings, readouts = (_likely(records, role, key) for role, key in zip(TIES[0], declared))
+    if embeddings and readouts:
+        raise ValueError(f"{SPEC_NAME} declares `tie {TIES[0][0]}, {TIES[0][1]}` (one tensor for the embedding and "
+                         f"the readout), but the model's {', '.join(embeddings[:3])} and {', '.join(readouts[:3])} "
+                         f"are separate tensors: tie them (e.g. model.lm_head.weight = model.transformer.wte.weight, "
+                         f"or GPT-2's tie_word_embeddings=True) before parametrize, or use a spec without the `tie`")
 
 
 def _record(name, shape, module, pname, opts):
@@ -168,13 +232,17 @@ def _split_fused(record, opts):
     axis, parts = fused
     record.slices = []
     for role, start, stop in parts:
+        own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
+        if own:  # refused by the rules as written, whatever they give at this width (equal at the base)
+            return (f"{record.name}: fused {' | '.join(p for p, _, _ in parts)}, but {SPEC_NAME}'s `{role}` block "
+                    f"states its own {', '.join(own)}: one tensor has one forward multiplier and one optimizer "
+                    f"group, so a part of a fused parameter may differ only in init.var; split the tensor into "
+                    f"separate parameters (e.g. q_proj, k_proj, v_proj), or drop those rules from `{role}`")
         factors = _rule_factors(_rules_key(role), record, opts)
         if factors[1:] != (record.mult, record.lr_factor, record.wd_factor, record.eps_factor):
-            own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
-            why = f" (the spec's `{role}` block states its own {', '.join(own)})" if own else ""
             return (f"{record.name}: its fused part {role} needs the multiplier / LR / weight decay / eps factors "
                     f"{factors[1:]}, the whole tensor {(record.mult, record.lr_factor, record.wd_factor, record.eps_factor)}"
-                    f"{why}: one tensor has one forward and one LR group; split it into separate parameters")
+                    f": one tensor has one forward and one LR group; split it into separate parameters")
         record.slices.append({"role": role, "axis": axis, "start": start, "stop": stop, "init_ratio": factors[0],
                               "init_std": None})
     return None

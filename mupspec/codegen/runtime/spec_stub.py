@@ -14,6 +14,7 @@ DERIVED_WIDTHS: dict = {}  # derived width symbol -> function(dims) -> its size 
 SUBROLE_CLASSES: dict = {}  # every sub-role of the language -> its class (those without a block follow it)
 SUBROLE_OWN_FIELDS: dict = {}  # sub-role -> the fields where its rule is not its class's
 TIES: tuple = ()  # (embedding role, readout role) pairs sharing one tensor (MuSharedReadout)
+SHAREABLE_TIES: tuple = ()  # (embedding, readout) blocks whose rules can share one tensor as written
 DEPTH_SYMBOL = None
 HYPER_DEFAULTS: dict = {}
 SPEC_NAME = ""

@@ -28,6 +28,7 @@ SUBROLES = {}  # sub-role -> its class
 SUBROLE_CLASSES = {"token_embedding": "input", "position_embedding": "input", "query": "hidden", "key": "hidden", "value": "hidden", "attn_out": "hidden", "mlp_in": "hidden", "mlp_out": "hidden", "router": "hidden", "experts": "hidden", "readout": "output", "norm_bias": "bias", "norm_gain": "norm"}  # every sub-role of the language -> its class
 SUBROLE_OWN_FIELDS = {}  # fields where a sub-role's rule is not its class's
 TIES = ()  # (embedding, readout): one tensor with the embedding's init and group
+SHAREABLE_TIES = ()  # (embedding, readout) blocks a model may tie without a `tie`
 
 # ---- rules of the spec: one function per block and field, values at given sizes ----
 
@@ -593,7 +594,7 @@ def _plan_records(model, opts):
     every other name only applies its own role's multiplier in its module."""
     modules = dict(model.named_modules())
     order = {name: i for i, (name, _) in enumerate(model.named_parameters(remove_duplicate=False))}
-    records, problems = [], []
+    records, problems, tie_problems = [], [], []
     for p, names in _tensors(model):
         group = []
         for name in names:
@@ -603,12 +604,15 @@ def _plan_records(model, opts):
             else:
                 group.append(record)
         if len(group) == len(names) > 1:
-            problems += _tie(group, opts)
+            tie_problems += _tie(group, opts)
         records += group
     if problems:
-        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems) +
+        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems + tie_problems) +
                          "\nhint: give the base model the same parameter names, or pass roles={'pattern': 'role'}"
                          f" with a role from {ROLES + tuple(SUBROLES)}")
+    if tie_problems:  # each says its own fix
+        raise ValueError("cannot share these tensors:\n  " + "\n  ".join(tie_problems))
+    _check_declared_tie(records)
     return sorted(records, key=lambda r: order[r.name])
 
 
@@ -618,6 +622,10 @@ def _tie(group, opts):
     for record in group:
         if record is owner:
             continue
+        problem = _tie_problem(owner, record)
+        if problem is not None:
+            problems.append(problem)
+            continue
         record.tied_to = owner.name
         record.init_ratio = None
         record.lr_factor, record.wd_factor, record.eps_factor = owner.lr_factor, owner.wd_factor, owner.eps_factor
@@ -625,6 +633,63 @@ def _tie(group, opts):
             problems.append(f"{record.name}: tied to {owner.name}, so its multiplier {record.mult:g} cannot be "
                             "folded into the shared tensor; use multipliers='hooks'")
     return problems
+
+
+def _declared_tie():
+    """The RULES keys of the spec's `tie EMBEDDING, READOUT`, or None."""
+    return tuple(_rules_key(role) for role in TIES[0]) if TIES else None
+
+
+def _tie_problem(owner, record):
+    """Why `record`'s name may not share `owner`'s tensor, or None. An
+    embedding may share with a readout when the spec declares exactly that
+    tie, or (no tie declared) when their rules can share one tensor as
+    written (SHAREABLE_TIES: tying changes nothing); other names must read
+    the same rules (one tensor used twice the same way)."""
+    pair = (owner.block, record.block)
+    both = f"{record.name} ({record.role}) is the same tensor as {owner.name} ({owner.role})"
+    if (_role_class(owner.role), _role_class(record.role)) == ("input", "output"):
+        declared = _declared_tie()
+        if declared is not None and pair != declared:
+            return (f"{both}, but {SPEC_NAME} declares `tie {TIES[0][0]}, {TIES[0][1]}` (the `{declared[0]}` and "
+                    f"`{declared[1]}` rules) and these names read `{pair[0]}` and `{pair[1]}`: give them the "
+                    f"declared roles, roles={{'{owner.name}': '{TIES[0][0]}', '{record.name}': '{TIES[0][1]}'}}")
+        if declared is None and pair not in SHAREABLE_TIES:
+            embedding = owner.block if owner.block in ("input", "token_embedding") else "input"
+            readout = record.block if record.block in ("output", "readout") else "output"
+            return (f"{both}, but {SPEC_NAME}'s `{pair[0]}` and `{pair[1]}` rules cannot share one tensor (their "
+                    f"init, LR, weight decay or eps scale differently with width; `mupspec check` says which): "
+                    f"declare the tie in the spec, `tie {embedding}, {readout}` (the readout then takes the "
+                    f"embedding's init and LR group, and `mupspec check` checks the tied network), or untie the "
+                    f"model (e.g. GPT-2's tie_word_embeddings=False)")
+        return None
+    if owner.block != record.block:
+        return (f"{both}: a spec can tie only an embedding to a readout; untie them, or give both names one "
+                f"role with roles=")
+    return None
+
+
+def _likely(records, role, key):
+    """Names that read rules `key`; of those, the ones named like `role`
+    (wte for token_embedding, lm_head for readout) where there are any."""
+    names = [r.name for r in records if r.block == key]
+    named = [n for n in names if _first_match(NAME_SUBROLES, n) == role]
+    return named or names
+
+
+def _check_declared_tie(records):
+    """A spec that declares a tie describes a tied model: an untied one
+    (separate embedding and readout tensors) is refused rather than planned
+    with rules the spec's check never saw for it."""
+    declared = _declared_tie()
+    if declared is None or any(r.tied_to is not None for r in records):
+        return
+    embeddings, readouts = (_likely(records, role, key) for role, key in zip(TIES[0], declared))
+    if embeddings and readouts:
+        raise ValueError(f"{SPEC_NAME} declares `tie {TIES[0][0]}, {TIES[0][1]}` (one tensor for the embedding and "
+                         f"the readout), but the model's {', '.join(embeddings[:3])} and {', '.join(readouts[:3])} "
+                         f"are separate tensors: tie them (e.g. model.lm_head.weight = model.transformer.wte.weight, "
+                         f"or GPT-2's tie_word_embeddings=True) before parametrize, or use a spec without the `tie`")
 
 
 def _record(name, shape, module, pname, opts):
@@ -716,13 +781,17 @@ def _split_fused(record, opts):
     axis, parts = fused
     record.slices = []
     for role, start, stop in parts:
+        own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
+        if own:  # refused by the rules as written, whatever they give at this width (equal at the base)
+            return (f"{record.name}: fused {' | '.join(p for p, _, _ in parts)}, but {SPEC_NAME}'s `{role}` block "
+                    f"states its own {', '.join(own)}: one tensor has one forward multiplier and one optimizer "
+                    f"group, so a part of a fused parameter may differ only in init.var; split the tensor into "
+                    f"separate parameters (e.g. q_proj, k_proj, v_proj), or drop those rules from `{role}`")
         factors = _rule_factors(_rules_key(role), record, opts)
         if factors[1:] != (record.mult, record.lr_factor, record.wd_factor, record.eps_factor):
-            own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
-            why = f" (the spec's `{role}` block states its own {', '.join(own)})" if own else ""
             return (f"{record.name}: its fused part {role} needs the multiplier / LR / weight decay / eps factors "
                     f"{factors[1:]}, the whole tensor {(record.mult, record.lr_factor, record.wd_factor, record.eps_factor)}"
-                    f"{why}: one tensor has one forward and one LR group; split it into separate parameters")
+                    f": one tensor has one forward and one LR group; split it into separate parameters")
         record.slices.append({"role": role, "axis": axis, "start": start, "stop": stop, "init_ratio": factors[0],
                               "init_std": None})
     return None
@@ -1324,6 +1393,7 @@ def _coverage(model, plan):
             if other != r.name:
                 problems.append(f"{r.name}: the same tensor as {other}, but the plan gives them separate init and "
                                 f"LR (tied after parametrize?): tie first, then parametrize")
+    problems += _untied(params, plan)
     for name, p in params.items():
         if any(r.name == name for r in plan):
             continue
@@ -1333,6 +1403,20 @@ def _coverage(model, plan):
         else:
             problems.append(f"{name}: a parameter the spec's plan does not cover (added after parametrize, "
                             f"or on a module parametrize never saw)")
+    return problems
+
+
+def _untied(params, plan):
+    """A record tied to another name whose tensor is no longer that name's:
+    the tie was broken after parametrize (e.g. `model.lm_head.weight =
+    nn.Parameter(...)`), so the new tensor has no init and no LR group."""
+    problems = []
+    for r in plan:
+        tied = getattr(r, "tied_to", None)
+        if tied and r.name in params and tied in params and params[r.name] is not params[tied]:
+            problems.append(f"{r.name}: the plan ties it to {tied}, but the model now holds a separate tensor "
+                            f"there (untied after parametrize?): it has no init or optimizer group of its own; "
+                            f"tie it again, or parametrize the untied model with a spec for it")
     return problems
 
 
@@ -1467,7 +1551,8 @@ def _multipliers(model, plan, example, rtol):
 
         handles.append(module.register_forward_pre_hook(pre, prepend=True))
         handles.append(module.register_forward_hook(post))
-        seen[record.name] = {"expected": expected, "module": module, "role": record.role}
+        seen[record.name] = {"expected": expected, "module": module, "role": record.role, "mult": record.mult,
+                             "folded": record.folded}
     try:
         out = model(*example) if isinstance(example, tuple) else model(example)
     finally:
@@ -1487,12 +1572,14 @@ def _multipliers(model, plan, example, rtol):
         if residual > 1e-3 or abs(c - item["expected"]) > 1e-3 * abs(item["expected"]) + 1e-12:
             why = " (applied twice?)" if item["expected"] not in (0.0, 1.0) and \
                 abs(c - item["expected"] ** 2) <= 1e-3 * item["expected"] ** 2 else ""
+            if item["folded"] and item["mult"] != 1.0 and abs(c - item["mult"]) <= 1e-3 * abs(item["mult"]):
+                why = f" (its multiplier {item['mult']:.4g} is folded into the weight and applied in the forward too?)"
             if residual > 1e-3:
                 why = f" (not a pure multiple of W x: relative residual {residual:.2g})"
             problems.append(f"{name} ({item['role']}): effective forward multiplier {c:.4g}, the spec's "
                             f"{item['expected']:.4g} (x{c / item['expected'] if item['expected'] else math.inf:.4g})"
                             + why)
-        if item["role"] == "output":
+        if _role_class(item["role"]) == "output":  # `output` or its sub-role `readout`
             readouts.append((name, item))
     problems += _outside_multiplier(_first_tensor(out), readouts)
     return problems
@@ -1519,7 +1606,8 @@ def _outside_multiplier(out, readouts):
             continue
         c, residual = _fit_scale(out, y)
         if c is not None and residual < 1e-6 and abs(c - 1.0) > 1e-6:
-            problems.append(f"{name} (output): the model multiplies the readout's output by {c:.4g} on top of "
-                            f"the spec's multiplier {item['expected']:.4g} (a hand-written multiplier: applied "
+            how = " (folded into its weight)" if item["folded"] else ""
+            problems.append(f"{name} ({item['role']}): the model multiplies the readout's output by {c:.4g} on top "
+                            f"of the spec's multiplier {item['mult']:.4g}{how} (a hand-written multiplier: applied "
                             f"twice?)")
     return problems
