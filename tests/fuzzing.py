@@ -289,9 +289,21 @@ def _refmt(path: Path, before: str) -> str | None:
 _ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub)
 _RULE_NAME = re.compile(r"_[A-Za-z0-9_]+\Z")
 _WIDTH_FUNCTION = re.compile(r"_width_[A-Za-z0-9_]+\Z")
-_CONSTANT_NAMES = {"SPEC_NAME", "SPEC_TITLE", "MUPSPEC_VERSION", "WIDTH_SYMBOLS", "DEPTH_SYMBOL",
-                   "HYPER_DEFAULTS", "FAMILIES", "BLOCKS", "SUBROLES", "SUBROLE_CLASSES", "SUBROLE_OWN_FIELDS",
-                   "TIES", "SHAREABLE_TIES", "DERIVED_WIDTHS", "RULES"}
+
+
+def _stub_names() -> set[str]:
+    """The header constants the runtime reads, as its stub declares them
+    (mupspec/codegen/runtime/spec_stub.py): the whitelist follows the runtime,
+    so a constant added there (MUON_BLOCKS was missed) is not a false alarm."""
+    from mupspec.codegen import runtime
+
+    tree = ast.parse((Path(runtime.__file__).parent / "spec_stub.py").read_text(encoding="utf-8"))
+    return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+
+# The stub's names, and the ones only the header defines (informational).
+_CONSTANT_NAMES = _stub_names() | {"SPEC_TITLE", "MUPSPEC_VERSION"}
 
 
 def _runtime_text() -> str:

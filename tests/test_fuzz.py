@@ -48,3 +48,26 @@ def test_the_whitelist_rejects_what_codegen_must_never_emit():
     for what, source in injected.items():
         assert source != good, what
         assert fuzzing.check_module(source) is not None, what
+
+
+@pytest.mark.parametrize("block", ["input", "hidden", "output"])
+def test_the_whitelist_admits_a_muon_spec(block, tmp_path):
+    """Found by the campaign (minimized): a spec with an `lr.muon` rule gets
+    `MUON_BLOCKS = (...)` in its module, which the runtime reads (its stub
+    declares it); the whitelist did not know the name ("line 26: assigns an
+    unexpected name"). Codegen was right; the whitelist now follows the stub."""
+    path = tmp_path / "m.mup"
+    path.write_text(f"parametrization m\n{block} {{ lr.muon = 1/fan_in }}\n", encoding="utf-8")
+    out = tmp_path / "m.py"
+    code, _, err = fuzzing.run_command(["codegen", str(path), "-o", str(out)])
+    assert code == 0, err
+    source = out.read_text(encoding="utf-8")
+    assert f'MUON_BLOCKS = ("{block}",)' in source
+    assert fuzzing.check_module(source) is None
+    assert fuzzing.check_generated(out, fuzzing.Tally()) is None  # and it imports and its rules evaluate
+    assert fuzzing.check_module(source.replace("MUON_BLOCKS = (", "MUON_BLOCKZ = (", 1)) is not None
+
+
+def test_the_whitelist_knows_every_constant_the_runtime_reads():
+    assert {"MUON_BLOCKS", "RULES", "DERIVED_WIDTHS", "TIES"} <= fuzzing._CONSTANT_NAMES
+    assert "os" not in fuzzing._CONSTANT_NAMES and "param_groups" not in fuzzing._CONSTANT_NAMES

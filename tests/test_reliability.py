@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import errno
 import os
+import re
 import time
 from pathlib import Path
 
@@ -404,16 +405,58 @@ def test_convert_and_codegen_refuse_a_scale_negative_through_a_hyper(tmp_path, c
         assert code == 2 and "negative" in err and located(err, path, 3), err
 
 
-def test_fmt_never_writes_a_file_that_does_not_parse(tmp_path, capsys):
-    """Found by the campaign (not yet minimized): a mutated comment with a
-    carriage return made the printer emit text that does not parse. The
-    printer bug is open; fmt must refuse (exit 70) and leave the file."""
+# Every line break of str.splitlines but "\n": a comment runs to the next
+# "\n", so the parser keeps them in its text; an editor or a universal-newline
+# reader breaks the line there and reads the comment's tail as spec text.
+LINE_BREAKS = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+def _every_comment_broken(brk: str) -> str:
+    return (f"# lead{brk}more\nparametrization p  # head{brk}er\nwidth n  # wid{brk}th\n"
+            f"hidden {{  # blo{brk}ck\n  # ru{brk}le\n  mult = 1  # no{brk}te\n  # clo{brk}se\n}}\n# en{brk}d\n")
+
+
+@pytest.mark.parametrize("brk", LINE_BREAKS)
+def test_fmt_splits_comments_at_every_line_break(tmp_path, capsys, brk):
+    """Found by the campaign: a carriage return in a comment was printed as
+    is, so the written file read back line by line (an editor, Python's
+    text mode) had spec text where the comment went on. The printer writes
+    each piece of such a comment as a comment of its own."""
+    path = tmp_path / "x.mup"
+    path.write_bytes(_every_comment_broken(brk).encode("utf-8"))
+    code, _, err = run(capsys, "fmt", path)
+    assert code == 0, err
+    written = path.read_bytes().decode("utf-8")
+    assert written.splitlines() == written.split("\n")[:-1]  # no line break but "\n" left
+    for word in ("lead", "more", "head", "er", "wid", "th", "blo", "ck", "ru", "le", "no", "te", "clo", "se",
+                 "en", "d"):
+        assert re.search(rf"# {word}$", written, re.MULTILINE), word  # every piece kept, as a comment
+    assert open(path, encoding="utf-8").read() == written  # a universal-newline reader sees the same text
+    assert run(capsys, "fmt", "--check", path)[0] == 0  # one fmt is enough: the second changes nothing
+    assert run(capsys, "parse", path)[0] == 0
+
+
+def test_fmt_of_the_campaigns_carriage_return_reproducer(tmp_path, capsys):
     data = (ROOT / "tests/data/fmt_cr_comment.mup").read_bytes()
+    assert b"\r" in data
     path = tmp_path / "x.mup"
     path.write_bytes(data)
     code, _, err = run(capsys, "fmt", path)
-    assert code in (0, EXIT_INTERNAL), err
-    if code == 0:  # once the printer is fixed: the output must parse
-        assert run(capsys, "parse", path)[0] == 0
-    else:
-        assert path.read_bytes() == data
+    assert code == 0, err  # was: left as it was, or (before the guard) a file that breaks in an editor
+    written = path.read_bytes()
+    assert b"\r" not in written and b"Prog\n# rams IV" in written
+    assert open(path, encoding="utf-8").read() == written.decode("utf-8")
+
+
+@pytest.mark.parametrize("brk", LINE_BREAKS)
+@pytest.mark.parametrize("quoted", ['parametrization p "my{}title"\n', 'parametrization p extends "base{}.mup"\n',
+                                    'parametrization p "esc\\{}aped"\n'])
+def test_a_line_break_in_a_quoted_string_is_an_unclosed_quote(tmp_path, capsys, brk, quoted):
+    """A title or path may not hold a line break of any kind: the printer
+    could not write it on one line. Refused at the opening quote."""
+    text = quoted.format(brk)
+    path = tmp_path / "q.mup"
+    path.write_bytes(text.encode("utf-8"))
+    code, _, err = run(capsys, "parse", path)
+    assert code == 2, err
+    assert "unclosed quote" in err and located(err, str(path), 1, text.index('"') + 1)
