@@ -36,6 +36,7 @@ import __future__
 import argparse
 import ast
 import copy
+import functools
 import inspect
 import json
 import os
@@ -47,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PROGRESS = os.fdopen(os.dup(2), "w", buffering=1)  # stderr as it was before pytest captured it
 DEFAULT_TESTS = ("tests/test_check.py", "tests/test_check_properties.py", "tests/test_check_families.py",
                  "tests/test_check_beyond.py", "tests/test_alignment.py", "tests/test_symbolic.py",
                  "tests/test_convert.py", "tests/test_convert_properties.py", "tests/test_table.py",
@@ -188,6 +190,7 @@ class Mutant:
     status: str = ""
     seconds: float = 0.0
     tests: int = 0
+    detail: str = ""  # the test that killed it, or the error applying it
 
 
 def _variants(node: ast.AST, parent: ast.AST, where: Where) -> list[tuple[str, str]]:
@@ -218,8 +221,14 @@ def _variants(node: ast.AST, parent: ast.AST, where: Where) -> list[tuple[str, s
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def source_of(path: str) -> str:
+    """Read once: the children inherit it, so an edit during a run cannot shift the mutants."""
+    return (ROOT / path).read_text()
+
+
 def mutants_of(path: str) -> list[Mutant]:
-    source = (ROOT / path).read_text()
+    source = source_of(path)
     found = []
     for index, (node, parent, where) in enumerate(Walker(source).nodes()):
         for variant, description in _variants(node, parent, where):
@@ -259,7 +268,7 @@ def _change(node: ast.AST, parent: ast.AST, variant: str) -> None:
 
 
 def mutated_tree(mutant: Mutant) -> tuple[ast.Module, Where]:
-    walker = Walker((ROOT / mutant.path).read_text())
+    walker = Walker(source_of(mutant.path))
     for index, (node, parent, where) in enumerate(walker.nodes()):
         if index == mutant.index:
             _change(node, parent, mutant.variant)
@@ -404,7 +413,7 @@ def clear_caches(module) -> None:
 def instrument(module, path: str, hits: set) -> dict:
     """Insert `__mutate_hit__(scope)` at the top of every top-level function
     and method; returns the original code objects (to restore)."""
-    tree = ast.parse((ROOT / path).read_text())
+    tree = ast.parse(source_of(path))
     module.__mutate_hit__ = hits.add
     originals = {}
     for i, stmt in enumerate(tree.body):
@@ -467,7 +476,7 @@ class MutationPlugin:
         hits: set = set()
         originals = {p: instrument(m, p, hits) for p, m in modules.items()}
         reach, seconds, failing = {}, {}, []
-        print(f"baseline: {len(items)} tests ...", file=sys.stderr, flush=True)
+        PROGRESS.write(f"baseline: {len(items)} tests ...\n")
         for i, item in enumerate(items):
             hits.clear()
             for m in modules.values():
@@ -481,9 +490,9 @@ class MutationPlugin:
         for p, m in modules.items():
             restore(m, originals[p])
         if failing:
-            print(f"baseline: {len(failing)} tests fail without a mutant and are left out: {failing}", file=sys.stderr)
+            PROGRESS.write(f"baseline: {len(failing)} tests fail without a mutant and are left out: {failing}\n")
         items = sorted((it for it in items if it.nodeid not in failing), key=lambda it: seconds[it.nodeid])
-        print(f"baseline: {sum(seconds.values()):.1f} s", file=sys.stderr, flush=True)
+        PROGRESS.write(f"baseline: {sum(seconds.values()):.1f} s\n")
         for path in self.run.targets:
             self._mutate_file(path, modules[path], items, reach, seconds, runtestprotocol)
         return True
@@ -501,7 +510,7 @@ class MutationPlugin:
         return mutants, total, display
 
     def _mutate_file(self, path, module, items, reach, seconds, runtestprotocol):
-        tree = ast.parse((ROOT / path).read_text())
+        tree = ast.parse(source_of(path))
         at_import, _ = import_time_functions(tree)
         mutants, total, display = self._select(path, module, mutants_of(path))
         whole = {it.nodeid for it in items if any(p == path for p, _ in reach[it.nodeid])}
@@ -516,36 +525,45 @@ class MutationPlugin:
                 mutant.status = "no test"
             else:
                 limit = max(self.run.timeout_min, self.run.timeout_factor * sum(seconds[it.nodeid] for it in chosen))
-                mutant.status = _run_child(mutant, module, chosen, runtestprotocol, limit)
+                mutant.status, mutant.detail = _run_child(mutant, module, chosen, runtestprotocol, limit)
             mutant.seconds = time.perf_counter() - start
             self.run.results.append(mutant)
-            print(f"[{n}/{len(mutants)}] {path}:{mutant.line}:{mutant.col} {mutant.description} "
-                  f"in {mutant.scope}: {mutant.status} ({mutant.tests} tests, {mutant.seconds:.1f} s)",
-                  file=sys.stderr, flush=True)
+            PROGRESS.write(f"[{n}/{len(mutants)}] {path}:{mutant.line}:{mutant.col} {mutant.description} "
+                           f"in {mutant.scope}: {mutant.status} ({mutant.tests} tests, {mutant.seconds:.1f} s) "
+                           f"{mutant.detail}\n")
         self.run.summary[path] = _summary(mutants, total, display, self.run)
 
 
-def _run_child(mutant: Mutant, module, chosen, runtestprotocol, limit: float) -> str:
+def _run_child(mutant: Mutant, module, chosen, runtestprotocol, limit: float) -> tuple[str, str]:
+    """(status, detail): the chosen tests run in a forked child with the mutant in place."""
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
-        code = 3
+        os.close(read_end)
+        code, detail = 3, ""
         try:
             os.setpgid(0, 0)
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            apply(mutant, module)
-            clear_caches(module)
+            try:
+                apply(mutant, module)
+                clear_caches(module)
+            except Exception as err:  # noqa: BLE001 -- e.g. a module-level statement that now raises
+                code, detail = 2, f"applying it raised {type(err).__name__}: {err}"[:200]
+                raise
             code = 0
             for i, item in enumerate(chosen):
                 reports = runtestprotocol(item, nextitem=chosen[i + 1] if i + 1 < len(chosen) else None, log=False)
                 if any(r.failed for r in reports):
-                    code = 1
+                    code, detail = 1, f"by {item.nodeid}"
                     break
-        except BaseException:  # noqa: BLE001 -- the mutant broke applying or the harness: killed
-            code = 2
+        except BaseException:  # noqa: BLE001 -- counted as killed, with the reason
+            code = code if code == 2 else 3
         finally:
+            os.write(write_end, detail.encode()[:4000])
             os._exit(code)
+    os.close(write_end)
     deadline = time.monotonic() + limit
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -558,11 +576,16 @@ def _run_child(mutant: Mutant, module, chosen, runtestprotocol, limit: float) ->
                 except ProcessLookupError:
                     pass
             os.waitpid(pid, 0)
-            return "timeout"
+            os.close(read_end)
+            return "timeout", f"after {limit:.0f} s"
         time.sleep(0.02)
+    detail = os.read(read_end, 4000).decode(errors="replace")
+    os.close(read_end)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        return "survived"
-    return "killed"
+        return "survived", ""
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
+        return "killed", detail or "the harness failed in the child"
+    return "killed", detail or f"the child died ({status})"
 
 
 def _summary(mutants: list[Mutant], total: int, display: int, run: Run) -> dict:
@@ -615,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     import pytest
 
     start = time.perf_counter()
-    code = pytest.main([*args.tests, "-p", "no:cacheprovider", "-q", "-s", "-W", "ignore::DeprecationWarning"],
+    code = pytest.main([*args.tests, "-p", "no:cacheprovider", "-q", "--capture=sys", "-W", "ignore::DeprecationWarning"],
                        plugins=[MutationPlugin(run)])
     if not run.summary:
         print(f"mutate: pytest ended before any mutant ran (exit {code})", file=sys.stderr)

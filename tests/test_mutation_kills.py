@@ -227,3 +227,45 @@ def test_terms_carry_their_role_class_and_need():
         ("output_init", "output", "<=0"), ("own_update", "input", "=0"), ("own_update", "bias", "=0"),
         ("own_update", "norm", "=0"), ("own_update", "hidden", "=0"), ("features", "hidden", "=0"),
         ("own_update", "output", "=0"), ("output_change", "output", "<=0"), ("attention", "attention", "<=0")]
+
+
+# ---------------------------------------------------------------- regime: what counts as the output moving
+
+
+def test_the_output_moving_through_the_features_alone_is_not_trivial():
+    # readout LR too small for its own update (n^-1), but W_out·Δx is Θ(1): the output still moves
+    res = check_spec(spec(MUP_ADAM.replace("output { init.var = 1/fan_in^2; lr.adam = 1/fan_in }",
+                                           "output { init.var = 1/fan_in^2; lr.adam = 1/fan_in^2 }"))).results["adam"]
+    assert term(res, "own_update", "output").k == -1 and term(res, "output_change", "output").k == 0
+    assert res.desiderata["feature_learning"] is True and res.desiderata["maximal_updates"] is False
+    assert res.regime == "feature_learning"
+
+
+def test_the_output_moving_by_its_own_update_alone_is_kernel_not_trivial():
+    # features frozen (r = 1), the readout's own update Θ(1): the kernel regime (TP4), not trivial
+    res = check_spec(spec(MUP_ADAM.replace("hidden { init.var = 1/fan_in; lr.adam = 1/fan_in }",
+                                           "hidden { init.var = 1/fan_in; lr.adam = 1/fan_in^2 }")
+                          .replace("input { lr.adam = 1 }", "input { lr.adam = 1/fan_out }"))).results["adam"]
+    assert term(res, "own_update", "output").k == 0 and term(res, "output_change", "output").k == -1
+    assert res.r == 1 and res.desiderata["feature_learning"] is False
+    assert res.regime == "kernel"
+
+
+@pytest.mark.parametrize("lr,name", [("1", "sp"), ("1/n", "sp_lr_inv_width")])
+def test_sp_is_named_under_lion_and_adafactor(lr, name):
+    """SP's global LR names the spec under every family that has its form:
+    Lion like Adam (e = a + c), Adafactor with its relative step (e = e_init + c)."""
+    rules = f"lr.lion = {lr}; lr.adafactor = {lr}"
+    s = spec(f"input {{ {rules} }}\nhidden {{ init.var = 1/fan_in; {rules} }}\noutput {{ init.var = 1/fan_in; {rules} }}")
+    ex = spec_exponents(s, exact=True)
+    assert named_matches(ex, "lion") == [name]
+    assert named_matches(ex, "adafactor") == [name]
+
+
+def test_the_named_alignments():
+    from mupspec.check import ALIGNMENTS, parse_alignment
+
+    assert set(ALIGNMENTS) == {"full", "everett", "none"}
+    assert (parse_alignment("none").update, parse_alignment("none").readout) == (F(1, 2), F(1, 2))
+    assert (parse_alignment("everett").update, parse_alignment("everett").readout) == (1, F(1, 2))
+    assert (parse_alignment("full").update, parse_alignment("full").readout) == (1, 1)
