@@ -423,7 +423,7 @@ def _outcome(label, ex: dict[str, sym.ClassExponents], opt: str, logit, head, al
     return _Outcome(label, g, r, terms, verdicts, regime(terms, verdicts), named_matches(ex, opt, without))
 
 
-def _notes(result: CheckResult) -> list[str]:
+def _notes(result: CheckResult) -> list[str]:  # mutate: display
     notes = []
     if result.logit is not None and len(result.spec.widths) > 1 and \
             result.spec.block("attention").rule("head_dim") is None:
@@ -511,7 +511,7 @@ class TieResult:
     tied: sym.ClassExponents
     fix_a: object | None
 
-    def notes(self) -> list[str]:
+    def notes(self) -> list[str]:  # mutate: display
         head = f"tie {self.embedding}, {self.readout}: "
         if self.shareable:
             return [head + "the two rules can share one tensor (same init, LR, wd and eps exponents)"]

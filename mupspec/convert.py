@@ -324,7 +324,7 @@ def _solve_theta(spec: ir.Spec, pin: Setting, env) -> sympy.Expr:
     return theta
 
 
-def _who(pin: Setting) -> str:
+def _who(pin: Setting) -> str:  # mutate: display
     return f"--set `{pin.source}`" if "=" in pin.source else f"form {pin.source}, class {pin.kind}"
 
 

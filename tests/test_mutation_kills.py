@@ -227,3 +227,150 @@ def test_terms_carry_their_role_class_and_need():
         ("output_init", "output", "<=0"), ("own_update", "input", "=0"), ("own_update", "bias", "=0"),
         ("own_update", "norm", "=0"), ("own_update", "hidden", "=0"), ("features", "hidden", "=0"),
         ("own_update", "output", "=0"), ("output_change", "output", "<=0"), ("attention", "attention", "<=0")]
+
+
+# ---------------------------------------------------------------- regime: what counts as the output moving
+
+
+def test_the_output_moving_through_the_features_alone_is_not_trivial():
+    # readout LR too small for its own update (n^-1), but W_out·Δx is Θ(1): the output still moves
+    res = check_spec(spec(MUP_ADAM.replace("output { init.var = 1/fan_in^2; lr.adam = 1/fan_in }",
+                                           "output { init.var = 1/fan_in^2; lr.adam = 1/fan_in^2 }"))).results["adam"]
+    assert term(res, "own_update", "output").k == -1 and term(res, "output_change", "output").k == 0
+    assert res.desiderata["feature_learning"] is True and res.desiderata["maximal_updates"] is False
+    assert res.regime == "feature_learning"
+
+
+def test_the_output_moving_by_its_own_update_alone_is_kernel_not_trivial():
+    # features frozen (r = 1), the readout's own update Θ(1): the kernel regime (TP4), not trivial
+    res = check_spec(spec(MUP_ADAM.replace("hidden { init.var = 1/fan_in; lr.adam = 1/fan_in }",
+                                           "hidden { init.var = 1/fan_in; lr.adam = 1/fan_in^2 }")
+                          .replace("input { lr.adam = 1 }", "input { lr.adam = 1/fan_out }"))).results["adam"]
+    assert term(res, "own_update", "output").k == 0 and term(res, "output_change", "output").k == -1
+    assert res.r == 1 and res.desiderata["feature_learning"] is False
+    assert res.regime == "kernel"
+
+
+@pytest.mark.parametrize("lr,name", [("1", "sp"), ("1/n", "sp_lr_inv_width")])
+def test_sp_is_named_under_lion_and_adafactor(lr, name):
+    """SP's global LR names the spec under every family that has its form:
+    Lion like Adam (e = a + c), Adafactor with its relative step (e = e_init + c)."""
+    rules = f"lr.lion = {lr}; lr.adafactor = {lr}"
+    s = spec(f"input {{ {rules} }}\nhidden {{ init.var = 1/fan_in; {rules} }}\noutput {{ init.var = 1/fan_in; {rules} }}")
+    ex = spec_exponents(s, exact=True)
+    assert named_matches(ex, "lion") == [name]
+    assert named_matches(ex, "adafactor") == [name]
+
+
+def test_the_named_alignments():
+    from mupspec.check import ALIGNMENTS, parse_alignment
+
+    assert set(ALIGNMENTS) == {"full", "everett", "none"}
+    assert (parse_alignment("none").update, parse_alignment("none").readout) == (F(1, 2), F(1, 2))
+    assert (parse_alignment("everett").update, parse_alignment("everett").readout) == (1, F(1, 2))
+    assert (parse_alignment("full").update, parse_alignment("full").readout) == (1, 1)
+
+
+@pytest.mark.parametrize("name,cls", [("depth_mup", "Depth-μP"), ("completep", "CompleteP")])
+def test_depth_classes_add_their_name(name, cls):
+    res = check_spec(bundled(name))
+    for r in res.results.values():
+        assert r.depth_class == cls
+        assert r.names[-1] == name and "mup" in r.names
+    assert res.matches(name)
+
+
+# ---------------------------------------------------------------- convert: forms, spelling, exactness
+
+
+def test_table8_of_a_zero_init_readout_pins_its_multiplier():
+    t8 = convert(bundled("gpt_mup"), "table8").spec  # readout init.var = 0: no init to pin
+    assert _rule(t8, "output", "init.var") == "0"
+    assert _rule(t8, "output", "mult") == "1/fan_in"
+
+
+def test_to_ir_spells_factors_in_a_fixed_order():
+    import sympy
+
+    from mupspec.convert import to_ir
+
+    fan_in, fan_out, n = sympy.symbols("fan_in fan_out n", positive=True)
+    assert format_expr(to_ir(fan_out * fan_in)) == "fan_in*fan_out"  # the default order: fans first, in order
+    assert format_expr(to_ir(3 * n * fan_in)) == "3*fan_in*n"  # then other names
+    assert format_expr(to_ir(3 * n * fan_in, ("n", "fan_in"))) == "3*n*fan_in"
+    # coefficient, numbers' roots, symbols, then compound bases; negative powers below the bar
+    assert format_expr(to_ir(sympy.sqrt(fan_in + 1) * fan_in * sympy.sqrt(2) / fan_out)) == \
+        "sqrt(2)*fan_in*sqrt(fan_in + 1)/fan_out"
+
+
+def test_convert_is_exact_unless_adam_eps_is_held_fixed_while_a_class_moves():
+    plain = convert(bundled("mup_table3"), "table8")
+    assert plain.exact and plain.notes == []
+    unmoved = convert(bundled("mup_table3"), "table3", fixed_eps=True)
+    assert unmoved.thetas == {} and unmoved.exact and unmoved.notes == []
+    sgd_only = convert(bundled("ntk"), "table8", fixed_eps=True)
+    assert sgd_only.thetas and sgd_only.exact  # no Adam in the spec: no eps to hold
+
+
+def test_a_subrole_keeps_only_the_rules_it_states():
+    s = spec(MUP_ADAM + "\nquery { init.var = 1/fan_in }")
+    query = convert(s, "unit").spec.block("query")
+    assert [(r.field, format_expr(r.value)) for r in query.rules] == [("init.var", "1")]
+
+
+def test_adafactor_lr_and_wd_do_not_move():
+    s = bundled("mup_adafactor")
+    before = {k: _rule(s, k, "lr.adafactor") for k in ("input", "hidden", "output")}
+    moved = convert(s, "unit")
+    assert moved.thetas
+    assert {k: _rule(moved.spec, k, "lr.adafactor") for k in before} == before
+    assert all(moved.spec.block(k).rule("wd.adafactor") is None for k in before)
+
+
+# ---------------------------------------------------------------- symbolic: the exact path, widths, depth
+
+DERIVED = "width n, d = 4*n, h = sqrt(n)/2, k = 64\ndepth L\nhyper a = 3"
+
+
+@settings(max_examples=40)
+@given(st.sampled_from(["input", "hidden", "output", "bias"]), st.sampled_from([0, 1]),
+       expressions(("fan_in", "fan_out", "n", "d", "h", "k", "L", "a"), 8))
+def test_the_exact_path_agrees_with_sympy_in_derived_widths_and_depth(kind, axis, expr):
+    """width_exponents (derived widths) and the depth axis against sympy's
+    substitution of each definition (N in width, L in depth)."""
+    from mupspec.symbolic import _constants
+
+    s = spec(DERIVED)
+    try:
+        exact = exact_exponent(s, kind, expr, axis)
+    except Exception:  # noqa: BLE001 -- a negative or non-real scale: not comparable
+        return
+    var = _constants()["N" if axis == 0 else "Ldepth"]
+    coef, k = leading_term(to_sympy(expr, class_env(s, kind)), var)
+    assert exact == (-INF if coef == 0 else F(int(k.p), int(k.q))), format_expr(expr)
+
+
+def test_width_exponents_of_derived_widths():
+    from mupspec.symbolic import width_exponents
+
+    assert width_exponents(spec(DERIVED)) == {"n": 1, "d": 1, "h": F(1, 2), "k": 0}
+
+
+@pytest.mark.parametrize("definition", ["n - n/2", "0*n", "-n", "n - n"])
+def test_a_width_that_may_cancel_or_vanish_is_a_located_error(definition):
+    from mupspec.errors import MupError
+    from mupspec.symbolic import width_exponents
+
+    with pytest.raises(MupError, match="cannot tell how width symbol `d` grows"):
+        width_exponents(spec(f"width n, d = {definition}"))
+
+
+@pytest.mark.parametrize("text,k", [("n^2 + n*n", 2), ("fan_in + 2*sqrt(fan_in)", 1), ("3*n/n^2", -1),
+                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("n*0", -INF)])
+def test_the_exact_path_needs_no_sympy_for_sums_that_cannot_cancel(monkeypatch, text, k):
+    from mupspec import symbolic
+
+    s = spec("width n\nhyper a = 3\nhidden { mult = " + text + " }")
+    expr = s.block("hidden").rule("mult").value
+    monkeypatch.setattr(symbolic, "leading_term", lambda *a, **kw: pytest.fail("fell back to sympy"))
+    assert exact_exponent(s, "hidden", expr) == k
