@@ -179,6 +179,39 @@ def test_anchor_argument_is_checked(umup):
         umup.parametrize(plain_mlp(96), plain_mlp(BASE), anchor="absolute")
 
 
+def test_absolute_anchor_folds_like_hooks(umup):
+    """multipliers="fold" (TP5 Lemma J.1) under the absolute anchor: the
+    multiplier moves into the N(0, 1) draw, the LR and eps, and training
+    is unchanged."""
+    x, y = batch()
+    runs = []
+    for multipliers in ("hooks", "fold"):
+        model = plain_mlp(256)
+        plan = umup.parametrize(model, plain_mlp(BASE), optimizer="adamw", anchor="absolute", init="normal",
+                                multipliers=multipliers, generator=torch.Generator().manual_seed(1))
+        model.double()
+        runs.append(losses(model, umup.make_optimizer(model, plan, lr=LR, eps=1e-12), x, y))
+        if multipliers == "fold":
+            assert plan["1.weight"].init_std == pytest.approx(1 / 16) and plan["1.weight"].folded
+    assert runs[0][-1] < runs[0][0] - 0.3
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-9, atol=0)
+
+
+def test_absolute_anchor_applies_depth_rules_absolutely(tmp_path):
+    """The residual block follows the anchor: depth_mup's branch multiplier
+    1/sqrt(L) and Adam LR factor 1/sqrt(L) themselves, not their ratio to
+    the base depth."""
+    depth = load_module(load_spec("specs/depth_mup.mup"), "specs/depth_mup.mup", str(tmp_path))
+    def net(width, layers):
+        return torch.nn.Sequential(torch.nn.Linear(8, width), *(torch.nn.Sequential(torch.nn.Linear(width, width))
+                                                                for _ in range(layers)))
+    for anchor, expected in (("base", math.sqrt(2 / 8)), ("absolute", 1 / math.sqrt(8))):
+        plan = depth.parametrize(net(128, 8), net(64, 8), residual=[str(i) for i in range(1, 9)],
+                                 depth=8, base_depth=2, init="none", anchor=anchor)
+        assert plan.branch_mult == pytest.approx(expected, rel=1e-12)
+        assert plan["1.0.bias"].lr_factor == pytest.approx(expected, rel=1e-12)  # bias: lr.adam 1, times the branch's
+
+
 # ---- departures of unit-scaling from the spec, measured ----
 
 
