@@ -95,6 +95,18 @@ def test_an_undeclared_tie_the_rules_cannot_share_is_refused(tmp_path_factory, n
     module.parametrize(gpt(64, tie=None), gpt(16, tie=None), optimizer="adam")  # untied: as before
 
 
+def test_declaring_the_tie_is_the_fix_the_error_names(tmp_path):
+    """tests/data/sp_tied.mup (`extends sp`, `tie input, output`), the SP
+    spec of docs/coord-check.md's tied GPT: planned as before the refusal
+    existed, the readout reading the embedding's tensor and LR group."""
+    spec = load_spec("tests/data/sp_tied.mup")
+    module = load_module(spec, "tests/data/sp_tied.mup", str(tmp_path))
+    plan = module.parametrize(gpt(64), gpt(16))
+    head = plan["lm_head.weight"]
+    assert (head.tied_to, head.mult, head.lr_factor) == ("transformer.wte.weight", 1.0, 1.0)
+    assert not check_spec(spec).tie.shareable  # SP's readout rule is replaced by the embedding's, declared
+
+
 def test_a_declared_tie_plans_the_tied_model_as_mu_shared_readout(tmp_path):
     """gpt_mup with the tie declared: the shared tensor keeps the embedding's
     N(0, 1) (the readout's zero init cannot apply to it), the readout keeps

@@ -722,7 +722,8 @@ def _check_declared_tie(records):
     (separate embedding and readout tensors) is refused rather than planned
     with rules the spec's check never saw for it."""
     declared = _declared_tie()
-    if declared is None or any(r.tied_to is not None for r in records):
+    by_name = {r.name: r for r in records}
+    if declared is None or any(r.tied_to and (by_name[r.tied_to].block, r.block) == declared for r in records):
         return
     embeddings, readouts = (_likely(records, role, key) for role, key in zip(TIES[0], declared))
     if embeddings and readouts:
