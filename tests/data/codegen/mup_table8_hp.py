@@ -31,6 +31,7 @@ SUBROLES = {}  # sub-role -> its class
 SUBROLE_CLASSES = {"token_embedding": "input", "position_embedding": "input", "query": "hidden", "key": "hidden", "value": "hidden", "attn_out": "hidden", "mlp_in": "hidden", "mlp_out": "hidden", "router": "hidden", "experts": "hidden", "readout": "output", "norm_bias": "bias", "norm_gain": "norm"}  # every sub-role of the language -> its class
 SUBROLE_OWN_FIELDS = {}  # fields where a sub-role's rule is not its class's
 TIES = ()  # (embedding, readout): one tensor with the embedding's init and group
+SHAREABLE_TIES = (("input", "output"),)  # (embedding, readout) blocks a model may tie without a `tie`
 
 # ---- rules of the spec: one function per block and field, values at given sizes ----
 
@@ -239,7 +240,8 @@ class ParamPlan:
     folded multiplier is already included, and so are the residual block's
     factors when the parameter lies in the residual branch `branch`); mult is the spec's forward
     multiplier (1 = none); init_ratio is the spec's init variance at the
-    target over that at the base (None: init left alone); init_std is the std the spec prescribes
+    target over that at the base (with anchor="absolute", like every factor,
+    the rule's value itself: the variance; None: init left alone); init_std is the std the spec prescribes
     (init="normal") or the tensor's std after rescaling (init="rescale");
     init_law is the model's own init law learned for init="rescale". role is
     a class or a sub-role, block the RULES key it reads; axes labels each
@@ -270,11 +272,12 @@ class Plan:
     one record per name), plus the choices that produced them (branch_mult:
     what each residual branch's output is multiplied by)."""
 
-    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0, marker=None):
+    def __init__(self, records, optimizer, multipliers, init, hooks, branch_mult=1.0, marker=None, anchor="base"):
         self.records = list(records)
         self.optimizer = optimizer
         self.multipliers = multipliers
         self.init = init
+        self.anchor = anchor
         self.hooks = list(hooks)
         self.branch_mult = branch_mult
         self._by_name = {r.name: r for r in self.records}
@@ -556,8 +559,11 @@ def _optimizer_factors(ratio, optimizer, block="*"):
 
 def _ratio(block, field, target, base, hypers):
     """rule(target sizes, hypers) / rule(base sizes, default hypers): the
-    anchoring that makes the base model the standard one."""
+    anchoring that makes the base model the standard one; base None
+    (anchor="absolute"): the rule's value itself, as unit-scaling sets u-muP up."""
     top = _value(block, field, *target, hypers)
+    if base is None:
+        return top
     bottom = _value(block, field, *base, HYPER_DEFAULTS)
     if bottom == 0.0:
         if top == 0.0:
@@ -571,10 +577,11 @@ def _ratio(block, field, target, base, hypers):
 class _Options:
     """What parametrize() was asked, as the record builders need it."""
 
-    def __init__(self, base, grow, roles, fan_axes, fused, optimizer, multipliers, env):
+    def __init__(self, base, grow, roles, fan_axes, fused, optimizer, multipliers, env, anchor="base"):
         self.base, self.grow = base, grow  # {name: shape} of the base and of the growth reference (delta)
         self.roles, self.fan_axes, self.fused = roles, fan_axes, fused  # [(pattern, value)] each
         self.optimizer, self.multipliers, self.env = optimizer, multipliers, env
+        self.anchor = anchor  # "base": factors are rule ratios target/base; "absolute": the rules' values
         self.matched = set()  # (argument, pattern) pairs that matched a name
 
     def lookup(self, argument, name):
@@ -592,7 +599,7 @@ def _plan_records(model, opts):
     every other name only applies its own role's multiplier in its module."""
     modules = dict(model.named_modules())
     order = {name: i for i, (name, _) in enumerate(model.named_parameters(remove_duplicate=False))}
-    records, problems = [], []
+    records, problems, tie_problems = [], [], []
     for p, names in _tensors(model):
         group = []
         for name in names:
@@ -602,12 +609,15 @@ def _plan_records(model, opts):
             else:
                 group.append(record)
         if len(group) == len(names) > 1:
-            problems += _tie(group, opts)
+            tie_problems += _tie(group, opts)
         records += group
     if problems:
-        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems) +
+        raise ValueError("cannot place these parameters:\n  " + "\n  ".join(problems + tie_problems) +
                          "\nhint: give the base model the same parameter names, or pass roles={'pattern': 'role'}"
                          f" with a role from {ROLES + tuple(SUBROLES)}")
+    if tie_problems:  # each says its own fix
+        raise ValueError("cannot share these tensors:\n  " + "\n  ".join(tie_problems))
+    _check_declared_tie(records)
     return sorted(records, key=lambda r: order[r.name])
 
 
@@ -617,6 +627,10 @@ def _tie(group, opts):
     for record in group:
         if record is owner:
             continue
+        problem = _tie_problem(owner, record)
+        if problem is not None:
+            problems.append(problem)
+            continue
         record.tied_to = owner.name
         record.init_ratio = None
         record.lr_factor, record.wd_factor, record.eps_factor = owner.lr_factor, owner.wd_factor, owner.eps_factor
@@ -624,6 +638,64 @@ def _tie(group, opts):
             problems.append(f"{record.name}: tied to {owner.name}, so its multiplier {record.mult:g} cannot be "
                             "folded into the shared tensor; use multipliers='hooks'")
     return problems
+
+
+def _declared_tie():
+    """The RULES keys of the spec's `tie EMBEDDING, READOUT`, or None."""
+    return tuple(_rules_key(role) for role in TIES[0]) if TIES else None
+
+
+def _tie_problem(owner, record):
+    """Why `record`'s name may not share `owner`'s tensor, or None. An
+    embedding may share with a readout when the spec declares exactly that
+    tie, or (no tie declared) when their rules can share one tensor as
+    written (SHAREABLE_TIES: tying changes nothing); other names must read
+    the same rules (one tensor used twice the same way)."""
+    pair = (owner.block, record.block)
+    both = f"{record.name} ({record.role}) is the same tensor as {owner.name} ({owner.role})"
+    if (_role_class(owner.role), _role_class(record.role)) == ("input", "output"):
+        declared = _declared_tie()
+        if declared is not None and pair != declared:
+            return (f"{both}, but {SPEC_NAME} declares `tie {TIES[0][0]}, {TIES[0][1]}` (the `{declared[0]}` and "
+                    f"`{declared[1]}` rules) and these names read `{pair[0]}` and `{pair[1]}`: give them the "
+                    f"declared roles, roles={{'{owner.name}': '{TIES[0][0]}', '{record.name}': '{TIES[0][1]}'}}")
+        if declared is None and pair not in SHAREABLE_TIES:
+            embedding = owner.block if owner.block in ("input", "token_embedding") else "input"
+            readout = record.block if record.block in ("output", "readout") else "output"
+            return (f"{both}, but {SPEC_NAME}'s `{pair[0]}` and `{pair[1]}` rules cannot share one tensor (their "
+                    f"init, LR, weight decay or eps scale differently with width; `mupspec check` says which): "
+                    f"declare the tie in the spec, `tie {embedding}, {readout}` (the readout then takes the "
+                    f"embedding's init and LR group, and `mupspec check` checks the tied network), or untie the "
+                    f"model (e.g. GPT-2's tie_word_embeddings=False)")
+        return None
+    if owner.block != record.block:
+        return (f"{both}: a spec can tie only an embedding to a readout; untie them, or give both names one "
+                f"role with roles=")
+    return None
+
+
+def _likely(records, role, key):
+    """Names that read rules `key`; of those, the ones named like `role`
+    (wte for token_embedding, lm_head for readout) where there are any."""
+    names = [r.name for r in records if r.block == key]
+    named = [n for n in names if _first_match(NAME_SUBROLES, n) == role]
+    return named or names
+
+
+def _check_declared_tie(records):
+    """A spec that declares a tie describes a tied model: an untied one
+    (separate embedding and readout tensors) is refused rather than planned
+    with rules the spec's check never saw for it."""
+    declared = _declared_tie()
+    by_name = {r.name: r for r in records}
+    if declared is None or any(r.tied_to and (by_name[r.tied_to].block, r.block) == declared for r in records):
+        return
+    embeddings, readouts = (_likely(records, role, key) for role, key in zip(TIES[0], declared))
+    if embeddings and readouts:
+        raise ValueError(f"{SPEC_NAME} declares `tie {TIES[0][0]}, {TIES[0][1]}` (one tensor for the embedding and "
+                         f"the readout), but the model's {', '.join(embeddings[:3])} and {', '.join(readouts[:3])} "
+                         f"are separate tensors: tie them (e.g. model.lm_head.weight = model.transformer.wte.weight, "
+                         f"or GPT-2's tie_word_embeddings=True) before parametrize, or use a spec without the `tie`")
 
 
 def _record(name, shape, module, pname, opts):
@@ -690,11 +762,13 @@ def _record_for_axes(name, shape, base_shape, axes, grows, module, pname, patter
 
 
 def _rule_factors(key, record, opts):
-    """(init ratio, mult, lr, wd, eps) of rules `key` at the record's fans;
-    init ratio None for norms (gains start at 1 by convention: no init rule)."""
+    """(init ratio, mult, lr, wd, eps) of rules `key` at the record's fans,
+    anchored at the base model or absolute (then the init "ratio" is the
+    variance itself); init ratio None for norms (gains start at 1 by
+    convention: no init rule)."""
     target_dims, base_dims, hypers = opts.env
     target = (record.fan_in, record.fan_out, target_dims)
-    base = (record.base_fan_in, record.base_fan_out, base_dims)
+    base = None if opts.anchor == "absolute" else (record.base_fan_in, record.base_fan_out, base_dims)
     ratio = lambda field: _ratio(key, field, target, base, hypers)  # noqa: E731
     init = None if _role_class(record.role) == "norm" else ratio("init.var")
     lr, wd, eps = _optimizer_factors(ratio, opts.optimizer, key)
@@ -713,13 +787,17 @@ def _split_fused(record, opts):
     axis, parts = fused
     record.slices = []
     for role, start, stop in parts:
+        own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
+        if own:  # refused by the rules as written, whatever they give at this width (equal at the base)
+            return (f"{record.name}: fused {' | '.join(p for p, _, _ in parts)}, but {SPEC_NAME}'s `{role}` block "
+                    f"states its own {', '.join(own)}: one tensor has one forward multiplier and one optimizer "
+                    f"group, so a part of a fused parameter may differ only in init.var; split the tensor into "
+                    f"separate parameters (e.g. q_proj, k_proj, v_proj), or drop those rules from `{role}`")
         factors = _rule_factors(_rules_key(role), record, opts)
         if factors[1:] != (record.mult, record.lr_factor, record.wd_factor, record.eps_factor):
-            own = [f for f in SUBROLE_OWN_FIELDS.get(role, ()) if f != "init.var"]
-            why = f" (the spec's `{role}` block states its own {', '.join(own)})" if own else ""
             return (f"{record.name}: its fused part {role} needs the multiplier / LR / weight decay / eps factors "
                     f"{factors[1:]}, the whole tensor {(record.mult, record.lr_factor, record.wd_factor, record.eps_factor)}"
-                    f"{why}: one tensor has one forward and one LR group; split it into separate parameters")
+                    f": one tensor has one forward and one LR group; split it into separate parameters")
         record.slices.append({"role": role, "axis": axis, "start": start, "stop": stop, "init_ratio": factors[0],
                               "init_std": None})
     return None
@@ -831,18 +909,23 @@ def _init_law(record, module, pname, tensor, base_tensor, base_shapes_):
 
 
 @torch.no_grad()
-def _initialize(model, base, base_tensors, records, init, init_scale, generator):
+def _initialize(model, base, base_tensors, records, init, init_scale, generator, anchor="base"):
     """init="normal": N(0, init_scale^2/base_fan_in * init_ratio), i.e. the
-    standard 1/fan_in init at the base model; init="rescale": multiply the
+    standard 1/fan_in init at the base model, or with anchor="absolute"
+    N(0, init_scale^2 * init.var) (unit-scaling's N(0, 1) where init.var = 1);
+    init="rescale": multiply the
     tensor already there so that its variance follows the spec instead of
     the model's own law (learned by _init_law) -- microsoft/mup's way,
     without assuming PyTorch's default init. A fused parameter's parts
     (query | key | value) each follow their own sub-role."""
     modules = dict(model.named_modules())
     params = dict(model.named_parameters(remove_duplicate=False))
+    base_variance = (lambda record: 1.0) if anchor == "absolute" else (lambda record: 1.0 / record.base_fan_in)
     for record in records:
         if record.init_ratio is None or record.tied_to is not None:
-            continue  # scalars, norm gains and a tied tensor's second name keep the init they have
+            continue  # norm gains and a tied tensor's second name keep the init they have
+        if anchor == "absolute" and record.block is None:
+            continue  # a scalar (nothing grows): no rule gives it an absolute variance; it keeps its own
         p = params[record.name]
         module, pname = _owner(modules, record.name)
         fold = record.mult if record.folded else 1.0
@@ -856,7 +939,7 @@ def _initialize(model, base, base_tensors, records, init, init_scale, generator)
         for part in parts:
             view = p.narrow(part["axis"], part["start"], part["stop"] - part["start"]) if p.dim() else p
             if init == "normal":
-                std = init_scale * math.sqrt(part["init_ratio"] / record.base_fan_in) * fold
+                std = init_scale * math.sqrt(part["init_ratio"] * base_variance(record)) * fold
                 if std > 0.0:
                     view.normal_(0.0, std, generator=generator)
                 else:
@@ -939,32 +1022,37 @@ def _attach_multipliers(model, records):
 
 def parametrize(model, base_model, *, optimizer="adam", roles=None, delta=None, fan_axes=None, fused=None,
                 widths=None, base_widths=None, depth=None, base_depth=None, hypers=None, init="rescale",
-                init_scale=1.0, multipliers="hooks", generator=None, residual=None):
+                init_scale=1.0, multipliers="hooks", generator=None, residual=None, anchor="base"):
     """Assign a role to every parameter of `model`, initialize it, attach the
     forward multipliers, and return the Plan that param_groups() turns into
-    optimizer groups. See docs/codegen.md."""
+    optimizer groups. anchor="base": every factor is the rule's value at the
+    target over its value at the base model (the base model is the standard
+    one); anchor="absolute": the rule's value itself (u-muP as unit-scaling
+    sets it up: with init="normal" a weight whose init.var is 1 starts N(0, 1)).
+    See docs/codegen.md."""
     _check_arguments(optimizer, init, multipliers, roles, fused)
+    _check_anchor(anchor, init)
     env = (_dims(widths, depth, "widths"), _dims(base_widths, base_depth, "base_widths"), _hypers(hypers))
     _check_not_parametrized(model, init)
     base = base_model if isinstance(base_model, dict) else base_shapes(base_model)
     grow = None if delta is None else delta if isinstance(delta, dict) else base_shapes(delta)
     opts = _Options(base, grow, list((roles or {}).items()), list((fan_axes or {}).items()),
-                    list((fused or {}).items()), optimizer, multipliers, env)
+                    list((fused or {}).items()), optimizer, multipliers, env, anchor)
     _check_growth_is_known(model, opts)
     branches = _branches(model, residual)
     records = _plan_records(model, opts)
     _check_patterns_matched(opts)
-    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env)
+    branch_mult = _apply_residual(records, branches, optimizer, multipliers, env, anchor)
     if init != "none":
         base_tensors = None if isinstance(base_model, dict) else dict(base_model.named_parameters(remove_duplicate=False))
-        _initialize(model, base, base_tensors, records, init, init_scale, generator)
+        _initialize(model, base, base_tensors, records, init, init_scale, generator, anchor)
     hooks = _attach_multipliers(model, records) if multipliers == "hooks" else []
     if branch_mult != 1.0:
         modules = dict(model.named_modules())
         hooks += [modules[b].register_forward_hook(_ScaleOutput(branch_mult)) for b in branches]
     marker = {"spec": SPEC_NAME, "hooks": bool(hooks)}
     model.__dict__["_mupspec_parametrized"] = marker  # a plain attribute: not in the state_dict
-    return Plan(records, optimizer, multipliers, init, hooks, branch_mult, marker)
+    return Plan(records, optimizer, multipliers, init, hooks, branch_mult, marker, anchor)
 
 
 def _check_arguments(optimizer, init, multipliers, roles, fused):
@@ -981,6 +1069,15 @@ def _check_arguments(optimizer, init, multipliers, roles, fused):
     bad += [r for parts in (fused or {}).values() for r in parts if r not in known]
     if bad:
         raise ValueError(f"unknown role(s) {bad}; roles are {known}")
+
+
+def _check_anchor(anchor, init):
+    if anchor not in ("base", "absolute"):
+        raise ValueError(f"anchor must be 'base' or 'absolute', not {anchor!r}")
+    if anchor == "absolute" and init == "rescale":
+        raise ValueError("anchor='absolute' gives every weight the spec's own init variance, which rescaling the "
+                         "model's init cannot (it only knows ratios to the base model): pass init='normal' (draw "
+                         "N(0, init.var)) or init='none' (keep your tensors)")
 
 
 def _check_not_parametrized(model, init):
@@ -1039,14 +1136,15 @@ def _branches(model, residual):
     return [n for n in out if not any(n.startswith(o + ".") for o in out)]
 
 
-def _apply_residual(records, branches, optimizer, multipliers, env):
+def _apply_residual(records, branches, optimizer, multipliers, env, anchor):
     """Residual-block rules (functions of the depth): the branch output
     multiplier (returned) and LR / weight decay / eps factors for every
     parameter inside a branch."""
     if not branches:
         return 1.0
     target_dims, base_dims, hypers = env
-    ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), (1, 1, base_dims), hypers)  # noqa: E731
+    base = None if anchor == "absolute" else (1, 1, base_dims)
+    ratio = lambda field: _ratio("residual", field, (1, 1, target_dims), base, hypers)  # noqa: E731
     mult = ratio("mult")
     if multipliers == "fold" and mult != 1.0:
         raise ValueError("a residual-branch multiplier cannot be folded into a whole branch; use multipliers='hooks'")
@@ -1166,21 +1264,28 @@ def group_lrs(optimizer, scale=1.0):
 
 # ==================== runtime: attention (mupspec/codegen/runtime/attention.py) ====================
 
-def attention_scale(base_scale, widths, base_widths, hypers=None):
+def attention_scale(base_scale, widths, base_widths, hypers=None, anchor="base"):
     """The attention-logit factor for q.k: base_scale (e.g. 1/sqrt(d_head) of
     the base model) times the spec's logit rule at `widths` over its value at
-    `base_widths`."""
+    `base_widths`; with anchor="absolute" (as parametrize's) the rule's value
+    itself, base_scale unused (u-muP's alpha_attn/d_head, unit-scaling's
+    mult/d_head)."""
+    if anchor not in ("base", "absolute"):
+        raise ValueError(f"anchor must be 'base' or 'absolute', not {anchor!r}")
     if "attention" not in BLOCKS:
         return base_scale
     target = (1, 1, _dims(widths, None, "widths"))
+    if anchor == "absolute":
+        return _ratio("attention", "logit", target, None, _hypers(hypers))
     base = (1, 1, _dims(base_widths, None, "base_widths"))
     return base_scale * _ratio("attention", "logit", target, base, _hypers(hypers))
 
 
-def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None, hypers=None):
+def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None, hypers=None, anchor="base"):
     """The scale of q.k for F.scaled_dot_product_attention(scale=...): the
     standard 1/sqrt(d_head) at the base model, times the spec's logit rule at
-    the target over its value at the base. The rule's width symbol stands for
+    the target over its value at the base (anchor="absolute": the rule's
+    value at the target). The rule's width symbol stands for
     d_head: a spec that names a `d_head` width reads it from widths= (else
     from d_head), one with a single width symbol reads d_head for it; a rule
     in other symbols needs them in widths= / base_widths=."""
@@ -1190,7 +1295,8 @@ def attention_logit_scale(d_head, base_d_head, *, widths=None, base_widths=None,
         if symbol is not None and symbol not in DERIVED_WIDTHS:  # a derived d_head follows from widths=
             dims.setdefault(symbol, head)
         return dims
-    return attention_scale(1.0 / math.sqrt(base_d_head), dims(widths, d_head), dims(base_widths, base_d_head), hypers)
+    return attention_scale(1.0 / math.sqrt(base_d_head), dims(widths, d_head), dims(base_widths, base_d_head), hypers,
+                           anchor)
 
 
 def attention(q, k, v, scale, *, causal=False, mask=None):
@@ -1231,6 +1337,7 @@ def format_table(plan, lr=None):
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     title = f"{SPEC_NAME}: optimizer={plan.optimizer}, init={plan.init}, multipliers={plan.multipliers}"
+    title += ", anchor=absolute" if plan.anchor == "absolute" else ""
     return "\n".join([title, lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
 
 
@@ -1292,6 +1399,7 @@ def _coverage(model, plan):
             if other != r.name:
                 problems.append(f"{r.name}: the same tensor as {other}, but the plan gives them separate init and "
                                 f"LR (tied after parametrize?): tie first, then parametrize")
+    problems += _untied(params, plan)
     for name, p in params.items():
         if any(r.name == name for r in plan):
             continue
@@ -1301,6 +1409,20 @@ def _coverage(model, plan):
         else:
             problems.append(f"{name}: a parameter the spec's plan does not cover (added after parametrize, "
                             f"or on a module parametrize never saw)")
+    return problems
+
+
+def _untied(params, plan):
+    """A record tied to another name whose tensor is no longer that name's:
+    the tie was broken after parametrize (e.g. `model.lm_head.weight =
+    nn.Parameter(...)`), so the new tensor has no init and no LR group."""
+    problems = []
+    for r in plan:
+        tied = getattr(r, "tied_to", None)
+        if tied and r.name in params and tied in params and params[r.name] is not params[tied]:
+            problems.append(f"{r.name}: the plan ties it to {tied}, but the model now holds a separate tensor "
+                            f"there (untied after parametrize?): it has no init or optimizer group of its own; "
+                            f"tie it again, or parametrize the untied model with a spec for it")
     return problems
 
 
@@ -1435,7 +1557,8 @@ def _multipliers(model, plan, example, rtol):
 
         handles.append(module.register_forward_pre_hook(pre, prepend=True))
         handles.append(module.register_forward_hook(post))
-        seen[record.name] = {"expected": expected, "module": module, "role": record.role}
+        seen[record.name] = {"expected": expected, "module": module, "role": record.role, "mult": record.mult,
+                             "folded": record.folded}
     try:
         out = model(*example) if isinstance(example, tuple) else model(example)
     finally:
@@ -1455,12 +1578,14 @@ def _multipliers(model, plan, example, rtol):
         if residual > 1e-3 or abs(c - item["expected"]) > 1e-3 * abs(item["expected"]) + 1e-12:
             why = " (applied twice?)" if item["expected"] not in (0.0, 1.0) and \
                 abs(c - item["expected"] ** 2) <= 1e-3 * item["expected"] ** 2 else ""
+            if item["folded"] and item["mult"] != 1.0 and abs(c - item["mult"]) <= 1e-3 * abs(item["mult"]):
+                why = f" (its multiplier {item['mult']:.4g} is folded into the weight and applied in the forward too?)"
             if residual > 1e-3:
                 why = f" (not a pure multiple of W x: relative residual {residual:.2g})"
             problems.append(f"{name} ({item['role']}): effective forward multiplier {c:.4g}, the spec's "
                             f"{item['expected']:.4g} (x{c / item['expected'] if item['expected'] else math.inf:.4g})"
                             + why)
-        if item["role"] == "output":
+        if _role_class(item["role"]) == "output":  # `output` or its sub-role `readout`
             readouts.append((name, item))
     problems += _outside_multiplier(_first_tensor(out), readouts)
     return problems
@@ -1487,7 +1612,8 @@ def _outside_multiplier(out, readouts):
             continue
         c, residual = _fit_scale(out, y)
         if c is not None and residual < 1e-6 and abs(c - 1.0) > 1e-6:
-            problems.append(f"{name} (output): the model multiplies the readout's output by {c:.4g} on top of "
-                            f"the spec's multiplier {item['expected']:.4g} (a hand-written multiplier: applied "
+            how = " (folded into its weight)" if item["folded"] else ""
+            problems.append(f"{name} ({item['role']}): the model multiplies the readout's output by {c:.4g} on top "
+                            f"of the spec's multiplier {item['mult']:.4g}{how} (a hand-written multiplier: applied "
                             f"twice?)")
     return problems
