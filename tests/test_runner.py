@@ -127,7 +127,7 @@ class FakeRay(types.SimpleNamespace):
             self.value, self.error = value, error
 
     def __init__(self):
-        super().__init__(inits=0, shutdowns=0, puts=[], by_value=[], initialized=False)
+        super().__init__(inits=0, shutdowns=0, puts=[], by_value=[], options=[], initialized=False)
         self.exceptions = types.SimpleNamespace(RayTaskError=type("RayTaskError", (Exception,), {"cause": None}),
                                                 RayError=type("RayError", (Exception,), {}))
         self.cloudpickle = types.SimpleNamespace(register_pickle_by_value=self.by_value.append)
@@ -158,6 +158,7 @@ class FakeRay(types.SimpleNamespace):
                 self.fn = fn
 
             def options(self, **kw):
+                ray.options.append(kw)
                 return self
 
             def remote(self, *args):
@@ -192,6 +193,7 @@ def test_ray_backend_puts_a_shared_object_once_and_starts_no_ray_inside_a_task(m
     assert [r[0] for r in run_tasks([Task(scaled, (i,), shared=shared) for i in range(4)], RayBackend())] \
         == [0, 2, 4, 6]
     assert fake.puts == [shared] and (fake.inits, fake.shutdowns) == (1, 1)   # put once; its own Ray stopped
+    assert [(o["num_cpus"], o["num_gpus"]) for o in fake.options] == [(1, 0)] * 4
     # a task that runs a sweep itself: the nested backend uses the running Ray, starts and stops none
     assert run_tasks([Task(nested_sweep, (3,))], RayBackend()) == [3]
     assert (fake.inits, fake.shutdowns) == (2, 2)      # the outer backend's only
@@ -210,3 +212,13 @@ def test_functions_from_a_users_file_are_shipped_by_value(monkeypatch, tmp_path)
     double = load_callable(f"{tmp_path / 'mine.py'}:double", "--model")
     assert run_tasks([Task(double, (21,))], RayBackend()) == [42]
     assert sys.modules[double.__module__] in fake.by_value
+
+
+def test_a_transformer_cell_on_cuda_reserves_a_gpu_on_ray():
+    from mupspec.empirical import lm_study
+
+    cell = Cell("sp", "gpt", 32, 2, (1e-3, 1e-2), (0, 1))
+    on_gpu = lm_study.cell_task(cell, [(1e-2, 1)], lm_study.QUICK, None, "cuda", threads=2)
+    assert (on_gpu.gpus, on_gpu.threads, on_gpu.args[1:]) == (1, 2, ((1e-2,), (1,), "cuda"))
+    assert lm_study.cell_task(cell, cell.runs(), lm_study.QUICK, None, "cpu", threads=1).gpus == 0
+

@@ -244,7 +244,7 @@ def cell_task(cell: Cell, missing, grid: Grid, data, device: str, threads: int):
     lrs = tuple(lr for lr in cell.lrs if any(m[0] == lr for m in missing))
     seeds = tuple(s for s in cell.seeds if any(m[1] == s for m in missing))
     return Task(train_cell, (cell, lrs, seeds, device), threads=threads, shared=(grid, data),
-                label=cell.key, steps=grid.steps)
+                gpus=1 if device.startswith("cuda") else 0, label=cell.key, steps=grid.steps)
 
 
 def train_cell(cell: Cell, lrs, seeds, device: str, *, shared, on_step=None) -> list[dict]:

@@ -63,6 +63,7 @@ class Task:
     fn: Callable
     args: tuple = ()
     threads: int = 1              # torch CPU threads while it runs (and the CPUs a Ray task reserves)
+    gpus: float = 0               # the GPUs a Ray task reserves (a task training on cuda: 1)
     shared: Any = None            # one object many tasks read: sent to a Ray cluster once
     label: str = ""               # how logs, progress and Ray's process titles name it
     steps: int = 0                # on_step calls it makes (for a progress bar); 0: none
@@ -228,7 +229,8 @@ class RayBackend:
             task = next(tasks, None)
             if task is None:
                 return False
-            options = {"num_cpus": task.threads, "name": f"mupspec {task.label or task.fn.__name__}"}
+            options = {"num_cpus": task.threads, "num_gpus": task.gpus,
+                       "name": f"mupspec {task.label or task.fn.__name__}"}
             # an object ref as a top-level argument: Ray hands the worker the object itself
             ref = self.remote.options(**options).remote(task.fn, task.args, put_once(task.shared), task.threads)
             pending[ref] = task
