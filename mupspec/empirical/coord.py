@@ -189,6 +189,7 @@ class Recorder:
         self._raw: dict[str, tuple] = {}
         self._logit_index = 0
         self._busy = False  # inside an instrumented attention function
+        self.moved: dict[str, torch.Tensor] = {}  # θ_t - θ_0 at the current step
 
     def remove(self):
         for h in self.handles:
@@ -237,7 +238,7 @@ class Recorder:
         self.active = False
         try:
             for k, p, full in self._local[site.name]:
-                table[k] = p.detach() - self.initial[full]
+                table[k] = self.moved[full]  # θ_t - θ_0, from record_updates
             out = _first_tensor(module(*args, **kwargs))
         finally:
             for k, p, _ in self._local[site.name]:
@@ -249,13 +250,20 @@ class Recorder:
         self._record(OUTPUT_SITE, out)
 
     def record_updates(self) -> None:
-        if "upd" not in self.quantities or self.step == 0:
+        """At the start of step t: θ_t - θ_0 for every parameter, in one fused
+        pass (foreach), shared by the own-update re-runs of this step's
+        forward and the relative update ||θ_t - θ_0|| / ||θ_0|| (`upd`)."""
+        self.moved = {}
+        if self.step == 0 or not self.quantities & {"own", "upd"}:
             return
         names = list(self.params)
-        with torch.no_grad():  # one fused pass over every tensor (foreach), ||θ_0|| computed once
-            if not hasattr(self, "_initial_norms"):
-                self._initial_norms = [float(n) for n in torch._foreach_norm([self.initial[n] for n in names])]
+        with torch.no_grad():
             moved = torch._foreach_sub([self.params[n].detach() for n in names], [self.initial[n] for n in names])
+            self.moved = dict(zip(names, moved))
+            if "upd" not in self.quantities:
+                return
+            if not hasattr(self, "_initial_norms"):  # ||θ_0||, computed once
+                self._initial_norms = [float(n) for n in torch._foreach_norm([self.initial[n] for n in names])]
             for name, top, base in zip(names, torch._foreach_norm(moved), self._initial_norms):
                 if base > 0:
                     self.values[(name, "upd")] = float(top) / base
@@ -760,6 +768,21 @@ def _roles_and_sites(P, model, base_shapes, plan_kwargs, name, width) -> tuple[d
     return param_roles, module_sites(model, param_roles)
 
 
+def _fast(make, family: str):
+    """The optimizer in its fastest implementation: Adam fused (one kernel per
+    group; ~3x torch's foreach on CPU), SGD foreach (fused is no faster);
+    torch's CPU default for both is a loop over tensors. A setting torch
+    refuses (a dtype or device without the fused kernel) falls back to
+    foreach: the update is the same either way."""
+    extra = {} if family == "sgd" else {"eps": 1e-12}
+    if family != "sgd":
+        try:
+            return make(fused=True, **extra)
+        except (RuntimeError, ValueError):
+            pass
+    return make(foreach=True, **extra)
+
+
 def _prepare(P, make_model, name, width, base_shapes, seed, opt, plan_kwargs, as_is, make_input, loss, lr, dtype,
              param_roles, sites) -> tuple[Run, str | None]:
     torch.manual_seed(seed)
@@ -772,13 +795,11 @@ def _prepare(P, make_model, name, width, base_shapes, seed, opt, plan_kwargs, as
             raise MupError(Diagnostic(f"{name}({width}): cannot parametrize with the spec: {err}")) from None
     if isinstance(opt, str):
         rate = lr if lr is not None else DEFAULT_LR[P._family(opt)]
-        # foreach: one fused update over all tensors (torch's CPU default is a per-tensor loop)
-        extra = {"foreach": True} if opt == "sgd" else {"eps": 1e-12, "foreach": True}
         if as_is:
             cls = torch.optim.SGD if opt == "sgd" else torch.optim.Adam
-            optimizer = cls(model.parameters(), lr=rate, **extra)
+            optimizer = _fast(lambda **extra: cls(model.parameters(), lr=rate, **extra), opt)
         else:
-            optimizer = P.make_optimizer(model, plan, lr=rate, **extra)
+            optimizer = _fast(lambda **extra: P.make_optimizer(model, plan, lr=rate, **extra), opt)
         family = P._family(opt)
     else:
         try:
