@@ -324,6 +324,21 @@ def test_hand_written_attention_logits_are_recorded_in_every_softmax_spelling():
     assert "softmax" not in vars(torch.Tensor)  # uncovered, not shadowed
 
 
+@pytest.mark.parametrize("fill", [float("-inf"), torch.finfo(torch.float64).min, -1e4])
+def test_hand_written_attention_mask_fills_are_not_logits(fill):
+    """Whatever a causal mask writes (-inf, finfo.min, HF's -1e4), only the
+    entries attention uses are measured."""
+    torch.manual_seed(0)
+    att = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    keep = torch.ones(6, 6, dtype=torch.bool).tril()
+    recorder = Recorder(torch.nn.Linear(1, 1), [], ("act",))
+    recorder.softmax(torch.softmax)(att.masked_fill(~keep, fill), -1)
+    assert recorder.values[("attention[0]", "act")] == pytest.approx(coord.rms(att.masked_select(keep)), rel=1e-12)
+    recorder.softmax(torch.softmax)(att[..., :5], -1)  # not square: no attention
+    recorder.softmax(torch.softmax)(att, 1)  # not over the last axis
+    assert list(recorder.values) == [("attention[0]", "act")]
+
+
 def test_gpt_with_hand_written_attention_sp_and_mup_logits_told_apart():
     """nanoGPT-style attention by hand: with 1/sqrt(d_head) the logits fail
     μP's prediction (and nothing else does); with 1/d_head they pass."""
