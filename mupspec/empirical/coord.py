@@ -344,11 +344,24 @@ def _attention_functions(recorder) -> list[tuple[object, str, object]]:
     (attention written by hand). They are looked up at call time, so
     replacing the attribute instruments the user's code."""
     targets = [(F, "scaled_dot_product_attention", recorder.sdpa(F.scaled_dot_product_attention))]
-    for name, module in list(sys.modules.items()):
-        if name.startswith("mupspec_generated_") and callable(getattr(module, "attention", None)):
+    for module in _generated_modules():
+        if callable(getattr(module, "attention", None)):
             targets.append((module, "attention", recorder.helper(module.attention)))
     targets += [(owner, "softmax", recorder.softmax(owner.softmax)) for owner in (torch, F, torch.Tensor)]
     return targets
+
+
+_GENERATED_NAMES: list = [-1, []]  # [len(sys.modules) when scanned, names of generated modules]
+
+
+def _generated_modules() -> list:
+    """The generated modules imported (named mupspec_generated_*). The scan of
+    sys.modules (thousands of names: a few ms, per trained network) is redone
+    only when a module was added or removed; a module replaced under its
+    name is found by name."""
+    if _GENERATED_NAMES[0] != len(sys.modules):
+        _GENERATED_NAMES[:] = [len(sys.modules), [n for n in list(sys.modules) if n.startswith("mupspec_generated_")]]
+    return [sys.modules[n] for n in _GENERATED_NAMES[1] if n in sys.modules]
 
 
 def _patch(targets) -> list[tuple[object, str, object, bool]]:
