@@ -16,6 +16,10 @@
    after 0, 1 and 2 updates. Target: at least as fast.
 3. `mupspec infer` on a 4-width GPT, the command end to end. Target: < 30 s.
 
+Part 2 needs pandas: microsoft/mup's coord_check imports it (mup is installed
+with --no-deps); `.venv/bin/pip install pandas` adds it (without it, part 2 is
+skipped with a note).
+
 Timing: process CPU time, one torch thread, denormals flushed; the variants
 of a comparison run interleaved, in a fresh random order each round, and a
 ratio is the median over rounds of that round's paired ratio (a shared,
@@ -97,7 +101,8 @@ def plain_steps(model, opt, inputs, steps):
 
 def overhead(name, make, rounds):
     model, plan, inputs = make()
-    opt = P.make_optimizer(model, plan, lr=1e-5)
+    # the optimizer coord_check builds (fused Adam): the same training steps with and without hooks
+    opt = coord._fast(lambda **extra: P.make_optimizer(model, plan, lr=1e-5, **extra), "adam")
     sites = sites_of(model, plan)
     run = coord.Run(model, opt, inputs, {}, None, {}, sites)
     variants = {"no hooks": lambda: plain_steps(model, opt, inputs, STEPS)}
@@ -130,8 +135,11 @@ def overhead(name, make, rounds):
 
 
 def versus_mup(rounds, widths=(64, 128, 256, 512), seeds=3):
-    import pandas  # noqa: F401  (mup's coord check returns a DataFrame)
-    from mup.coord_check import get_coord_data
+    try:
+        from mup.coord_check import get_coord_data  # imports pandas (its records are a DataFrame)
+    except ImportError as err:
+        print(f"\nvs microsoft/mup: skipped ({err}; `.venv/bin/pip install pandas` adds it)")
+        return float("nan")
 
     user_models.SEQ = 16
     tokens = torch.randint(user_models.VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))

@@ -25,6 +25,10 @@ Hypothesis strategies and assertions (public API; imports torch and sympy):
                       own model (`make_model(width) -> nn.Module`, see
                       docs/coord-check.md): every role's fitted width exponent
                       agrees with check's prediction for the spec (or `expect`).
+
+`expect` (both assertions): a parametrization class by name (`"muP"`, `"SP"`,
+`"NTK"`, `"mean-field"`, `"Depth-muP"`, `"CompleteP"`, `"u-muP"`; any case:
+mupspec.bundled.CLASSES), a spec file, or an ir.Spec.
 """
 
 from __future__ import annotations

@@ -264,28 +264,37 @@ def test_package_api_is_lazy():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
+class QK(torch.nn.Module):
+    """q, k = one Linear's halves; forward returns attend(q, k)."""
+
+    def __init__(self, attend):
+        super().__init__()
+        self.qk, self.attend = torch.nn.Linear(8, 16, bias=False), attend
+
+    def forward(self, x):
+        return self.attend(*self.qk(x).split(8, dim=-1))
+
+    def causal_logits(self, x, scale=0.125):
+        """q.k * scale on the entries a causal mask keeps, as recorded."""
+        q, k = self.qk(x).detach().split(8, dim=-1)
+        t = x.shape[-2]
+        return (q @ k.transpose(-2, -1) * scale).masked_select(torch.ones(t, t, dtype=torch.bool).tril())
+
+
+def record_first_step(model, x) -> dict:
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    return train_and_record(Run(model, opt, (x,), {}, None, {}, module_sites(model, {})), 1, ("act",), seed=0)[0]
+
+
 def test_logits_through_the_generated_attention_helper_are_recorded():
     from mupspec.codegen import load_module
 
     P = load_module(load_spec(SPECS / "mup_table8.mup"), "mup_table8.mup")
-
-    class Head(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.qk = torch.nn.Linear(8, 16, bias=False)
-
-        def forward(self, x):
-            q, k = self.qk(x).split(8, dim=-1)
-            return P.attention(q, k, k, 0.125, causal=True)
-
     torch.manual_seed(0)
-    model, x = Head().double(), torch.randn(2, 5, 8, dtype=torch.float64)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    by_step = train_and_record(Run(model, opt, (x,), {}, None, {}, module_sites(model, {})), 1, ("act",), seed=0)
-    q, k = model.qk(x).detach().split(8, dim=-1)
-    logits = (q @ k.transpose(-2, -1) * 0.125).masked_select(torch.ones(5, 5, dtype=torch.bool).tril())
-    assert by_step[0][("attention[0]", "act")] == pytest.approx(coord.rms(logits), rel=1e-12)
-    assert ("attention[1]", "act") not in by_step[0]  # the helper's own torch.softmax is not a second record
+    model, x = QK(lambda q, k: P.attention(q, k, k, 0.125, causal=True)).double(), torch.randn(2, 5, 8).double()
+    values = record_first_step(model, x)
+    assert values[("attention[0]", "act")] == pytest.approx(coord.rms(model.causal_logits(x)), rel=1e-12)
+    assert ("attention[1]", "act") not in values  # the helper's own torch.softmax is not a second record
     assert P.attention.__name__ == "attention"  # put back
 
 
@@ -296,32 +305,38 @@ def test_hand_written_attention_logits_are_recorded_in_every_softmax_spelling():
     import torch.nn.functional as F
 
     spellings = (lambda a: torch.softmax(a, -1), lambda a: F.softmax(a, dim=-1), lambda a: a.softmax(dim=-1))
+    future = torch.ones(5, 5, dtype=torch.bool).triu(1)
 
-    class Heads(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.qk = torch.nn.Linear(8, 16, bias=False)
-
-        def forward(self, x):
-            q, k = self.qk(x).split(8, dim=-1)
-            att = (q @ k.transpose(-2, -1) * 0.125).masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1),
-                                                                 float("-inf"))
-            classes = F.softmax(x[:, 0, :3], dim=-1)  # (batch, 3): no attention
-            return sum(softmax(att) @ k for softmax in spellings) + classes.sum()
+    def attend(q, k):
+        att = (q @ k.transpose(-2, -1) * 0.125).masked_fill(future, float("-inf"))
+        classes = F.softmax(q[:, 0, :3], dim=-1)  # (batch, 3): no attention
+        return sum(softmax(att) @ k for softmax in spellings) + classes.sum()
 
     torch.manual_seed(0)
-    model, x = Heads().double(), torch.randn(2, 5, 8, dtype=torch.float64)
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    model, x = QK(attend).double(), torch.randn(2, 5, 8).double()
     originals = (torch.softmax, F.softmax, torch.Tensor.softmax)
-    by_step = train_and_record(Run(model, opt, (x,), {}, None, {}, module_sites(model, {})), 1, ("act",), seed=0)
-    q, k = model.qk(x).detach().split(8, dim=-1)
-    logits = (q @ k.transpose(-2, -1) * 0.125).masked_select(torch.ones(5, 5, dtype=torch.bool).tril())
-    recorded = sorted(site for site, _ in by_step[0] if site.startswith("attention["))
+    values = record_first_step(model, x)
+    recorded = sorted(site for site, _ in values if site.startswith("attention["))
     assert recorded == ["attention[0]", "attention[1]", "attention[2]"]
     for site in recorded:
-        assert by_step[0][(site, "act")] == pytest.approx(coord.rms(logits), rel=1e-12)
+        assert values[(site, "act")] == pytest.approx(coord.rms(model.causal_logits(x)), rel=1e-12)
     assert (torch.softmax, F.softmax, torch.Tensor.softmax) == originals  # put back
     assert "softmax" not in vars(torch.Tensor)  # uncovered, not shadowed
+
+
+@pytest.mark.parametrize("fill", [float("-inf"), torch.finfo(torch.float64).min, -1e4])
+def test_hand_written_attention_mask_fills_are_not_logits(fill):
+    """Whatever a causal mask writes (-inf, finfo.min, HF's -1e4), only the
+    entries attention uses are measured."""
+    torch.manual_seed(0)
+    att = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    keep = torch.ones(6, 6, dtype=torch.bool).tril()
+    recorder = Recorder(torch.nn.Linear(1, 1), [], ("act",))
+    recorder.softmax(torch.softmax)(att.masked_fill(~keep, fill), -1)
+    assert recorder.values[("attention[0]", "act")] == pytest.approx(coord.rms(att.masked_select(keep)), rel=1e-12)
+    recorder.softmax(torch.softmax)(att[..., :5], -1)  # not square: no attention
+    recorder.softmax(torch.softmax)(att, 1)  # not over the last axis
+    assert list(recorder.values) == [("attention[0]", "act")]
 
 
 def test_gpt_with_hand_written_attention_sp_and_mup_logits_told_apart():

@@ -117,6 +117,13 @@ def test_verify_holding_sp_to_mup_fails_and_names_layers():
     assert "hidden" in tail and "output" in tail
 
 
+def test_verify_expect_takes_class_names_files_and_bundled_names():
+    assert verify.expected_spec("Mean-Field").name == "mean_field"
+    assert verify.expected_spec("CompleteP").name == "completep"
+    assert verify.expected_spec("mup_table3").name == "mup_table3"  # a bundled spec that is no class
+    assert verify.expected_spec(str(ROOT / "specs" / "ntk.mup")).name == "ntk"
+
+
 @pytest.mark.parametrize("args, message", [
     (["specs/nope.mup"], "no such file"),
     (["specs/sp.mup", "--expect", "nosuch"], "a class: muP, SP, NTK, mean-field, Depth-muP, CompleteP, u-muP"),

@@ -28,7 +28,6 @@ import dataclasses
 import math
 import os
 import sys
-from pathlib import Path
 
 from mupspec import bundled
 from mupspec.bundled import locate
