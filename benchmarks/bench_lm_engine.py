@@ -17,7 +17,10 @@ step count for the totals. Wall-clock times decide (the faster naive thread
 count, the speed-up); the CPU seconds this process used per step are printed
 beside them, since on a shared machine they move less with the load.
 
-    python benchmarks/bench_lm_engine.py [--quick] [--steps 7] [--threads 2] [--device cpu]
+    python benchmarks/bench_lm_engine.py [--quick] [--steps 7] [--threads 2] [--device cpu] [--optimizer]
+
+--optimizer times only the engine's AdamW step per cell (CPU seconds), the
+torch._foreach form against the same arithmetic one parameter at a time.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from mupspec.empirical import lm_study  # noqa: E402
-from mupspec.empirical.lm_engine import LMTrainConfig, Shape, build, spec_module, train_batched  # noqa: E402
+from mupspec.empirical.lm_engine import (BatchedAdamW, LMTrainConfig, Shape, build, spec_module,  # noqa: E402
+                                         train_batched)
 from mupspec.empirical.text import TextConfig, load_text, train_starts, windows  # noqa: E402
 
 
@@ -107,6 +111,43 @@ def naive_step_time(cell, grid, base, data, cfg, device) -> tuple[float, float]:
     return tuple(total)
 
 
+def per_tensor_adamw_step(opt, params: dict, grads: dict, scale: float) -> None:
+    """The optimizer step the engine had before torch._foreach: the same AdamW, one
+    parameter at a time (for --optimizer's comparison)."""
+    opt.t += 1
+    b1, b2 = opt.cfg.betas
+    bc1, bc2_sqrt = 1 - b1 ** opt.t, (1 - b2 ** opt.t) ** 0.5
+    with torch.no_grad():
+        for n, p in params.items():
+            lr, (_, wd_f, eps_f) = opt.lr[n] * scale, opt.factors[n]
+            if opt.cfg.weight_decay * wd_f:
+                p.mul_(1 - lr * opt.cfg.weight_decay * wd_f)
+            m, v = opt.m[n], opt.v[n]
+            m.lerp_(grads[n], 1 - b1)
+            v.mul_(b2).addcmul_(grads[n], grads[n], value=1 - b2)
+            p.sub_(m / (v.sqrt() / bc2_sqrt).add_(opt.cfg.eps * eps_f) * (lr / bc1))
+
+
+def optimizer_step_times(cell, grid, base, steps: int = 20) -> tuple[float, float]:
+    """CPU seconds of one BatchedAdamW step over the cell's replicas: (foreach, per tensor)."""
+    model, plan = build(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, 0)
+    R = len(cell.runs())
+    params = {n: p.detach().expand(R, *p.shape).clone() for n, p in model.named_parameters()}
+    grads = {n: 1e-3 * torch.randn_like(p) for n, p in params.items()}
+    factors = {r.name: (r.lr_factor, r.wd_factor, r.eps_factor) for r in plan}
+    times = []
+    for step in (BatchedAdamW.step, per_tensor_adamw_step):
+        opt = BatchedAdamW(params, factors, [lr for lr, _ in cell.runs()], LMTrainConfig())
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            for _ in range(steps):
+                step(opt, params, grads, 0.5)
+            best = min(best, (time.process_time() - start) / steps)
+        times.append(best)
+    return tuple(times)
+
+
 def peak_memory_gib(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2 ** 30
@@ -119,6 +160,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=7, help="steps per timed run (>= 4)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--optimizer", action="store_true",
+                    help="only the optimizer step per cell: torch._foreach against one parameter at a time")
     args = ap.parse_args()
     grid = lm_study.QUICK if args.quick else lm_study.DEFAULT
     data = load_text(TextConfig(context=grid.context))
@@ -126,6 +169,12 @@ def main() -> None:
     cfg = LMTrainConfig(steps=args.steps, batch=grid.batch, warmup=1, log_every=args.steps)
     cells = sorted(lm_study._unique(lm_study.width_cells(grid) + lm_study.depth_cells(grid)), key=lm_study._cost)
     torch.set_num_threads(args.threads)
+    if args.optimizer:
+        for cell in cells:
+            foreach, per_tensor = optimizer_step_times(cell, grid, base)
+            print(f"{cell.key:<22} {len(cell.runs()):>4} replicas: AdamW step {foreach * 1e3:.2f} ms CPU (foreach) "
+                  f"against {per_tensor * 1e3:.2f} ms (per tensor), {per_tensor / foreach:.2f}x", flush=True)
+        return
     rate = matmul_rate(args.device)
     print(f"grid: {'quick' if args.quick else 'default'}, {len(cells)} cells, {grid.steps} steps each; "
           f"device {args.device}, {args.threads} threads; matmul rate {rate / 1e9:.1f} GFLOP/s (2048^2 float32)")

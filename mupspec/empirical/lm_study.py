@@ -52,8 +52,8 @@ SPEC_FAMILIES = {
 DEPTH_LABELS = {"muP (no depth rule)": "muP", "CompleteP": "CompleteP"}
 QUANTITIES = ("act", "upd", "w", "dw")
 ARCH = "gpt"   # the cells' architecture (a cell is spec x arch x width x depth, as in the spiral sweep)
-# HP transfer: alpha_out in factors of 2 (TP5's output multipliers span 2^-5..2^5 at least);
-# sigma_hidden in factors of sqrt(2) (the init std is sensitive: x4 already blows the activations up)
+# HP transfer: alpha_out in factors of 2 over 1/8..32, sigma_hidden in factors of sqrt(2) over 1/4..4
+# (rounded to 4 digits: the arch string carries them): in the default run no optimum lies on an edge
 HP_GRID = (("alpha_out", tuple(2.0 ** k for k in range(-3, 6))),
            ("sigma_hidden", tuple(float(f"{2 ** (k / 2):.4g}") for k in range(-4, 5))))
 

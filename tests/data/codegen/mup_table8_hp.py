@@ -12,8 +12,8 @@ attention_scale, base_shapes): see docs/codegen.md in mupspec.
 # of the hidden weights sigma_hidden (a factor on their init std). At their
 # defaults (1) this is mup_table8.
 # Source: Tensor Programs V (Yang, Hu et al. 2022, arXiv 2203.03466), Table 8,
-# Sec. 6.1 and Fig. 4 (the output multiplier and the init std transfer across
-# width in a Transformer); microsoft/mup 1.0.0 (MuReadout's output_mult).
+# Section 6.1 and Figure 4 (the output multiplier and the init std transfer
+# across width in a Transformer); microsoft/mup 1.0.0 (MuReadout's output_mult).
 
 import math
 
