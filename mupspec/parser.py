@@ -5,8 +5,10 @@ translated into `MupError` here, so no lark type escapes.
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
+from contextlib import contextmanager
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from mupspec import ir
+from mupspec import fastparse, ir
 from mupspec.errors import Diagnostic, MupError, did_you_mean
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
@@ -366,6 +368,32 @@ def _parse(text: str, file: str | None) -> tuple[ir.Spec, list["_RawBlock"]]:
     if len(text) > MAX_SOURCE_CHARS:
         raise MupError(Diagnostic(f"spec larger than {MAX_SOURCE_CHARS:,} characters", _point(file, 1, 1),
                                   "this is a resource limit (docs/reliability.md); split the spec"))
+    with gc_paused():
+        try:
+            items, comments = fastparse.parse(text, file)
+        except fastparse.Fallback:  # an error or a corner of the grammar: lark's path, lark's messages
+            items, comments = _parse_with_lark(text, file)
+        (_, name, title, extends, header_span), *rest = items
+        return attach_comments(file, name, title, extends, header_span, rest, comments)
+
+
+@contextmanager
+def gc_paused():
+    """No cyclic garbage collection inside: parsing and validating allocate
+    about a million objects for a spec at the limits and free none of them,
+    and the collector would walk the growing heap again and again (half the
+    time of such a spec). The IR has no reference cycles to collect.
+    Nestable: only the outermost one turns the collector back on."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_with_lark(text: str, file: str | None) -> tuple[list, list[Token]]:
     state = _LexState(text, file)
     _LEX[0] = state
     try:
@@ -383,8 +411,7 @@ def _parse(text: str, file: str | None) -> tuple[ir.Spec, list["_RawBlock"]]:
                                   "split the expression, or use a `hyper` constant")) from None
     finally:
         _LEX[0] = _LexState()
-    (_, name, title, extends, header_span), *rest = items
-    return attach_comments(file, name, title, extends, header_span, rest, state.comments)
+    return items, state.comments
 
 
 def _point(file: str | None, line: int, column: int, width: int = 1) -> ir.Span:
@@ -426,6 +453,8 @@ def attach_comments(file, name, title, extends, header_span, items, comments) ->
         (lead.setdefault(id(nxt), []) if nxt else spec_end).append(_text(tok))
 
     def dress(node):
+        if id(node) not in lead and id(node) not in note:
+            return node  # most nodes: no copy
         return node.model_copy(update={"comments": tuple(lead.get(id(node), ())), "note": note.get(id(node))})
 
     dims, hypers, ties, blocks = [], [], [], []
