@@ -130,7 +130,7 @@ class _Parser:
         return tok
 
     def span(self, line: int, column: int, end_line: int, end_column: int) -> ir.Span:
-        return ir.Span.trusted(file=self.file, line=line, column=column, end_line=end_line, end_column=end_column)
+        return ir.span_at(self.file, line, column, end_line, end_column)
 
     def token_span(self, tok) -> ir.Span:
         return self.span(tok[2], tok[3], tok[2], tok[3] + len(tok[1]))
@@ -357,7 +357,7 @@ class _Parser:
     def leaf(self, tok):
         """A number or a name (not a keyword) as an expression."""
         kind, value, line, col = tok
-        span = ir.Span.trusted(file=self.file, line=line, column=col, end_line=line, end_column=col + len(value))
+        span = ir.span_at(self.file, line, col, line, col + len(value))
         if kind == _NAME:
             node = ir.Sym.trusted(name=value, span=span)
         elif "." in value:

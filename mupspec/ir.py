@@ -62,6 +62,19 @@ class Span(Node):
 
 
 NO_SPAN = Span(line=0, column=0, end_line=0, end_column=0)
+_SPAN_FIELDS = set(Span.model_fields)  # every field given (shared, as in Node.trusted)
+
+
+def span_at(file: str | None, line: int, column: int, end_line: int, end_column: int) -> Span:
+    """`Span.trusted(file=..., ...)` for the parser's hottest call (a spec at
+    the limits has half a million spans): the same node, built directly."""
+    node = _new(Span)
+    _set(node, "__dict__", {"file": file, "line": line, "column": column, "end_line": end_line,
+                            "end_column": end_column})
+    _set(node, "__pydantic_fields_set__", _SPAN_FIELDS)
+    _set(node, "__pydantic_extra__", None)
+    _set(node, "__pydantic_private__", None)
+    return node
 
 
 # ---------------------------------------------------------------- expressions

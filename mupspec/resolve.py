@@ -257,8 +257,7 @@ def _validate_rules(kind: str, rules: tuple[ir.Rule, ...], bag: DiagnosticBag) -
 
 def _field_span(rule: ir.Rule) -> ir.Span:
     s = rule.span  # built directly: a spec can have 100,000 rules to report
-    return ir.Span.trusted(file=s.file, line=s.line, column=s.column, end_line=s.line,
-                           end_column=s.column + len(rule.field))
+    return ir.span_at(s.file, s.line, s.column, s.line, s.column + len(rule.field))
 
 
 def _unknown_optimizer(field: str) -> str | None:

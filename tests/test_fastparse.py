@@ -208,3 +208,5 @@ def test_trusted_nodes_are_validated_nodes():
         copied = trusted.model_copy(update={"span": ir.NO_SPAN})
         assert copied.model_fields_set == validated.model_fields_set | {"span"}
         assert cls.trusted(**values).model_fields_set == trusted.model_fields_set  # shared: not grown by the copy
+    at = ir.span_at("f", 1, 2, 3, 4)
+    assert shape(at) == shape(span) and at.model_dump_json() == span.model_dump_json()
