@@ -96,7 +96,6 @@ def test_every_error_is_larks_message_at_larks_position(path):
     "parametrization p\nhidden { lr.adam.x = 1 }\n",
     "parametrization p\nhyper a = " + "9" * 101 + "\n",            # over 100 digits
     "parametrization p\nhidden { mult = " + "-" * 1001 + "1 }\n",  # deeper than the limit
-    "parametrization p\n" + "hyper h = 1\n" * (parser.MAX_DECLARATIONS + 1),
 ])
 def test_errors_and_limits_go_through_lark(text):
     with pytest.raises(fastparse.Fallback):
@@ -107,6 +106,24 @@ def test_errors_and_limits_go_through_lark(text):
         by_lark(text)
     except MupError as lark_error:
         assert str(fast.value) == str(lark_error)
+
+
+@pytest.mark.parametrize("limit,at_limit,extra,message", [
+    ("MAX_DECLARATIONS", "parametrization p\nwidth n\ndepth L\nhyper a = 1\n", "tie input, output\n",
+     "more than 3 declarations in one spec"),
+    ("MAX_RULES", "parametrization p\nhidden { mult = 1\n lr.sgd = 1 }\n", "input {\n  mult = 1\n}\n",
+     "more than 2 rules in one spec"),
+])
+def test_the_count_limits_are_larks_located_errors(monkeypatch, limit, at_limit, extra, message):
+    """Up to a limit the fast path parses; one more declaration or rule is
+    lark's located error, at line 5. (Limits made small for the test.)"""
+    monkeypatch.setattr(parser, limit, int(message.split()[2]))
+    assert agree(at_limit)
+    with pytest.raises(fastparse.Fallback):
+        fastparse.parse(at_limit + extra, "x.mup")
+    with pytest.raises(MupError) as err:
+        parser._parse(at_limit + extra, "x.mup")
+    assert str(err.value) == message and err.value.diagnostics[0].span.line == 5
 
 
 @pytest.mark.parametrize("text", [

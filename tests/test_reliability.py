@@ -463,6 +463,18 @@ def test_fmt_of_the_campaigns_carriage_return_reproducer(tmp_path, capsys):
     assert open(path, encoding="utf-8").read() == written.decode("utf-8")
 
 
+def test_fmt_refuses_to_write_text_that_does_not_parse(tmp_path, capsys, monkeypatch):
+    """The guard kept from the carriage-return finding: whatever the printer
+    writes must parse back, or fmt exits 70 and leaves the file as it was."""
+    import mupspec.commands.fmt as fmt_command
+    text = "parametrization p\nhidden {\n    mult = 1\n}\n"
+    path = write(tmp_path, text)
+    monkeypatch.setattr(fmt_command, "format_spec", lambda spec: "parametrization p\nhidden {\n")
+    code, _, err = run(capsys, "fmt", path)
+    assert code == EXIT_INTERNAL and "does not parse" in err
+    assert Path(path).read_text(encoding="utf-8") == text
+
+
 @pytest.mark.parametrize("brk", LINE_BREAKS)
 @pytest.mark.parametrize("quoted", ['parametrization p "my{}title"\n', 'parametrization p extends "base{}.mup"\n',
                                     'parametrization p "esc\\{}aped"\n'])
