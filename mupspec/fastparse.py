@@ -43,7 +43,6 @@ _LEAVES = (_NAME, _NUMBER)
 # Words the grammar has as keywords. lark's contextual lexer makes them
 # names where the keyword cannot stand; this parser gives such text to lark.
 _KEYWORDS = frozenset(("parametrization", "extends", "width", "depth", "hyper", "tie", "sqrt", "min", "max"))
-_OPERATORS = {"+": "+", "-": "-", "*": "*", "/": "/"}
 
 
 class Fallback(Exception):

@@ -1,6 +1,8 @@
 """Stage 1: `.mup` text -> `ir.Spec` exactly as written (source order, with
 comments attached). lark is confined to this module: its exceptions are
-translated into `MupError` here, so no lark type escapes.
+translated into `MupError` here, so no lark type escapes. Text that is right
+is parsed by the fast path, `fastparse.py`, to the same IR; lark parses what
+that path gives up on, so every syntax error is reported from here.
 """
 
 from __future__ import annotations
