@@ -5,6 +5,7 @@
 Three specs, each timed through `parse_and_resolve` + `check_spec` (or up
 to the diagnostics, for the one that is an error by construction):
   declarations  MAX_DECLARATIONS hyper declarations and a hidden block using them
+  commented     the same, each with a comment line above it and a note after it
   depth         rules whose expressions are MAX_DEPTH levels deep
   rules         MAX_RULES rules (duplicates: every one past the first of a
                 field is an error, reported with its position)
@@ -31,6 +32,12 @@ from mupspec.resolve import parse_and_resolve  # noqa: E402
 
 def declarations(k: int) -> str:
     hypers = "".join(f"hyper h{i} = {i % 97 + 1}/{i % 89 + 1}\n" for i in range(k - 1))
+    return f"parametrization decls\nwidth n\n{hypers}hidden {{ mult = h1*h2/h3 }}\n"
+
+
+def commented(k: int) -> str:
+    """`declarations` with a comment above and a note after each one."""
+    hypers = "".join(f"# h{i}\nhyper h{i} = {i % 97 + 1}/{i % 89 + 1}  # note\n" for i in range(k - 1))
     return f"parametrization decls\nwidth n\n{hypers}hidden {{ mult = h1*h2/h3 }}\n"
 
 
@@ -62,8 +69,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0)
     args = parser.parse_args()
-    parse_and_resolve("parametrization warm\nhidden { mult = 1 }\n")  # build the parser once
-    cases = [("declarations", declarations, MAX_DECLARATIONS), ("depth", deep, MAX_DEPTH - 2),
+    check_spec(parse_and_resolve("parametrization warm\nhidden { mult = 1 }\n"))  # imports, caches: once
+    cases = [("declarations", declarations, MAX_DECLARATIONS), ("commented", commented, MAX_DECLARATIONS),
+             ("depth", deep, MAX_DEPTH - 2),
              ("rules", rules, MAX_RULES)]
     print(f"{'case':13} {'size':>8} {'wall s':>8} {'CPU s':>8}  {'size/4':>8} {'CPU s':>8}  CPU ratio  outcome")
     for name, make, limit in cases:

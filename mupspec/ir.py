@@ -19,6 +19,37 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class Node(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @classmethod
+    def trusted(cls, **values):
+        """A node from values the parser built itself, already of the field
+        types (str, int, tuples of nodes): pydantic's validation, a few us a
+        node and most of the time of parsing a large spec, is skipped. The
+        result is what validating the same values gives: equal, with the same
+        `__dict__` (every field, in field order) and `model_fields_set`.
+        Nodes built with the same fields share that set (the nodes are
+        frozen; `model_copy` copies it): a spec at the limits has a million
+        nodes, and every set is one more object for the garbage collector."""
+        template = _TEMPLATES.get(cls)
+        if template is None:  # per class: every field in order, with its default
+            template = _TEMPLATES[cls] = {
+                name: None if f.is_required() else f.get_default(call_default_factory=True)
+                for name, f in cls.model_fields.items()}
+        key = (cls, *values)
+        fields_set = _FIELDS_SETS.get(key)
+        if fields_set is None:
+            fields_set = _FIELDS_SETS[key] = set(values)
+        node = _new(cls)
+        _set(node, "__dict__", {**template, **values})
+        _set(node, "__pydantic_fields_set__", fields_set)
+        _set(node, "__pydantic_extra__", None)
+        _set(node, "__pydantic_private__", None)
+        return node
+
+
+_TEMPLATES: dict[type, dict] = {}
+_FIELDS_SETS: dict[tuple, set] = {}
+_new, _set = object.__new__, object.__setattr__
+
 
 class Span(Node):
     """1-based, end-exclusive source range; `file` is None for in-memory text."""
@@ -31,6 +62,19 @@ class Span(Node):
 
 
 NO_SPAN = Span(line=0, column=0, end_line=0, end_column=0)
+_SPAN_FIELDS = set(Span.model_fields)  # every field given (shared, as in Node.trusted)
+
+
+def span_at(file: str | None, line: int, column: int, end_line: int, end_column: int) -> Span:
+    """`Span.trusted(file=..., ...)` for the parser's hottest call (a spec at
+    the limits has half a million spans): the same node, built directly."""
+    node = _new(Span)
+    _set(node, "__dict__", {"file": file, "line": line, "column": column, "end_line": end_line,
+                            "end_column": end_column})
+    _set(node, "__pydantic_fields_set__", _SPAN_FIELDS)
+    _set(node, "__pydantic_extra__", None)
+    _set(node, "__pydantic_private__", None)
+    return node
 
 
 # ---------------------------------------------------------------- expressions

@@ -1,12 +1,17 @@
 """Stage 1: `.mup` text -> `ir.Spec` exactly as written (source order, with
 comments attached). lark is confined to this module: its exceptions are
-translated into `MupError` here, so no lark type escapes.
+translated into `MupError` here, so no lark type escapes. Text that is right
+is parsed by the fast path, `fastparse.py`, to the same IR; lark parses what
+that path gives up on, so every syntax error is reported from here.
 """
 
 from __future__ import annotations
 
+import bisect
+import gc
 import re
 import sys
+from contextlib import contextmanager
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +19,7 @@ from pathlib import Path
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from mupspec import ir
+from mupspec import fastparse, ir
 from mupspec.errors import Diagnostic, MupError, did_you_mean
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
@@ -366,6 +371,32 @@ def _parse(text: str, file: str | None) -> tuple[ir.Spec, list["_RawBlock"]]:
     if len(text) > MAX_SOURCE_CHARS:
         raise MupError(Diagnostic(f"spec larger than {MAX_SOURCE_CHARS:,} characters", _point(file, 1, 1),
                                   "this is a resource limit (docs/reliability.md); split the spec"))
+    with gc_paused():
+        try:
+            items, comments = fastparse.parse(text, file)
+        except fastparse.Fallback:  # an error or a corner of the grammar: lark's path, lark's messages
+            items, comments = _parse_with_lark(text, file)
+        (_, name, title, extends, header_span), *rest = items
+        return attach_comments(file, name, title, extends, header_span, rest, comments)
+
+
+@contextmanager
+def gc_paused():
+    """No cyclic garbage collection inside: parsing and validating allocate
+    about a million objects for a spec at the limits and free none of them,
+    and the collector would walk the growing heap again and again (half the
+    time of such a spec). The IR has no reference cycles to collect.
+    Nestable: only the outermost one turns the collector back on."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_with_lark(text: str, file: str | None) -> tuple[list, list[Token]]:
     state = _LexState(text, file)
     _LEX[0] = state
     try:
@@ -383,8 +414,7 @@ def _parse(text: str, file: str | None) -> tuple[ir.Spec, list["_RawBlock"]]:
                                   "split the expression, or use a `hyper` constant")) from None
     finally:
         _LEX[0] = _LexState()
-    (_, name, title, extends, header_span), *rest = items
-    return attach_comments(file, name, title, extends, header_span, rest, state.comments)
+    return items, state.comments
 
 
 def _point(file: str | None, line: int, column: int, width: int = 1) -> ir.Span:
@@ -402,7 +432,7 @@ def attach_comments(file, name, title, extends, header_span, items, comments) ->
     """Give every comment to the node it belongs to: a comment that ends a
     node's line is that node's `note`; a full-line comment leads the next
     node in the same scope (block or file), or closes that scope."""
-    top = [("header", header_span, None)] + [(it, it.span, None) for it in items]
+    places = _Places(header_span, items)
     lead: dict[int, list[str]] = {}
     note: dict[int, str] = {}
     end_block: dict[int, list[str]] = {}
@@ -410,22 +440,24 @@ def attach_comments(file, name, title, extends, header_span, items, comments) ->
     header_lead: list[str] = []
     for tok in comments:
         line = tok.line
-        owner = _trailing_owner(line, header_span, items)
+        owner = places.trailing_owner(line)
         if owner is not None and id(owner) not in note:
             note[id(owner)] = _text(tok)
             continue
-        block = next((b for b in items if isinstance(b, _RawBlock) and b.span.line < line < b.span.end_line), None)
+        block = places.block_around(line)
         if block is not None:
-            nxt = next((r for r in block.rules if r.span.line > line), None)
+            nxt = places.next_rule(block, line)
             (lead.setdefault(id(nxt), []) if nxt else end_block.setdefault(id(block), [])).append(_text(tok))
             continue
         if line < header_span.line:
             header_lead.append(_text(tok))
             continue
-        nxt = next((it for it, sp, _ in top[1:] if sp.line > line), None)
+        nxt = places.next_item(line)
         (lead.setdefault(id(nxt), []) if nxt else spec_end).append(_text(tok))
 
     def dress(node):
+        if id(node) not in lead and id(node) not in note:
+            return node  # most nodes: no copy
         return node.model_copy(update={"comments": tuple(lead.get(id(node), ())), "note": note.get(id(node))})
 
     dims, hypers, ties, blocks = [], [], [], []
@@ -447,19 +479,53 @@ def attach_comments(file, name, title, extends, header_span, items, comments) ->
     return spec, blocks
 
 
-def _trailing_owner(line: int, header_span: ir.Span, items):
-    """The node a comment at the end of `line` follows: of the nodes ending
-    on that line, the one ending last (`input { a = 1 }  # c` is the block's
-    note, `a = 1  # c` the rule's); else a block whose `{` is on that line."""
-    ending = [(header_span.end_column, 0, header_span)] if header_span.end_line == line else []
-    opening = None
-    for it in items:
-        if isinstance(it, _RawBlock):
-            ending += [(r.span.end_column, 1, r) for r in it.rules if r.span.end_line == line]
-            if it.span.line == line and opening is None:
-                opening = it
-        if it.span.end_line == line:
-            ending.append((it.span.end_column, 0, it))
-    if ending:
-        return max(ending, key=lambda e: (e[0], e[1]))[2]
-    return opening
+class _Places:
+    """Where each comment goes, looked up by line in time independent of the
+    number of nodes (a spec may have 10,000 declarations, each commented).
+    Items and rules are in source order, so their lines do not decrease."""
+
+    def __init__(self, header_span: ir.Span, items):
+        # Of the nodes ending on a line, in source order: (end column, 1 for a rule, node).
+        self.ending: dict[int, list] = {}
+        self.opening: dict[int, _RawBlock] = {}  # the first block whose `{` is on a line
+        if header_span.end_line > 0:
+            self.ending[header_span.end_line] = [(header_span.end_column, 0, header_span)]
+        for it in items:
+            if isinstance(it, _RawBlock):
+                for r in it.rules:
+                    self.ending.setdefault(r.span.end_line, []).append((r.span.end_column, 1, r))
+                self.opening.setdefault(it.span.line, it)
+            self.ending.setdefault(it.span.end_line, []).append((it.span.end_column, 0, it))
+        self.items = items
+        self.item_lines = [it.span.line for it in items]
+        self.blocks = [it for it in items if isinstance(it, _RawBlock)]
+        self.block_lines = [b.span.line for b in self.blocks]
+        self.rule_lines: dict[int, list[int]] = {}
+
+    def trailing_owner(self, line: int):
+        """The node a comment at the end of `line` follows: of the nodes ending
+        on that line, the one ending last (`input { a = 1 }  # c` is the
+        block's note, `a = 1  # c` the rule's); else a block whose `{` is on
+        that line."""
+        ending = self.ending.get(line)
+        if ending:
+            return max(ending, key=lambda e: (e[0], e[1]))[2]
+        return self.opening.get(line)
+
+    def block_around(self, line: int):
+        """The block `line` is strictly inside, if any (blocks do not overlap)."""
+        i = bisect.bisect_left(self.block_lines, line) - 1
+        if i >= 0 and line < self.blocks[i].span.end_line:
+            return self.blocks[i]
+        return None
+
+    def next_rule(self, block: _RawBlock, line: int):
+        lines = self.rule_lines.get(id(block))
+        if lines is None:
+            lines = self.rule_lines[id(block)] = [r.span.line for r in block.rules]
+        i = bisect.bisect_right(lines, line)
+        return block.rules[i] if i < len(lines) else None
+
+    def next_item(self, line: int):
+        i = bisect.bisect_right(self.item_lines, line)
+        return self.items[i] if i < len(self.items) else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mupspec import bundled, ir
 from mupspec.errors import Diagnostic, DiagnosticBag, MupError, decode_text, did_you_mean
-from mupspec.parser import _RawBlock, parse_spec
+from mupspec.parser import _RawBlock, gc_paused, parse_spec
 
 FAN_SYMBOLS = ("fan_in", "fan_out")
 RESERVED = FAN_SYMBOLS + ("sqrt", "min", "max")
@@ -108,6 +108,11 @@ def _load(path: Path, chain: tuple[Path, ...], via: ir.Span | None = None) -> ir
 
 
 def _resolve_text(text: str, file: str | None, chain: tuple[Path, ...]) -> ir.Spec:
+    with gc_paused():  # see gc_paused: a large spec's validation allocates as much as its parse
+        return _resolve_text_now(text, file, chain)
+
+
+def _resolve_text_now(text: str, file: str | None, chain: tuple[Path, ...]) -> ir.Spec:
     spec, _ = parse_spec(text, file)  # syntax first: the base's name is in the header
     base = _load_base(spec, file, chain)
     spec = parse_and_validate(text, file, Symbols.of(base) if base else None)
@@ -262,8 +267,8 @@ def _validate_rules(kind: str, rules: tuple[ir.Rule, ...], bag: DiagnosticBag) -
 
 
 def _field_span(rule: ir.Rule) -> ir.Span:
-    s = rule.span
-    return s.model_copy(update={"end_line": s.line, "end_column": s.column + len(rule.field)})
+    s = rule.span  # built directly: a spec can have 100,000 rules to report
+    return ir.span_at(s.file, s.line, s.column, s.line, s.column + len(rule.field))
 
 
 def _unknown_optimizer(field: str) -> str | None:

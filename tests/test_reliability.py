@@ -357,6 +357,21 @@ def test_parse_time_is_linear_in_declarations():
     assert t_large < 7 * t_small, (t_small, t_large)  # linear: 4x; the old quadratic code: ~16x
 
 
+def test_comment_attachment_is_linear():
+    """Each comment was matched against every node (10,000 commented
+    declarations: minutes); it is now looked up by line."""
+    def spec(k):
+        return "parametrization c\n" + "".join(f"# lead {i}\nhyper h{i} = {i + 1}  # note {i}\n" for i in range(k)) + \
+            "hidden { mult = h1 }  # block\n"
+    small, large = spec(600), spec(2400)
+    t_small = min(_seconds(lambda: parse_and_resolve(small + "#\n" * i)) for i in (1, 2))  # distinct texts: not cached
+    t_large = min(_seconds(lambda: parse_and_resolve(large + "#\n" * i)) for i in (1, 2))
+    assert t_large < 7 * t_small, (t_small, t_large)  # linear: 4x; matching every node: ~16x
+    parsed = parse_and_resolve(large)
+    assert parsed.hyper("h2399").comments == (" lead 2399",) and parsed.hyper("h2399").note == " note 2399"
+    assert parsed.block("hidden").note == " block"
+
+
 def test_rendering_many_diagnostics_reads_the_source_once(tmp_path, monkeypatch):
     path = write(tmp_path, "parametrization d\nhidden {\n" + "  mult = 1\n" * 3000 + "}\n")
     with pytest.raises(MupError) as err:
@@ -446,6 +461,18 @@ def test_fmt_of_the_campaigns_carriage_return_reproducer(tmp_path, capsys):
     written = path.read_bytes()
     assert b"\r" not in written and b"Prog\n# rams IV" in written
     assert open(path, encoding="utf-8").read() == written.decode("utf-8")
+
+
+def test_fmt_refuses_to_write_text_that_does_not_parse(tmp_path, capsys, monkeypatch):
+    """The guard kept from the carriage-return finding: whatever the printer
+    writes must parse back, or fmt exits 70 and leaves the file as it was."""
+    import mupspec.commands.fmt as fmt_command
+    text = "parametrization p\nhidden {\n    mult = 1\n}\n"
+    path = write(tmp_path, text)
+    monkeypatch.setattr(fmt_command, "format_spec", lambda spec: "parametrization p\nhidden {\n")
+    code, _, err = run(capsys, "fmt", path)
+    assert code == EXIT_INTERNAL and "does not parse" in err
+    assert Path(path).read_text(encoding="utf-8") == text
 
 
 @pytest.mark.parametrize("brk", LINE_BREAKS)
