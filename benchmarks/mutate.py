@@ -451,8 +451,14 @@ class Run:
     skip_display: bool
     timeout_factor: float
     timeout_min: float
+    json_path: str | None = None
     results: list[Mutant] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+
+    def save(self) -> None:
+        if self.json_path:
+            Path(self.json_path).write_text(json.dumps(
+                {"summary": self.summary, "mutants": [asdict(m) for m in self.results]}, indent=1, ensure_ascii=False))
 
 
 class MutationPlugin:
@@ -528,10 +534,14 @@ class MutationPlugin:
                 mutant.status, mutant.detail = _run_child(mutant, module, chosen, runtestprotocol, limit)
             mutant.seconds = time.perf_counter() - start
             self.run.results.append(mutant)
+            self.run.summary[path] = _summary(mutants[:n], total, display, self.run)
+            self.run.save()  # after every mutant: a run stopped early still leaves its figures
             PROGRESS.write(f"[{n}/{len(mutants)}] {path}:{mutant.line}:{mutant.col} {mutant.description} "
                            f"in {mutant.scope}: {mutant.status} ({mutant.tests} tests, {mutant.seconds:.1f} s) "
                            f"{mutant.detail}\n")
         self.run.summary[path] = _summary(mutants, total, display, self.run)
+        self.run.save()
+        PROGRESS.write(report(self.run, only=path) + "\n")
 
 
 def _run_child(mutant: Mutant, module, chosen, runtestprotocol, limit: float) -> tuple[str, str]:
@@ -595,9 +605,11 @@ def _summary(mutants: list[Mutant], total: int, display: int, run: Run) -> dict:
             "sample": run.sample, "seed": run.seed, "run": len(mutants), **counts, "score": score}
 
 
-def report(run: Run) -> str:
+def report(run: Run, only: str | None = None) -> str:
     lines = []
     for path, s in run.summary.items():
+        if only is not None and path != only:
+            continue
         shown = f"{s['run']} run" + (f" (sample, seed {s['seed']})" if s["sample"] is not None else "")
         skipped = f", {s['display']} display-only left out" if s["display_skipped"] else \
             f", {s['display']} of them display-only"
@@ -627,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write every mutant and its outcome")
     args = parser.parse_args(argv)
     targets = [str(Path(t).resolve().relative_to(ROOT)) for t in args.targets]
-    run = Run(targets, args.sample, args.seed, args.only, args.skip_display, args.timeout_factor, args.timeout_min)
+    run = Run(targets, args.sample, args.seed, args.only, args.skip_display, args.timeout_factor, args.timeout_min,
+              args.json)
     if args.list:
         for path in targets:
             for m in mutants_of(path):
@@ -645,9 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(report(run))
     print(f"({time.perf_counter() - start:.0f} s wall)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"summary": run.summary, "mutants": [asdict(m) for m in run.results]},
-                                              indent=1, ensure_ascii=False))
+    run.save()
     return 0
 
 

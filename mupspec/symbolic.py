@@ -512,10 +512,12 @@ def _layer_change(layer_inits: list, j: int, a_layer, c, family: str, res_a):
     mult · (layers above j at init) · ΔW_j · (layers below j at init). SGD's
     gradient at layer j carries mult and the other layers once more;
     Adafactor's step is relative to the layer's own init."""
-    others = sum(layer_inits) - layer_inits[j]
+    # summed, not `sum - own`: a zero init (inf) would give inf - inf = nan
+    others = sum(init for i, init in enumerate(layer_inits) if i != j)
     if family == "sgd":
         return 2 * (res_a + a_layer + others) + c
-    return res_a + others + a_layer + c + (layer_inits[j] - a_layer if family == "adafactor" else 0)
+    own_b = layer_inits[j] - a_layer  # Adafactor's RMS of w; a zero init steps from eps2's floor, as in e_opt
+    return res_a + others + a_layer + c + (own_b if family == "adafactor" and own_b != INF else 0)
 
 
 def _branch(spec: ir.Spec, end: str, layers: int, res_a, res_b) -> tuple[object, dict]:

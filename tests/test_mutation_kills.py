@@ -374,3 +374,43 @@ def test_the_exact_path_needs_no_sympy_for_sums_that_cannot_cancel(monkeypatch, 
     expr = s.block("hidden").rule("mult").value
     monkeypatch.setattr(symbolic, "leading_term", lambda *a, **kw: pytest.fail("fell back to sympy"))
     assert exact_exponent(s, "hidden", expr) == k
+
+
+def test_a_zero_init_residual_branch_starts_at_zero_and_moves_by_its_own_step():
+    # residual init.var = 0: the branch's last layer starts at zero (alpha = inf); its own step
+    # moves the branch by mult * step: L^-(1/2 + 1) under Adam, L^-(2*(1/2) + 1) under SGD
+    rules = "hidden { init.var = 1/fan_in; lr.sgd = 1/L; lr.adam = 1/L; lr.adafactor = 1/L }\n"
+    for layers in (1, 2):  # with two layers the first one's step is multiplied by the zero last layer
+        d = depth_exponents(spec(f"depth L\n{rules}residual {{ mult = 1/sqrt(L); init.var = 0; layers = {layers} }}"),
+                            exact=True)
+        assert d.alpha == INF and d.layers == layers
+        assert d.update["adam"] == F(3, 2) and d.update["sgd"] == 2
+        assert d.update["adafactor"] == F(3, 2)  # relative to a zero init: eps2's floor, no init factor
+
+
+def test_adafactor_steps_in_depth_carry_the_layer_init():
+    # init std L^-1/4 on a branch with mult L^-1/2: alpha = 3/4; Adafactor's step, relative to w, adds b = 1/4
+    d = depth_exponents(spec("depth L\nhidden { init.var = 1/(fan_in*sqrt(L)); lr.adam = 1/L; lr.adafactor = 1/L }\n"
+                             "residual { mult = 1/sqrt(L) }"), exact=True)
+    assert d.alpha == F(3, 4)
+    assert d.update["adam"] == F(3, 2)  # 1/2 + 1
+    assert d.update["adafactor"] == F(3, 2) + F(1, 4)
+
+
+def test_depth_exponents_default_to_one_layer_per_branch():
+    assert _depth("1/2", "1/2").layers == 1
+    assert depth_exponents(bundled("depth_mup"), exact=True).layers == 1
+
+
+def test_class_exponents_default_to_unit_lr_and_no_decay_for_the_other_families():
+    import sympy
+
+    from mupspec.symbolic import ClassExponents, head_exponent
+
+    e = ClassExponents("hidden", a=F(0), b=F(1, 2), c_sgd=F(0), c_adam=F(1), wd_sgd=F(0), wd_adam=F(0), eps_adam=F(0))
+    assert (e.c("lion"), e.c("adafactor"), e.wd("lion"), e.on_muon) == (0, 0, 0, False)
+    assert e.e_opt("adafactor") == F(1, 2)  # a + c + b: relative to the init's RMS
+    assert e.e_opt("muon") == e.e_adam  # without an lr.muon rule Muon's hybrid steps it with AdamW
+    s = spec(MUP_ADAM + "\nattention { logit = 1/n }")
+    assert isinstance(head_exponent(s), sympy.Basic) and head_exponent(s) == 1  # sympy unless exact=True
+    assert head_exponent(s, exact=True) == 1 and not isinstance(head_exponent(s, exact=True), sympy.Basic)
