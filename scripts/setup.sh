@@ -20,7 +20,8 @@ fi
 .venv/bin/python -m pip install -q -e ".[test]"
 # The reference implementations the tests compare with: microsoft/mup 1.0.0 and
 # graphcore-research/unit-scaling 0.3.5. --no-deps: mup's torchvision requirement
-# would pull a CUDA torch; their runtime imports are listed here instead.
+# would pull a CUDA torch; their runtime imports are listed here instead
+# (pandas: mup.coord_check, which benchmarks/bench_coord.py compares with).
 .venv/bin/python -m pip install -q --no-deps "mup==1.0.0" "unit-scaling==0.3.5"
-.venv/bin/python -m pip install -q pyyaml docstring_parser einops tabulate pygments
+.venv/bin/python -m pip install -q pyyaml docstring_parser einops tabulate pygments pandas
 echo "$want" > "$STAMP"
