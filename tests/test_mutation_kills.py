@@ -297,6 +297,7 @@ def test_to_ir_spells_factors_in_a_fixed_order():
     fan_in, fan_out, n = sympy.symbols("fan_in fan_out n", positive=True)
     assert format_expr(to_ir(fan_out * fan_in)) == "fan_in*fan_out"  # the default order: fans first, in order
     assert format_expr(to_ir(3 * n * fan_in)) == "3*fan_in*n"  # then other names
+    assert format_expr(to_ir(n * fan_out)) == "fan_out*n"
     assert format_expr(to_ir(3 * n * fan_in, ("n", "fan_in"))) == "3*n*fan_in"
     # coefficient, numbers' roots, symbols, then compound bases; negative powers below the bar
     assert format_expr(to_ir(sympy.sqrt(fan_in + 1) * fan_in * sympy.sqrt(2) / fan_out)) == \
@@ -366,7 +367,8 @@ def test_a_width_that_may_cancel_or_vanish_is_a_located_error(definition):
 
 
 @pytest.mark.parametrize("text,k", [("n^2 + n*n", 2), ("fan_in + 2*sqrt(fan_in)", 1), ("3*n/n^2", -1),
-                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("n*0", -INF)])
+                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("(0*n)^1", -INF),
+                                    ("n*0", -INF)])
 def test_the_exact_path_needs_no_sympy_for_sums_that_cannot_cancel(monkeypatch, text, k):
     from mupspec import symbolic
 
@@ -463,6 +465,8 @@ def test_the_slow_path_of_leading_term():
     assert leading_term(cancels ** 2) == (0, -sympy.oo)  # a power of a base that vanishes
     root = (sympy.sqrt(n) + 1) ** 2 - n - 2 * sympy.sqrt(n) - 1  # not a polynomial, zero: simplify
     assert leading_term(root) == (0, -sympy.oo)
+    assert leading_term(sympy.Min(2 * n, 3 * n ** 2)) == (2, 1)  # the smallest term, with its coefficient
+    assert leading_term(sympy.Max(2 * n, 3 * n ** 2)) == (3, 2)
     assert leading_term(sympy.sqrt(n ** 2 + n) - n) == (F(1, 2), 0)  # cancels to a constant: the limits
     assert leading_term(sympy.exp(-n)) == (1, -sympy.oo)  # faster than any power (sympy input only)
     assert leading_term(sympy.exp(n)) == (1, sympy.oo)
@@ -514,3 +518,12 @@ def test_set_on_a_class_that_cannot_move_says_why(setting, hint):
     with pytest.raises(MupError) as err:
         parse_setting(setting, bundled("mup_table3"))
     assert hint in err.value.diagnostics[0].hint
+
+
+def test_a_tie_says_which_readout_multiplier_restores_the_readout():
+    res = check_spec(spec(MUP_ADAM + "\ntie token_embedding, readout"))
+    assert not res.tie.shareable and res.tie.differs == ["b", "c_adam"]
+    assert res.tie.fix_a == 1  # readout mult 1/n with the embedding's init and LR: e_init = e_adam = 1
+    zero = check_spec(spec(MUP_ADAM.replace("input { lr.adam = 1 }", "input { init.var = 0; lr.adam = 1 }")
+                           + "\ntie token_embedding, readout"))
+    assert zero.tie.fix_a is None  # a zero-init embedding: no multiplier gives the readout its init
