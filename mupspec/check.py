@@ -244,7 +244,7 @@ def backward_exponent(ex: dict[str, sym.ClassExponents], optimizer: str) -> obje
 def step_terms(ex: dict[str, sym.ClassExponents], optimizer: str, logit, head=ONE,
                alignment: Alignment = ALIGNMENTS["full"]) -> tuple[object, object, list[Term]]:
     g = backward_exponent(ex, optimizer)
-    u, how = alignment.update, "aligned" if alignment.update == 1 else f"summing like n^{alignment.update}"
+    u, how = alignment.update, "aligned" if alignment.update == 1 else f"summing like n^{alignment.update}"  # mutate: display
     terms = []
     for kind in VECTOR_LIKE:
         if kind in ex:

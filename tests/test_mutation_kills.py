@@ -297,6 +297,8 @@ def test_to_ir_spells_factors_in_a_fixed_order():
     fan_in, fan_out, n = sympy.symbols("fan_in fan_out n", positive=True)
     assert format_expr(to_ir(fan_out * fan_in)) == "fan_in*fan_out"  # the default order: fans first, in order
     assert format_expr(to_ir(3 * n * fan_in)) == "3*fan_in*n"  # then other names
+    a = sympy.Symbol("a", positive=True)
+    assert format_expr(to_ir(a * fan_out)) == "fan_out*a"  # fan_out ranks before any other name
     assert format_expr(to_ir(3 * n * fan_in, ("n", "fan_in"))) == "3*n*fan_in"
     # coefficient, numbers' roots, symbols, then compound bases; negative powers below the bar
     assert format_expr(to_ir(sympy.sqrt(fan_in + 1) * fan_in * sympy.sqrt(2) / fan_out)) == \
@@ -366,7 +368,8 @@ def test_a_width_that_may_cancel_or_vanish_is_a_located_error(definition):
 
 
 @pytest.mark.parametrize("text,k", [("n^2 + n*n", 2), ("fan_in + 2*sqrt(fan_in)", 1), ("3*n/n^2", -1),
-                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("n*0", -INF)])
+                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("(0*n)^1", -INF),
+                                    ("n*0", -INF)])
 def test_the_exact_path_needs_no_sympy_for_sums_that_cannot_cancel(monkeypatch, text, k):
     from mupspec import symbolic
 
@@ -414,3 +417,114 @@ def test_class_exponents_default_to_unit_lr_and_no_decay_for_the_other_families(
     s = spec(MUP_ADAM + "\nattention { logit = 1/n }")
     assert isinstance(head_exponent(s), sympy.Basic) and head_exponent(s) == 1  # sympy unless exact=True
     assert head_exponent(s, exact=True) == 1 and not isinstance(head_exponent(s, exact=True), sympy.Basic)
+
+
+# ---------------------------------------------------------------- sub-roles
+
+
+@pytest.mark.parametrize("role", ["query", "key", "attn_out", "mlp_out", "router", "readout"])
+def test_zero_init_is_allowed_for_the_subroles_that_feed_a_live_sum(role):
+    res = check_spec(spec(MUP_ADAM + f"\n{role} {{ init.var = 0 }}"))
+    assert res.ok and res.results["adam"].regime == "mup"
+    assert not [t for t in res.results["adam"].terms if t.kind == role]  # checked with its class's init
+
+
+def test_zero_init_elsewhere_is_a_trivial_subrole():
+    res = check_spec(spec(MUP_ADAM + "\nvalue { init.var = 0 }")).results["adam"]
+    assert [(t.role, t.kind, t.k) for t in res.terms if t.kind == "value"] == [("init", "value", -INF),
+                                                                                ("own_update", "value", 0)]
+    assert res.regime == "trivial"
+
+
+def test_a_subrole_that_differs_from_its_class_is_checked_under_its_own_name():
+    res = check_spec(spec(MUP_ADAM + "\nmlp_out { lr.adam = 1 }")).results["adam"]
+    assert [(t.role, t.kind, t.k) for t in res.terms if t.kind == "mlp_out"] == [("init", "mlp_out", 0),
+                                                                                  ("own_update", "mlp_out", 1)]
+    assert res.regime == "unstable" and res.desiderata["stable_after_step"] is False
+
+
+@pytest.mark.parametrize("text,name", [("none", "none"), ("everett", "everett"), ("full", "full"),
+                                       ("0.75", "measured 3/4")])
+def test_the_alignment_is_named_in_the_result(text, name):
+    from mupspec.check import parse_alignment
+
+    assert check_spec(spec(MUP_ADAM), alignment=parse_alignment(text)).alignment.name == name  # in JSON output
+
+
+# ---------------------------------------------------------------- symbolic: sympy's slow path, defaults
+
+
+def test_the_slow_path_of_leading_term():
+    import sympy
+
+    from mupspec.errors import MupError
+    from mupspec.symbolic import _constants
+
+    n = _constants()["N"]
+    cancels = (n + 1) ** 2 - n ** 2 - 2 * n - 1  # a polynomial that is zero: Poly
+    assert leading_term(cancels) == (0, -sympy.oo)
+    assert leading_term(cancels ** 2) == (0, -sympy.oo)  # a power of a base that vanishes
+    root = (sympy.sqrt(n) + 1) ** 2 - n - 2 * sympy.sqrt(n) - 1  # not a polynomial, zero: simplify
+    assert leading_term(root) == (0, -sympy.oo)
+    assert leading_term(sympy.Min(2 * n, 3 * n ** 2)) == (2, 1)  # the smallest term, with its coefficient
+    assert leading_term(sympy.Max(2 * n, 3 * n ** 2)) == (3, 2)
+    assert leading_term(sympy.sqrt(n ** 2 + n) - n) == (F(1, 2), 0)  # cancels to a constant: the limits
+    assert leading_term(sympy.exp(-n)) == (1, -sympy.oo)  # faster than any power (sympy input only)
+    assert leading_term(sympy.exp(n)) == (1, sympy.oo)
+    with pytest.raises(MupError, match="cannot find the width/depth exponent"):
+        leading_term(n ** sympy.sqrt(2))
+
+
+def test_public_exponents_are_sympy_numbers_unless_exact():
+    import sympy
+
+    d = depth_exponents(bundled("depth_mup"))
+    assert isinstance(d.alpha, sympy.Basic) and all(isinstance(v, sympy.Basic) for v in d.update.values())
+    assert d.alpha == F(1, 2)
+    exact = depth_exponents(bundled("depth_mup"), exact=True)
+    assert not isinstance(exact.alpha, sympy.Basic) and exact.alpha == d.alpha
+
+
+def test_a_fixed_head_dim_is_read_from_the_attention_block():
+    from mupspec.symbolic import head_exponent
+
+    assert head_exponent(spec(MUP_ADAM + "\nattention { logit = 1/n }"), exact=True) == 1  # default: grows
+    fixed = spec(MUP_ADAM + "\nattention { head_dim = 64; logit = 1/n }")
+    assert head_exponent(fixed, exact=True) == 0
+    assert check_spec(fixed).head == 0
+
+
+# ---------------------------------------------------------------- convert: init.std, --set hints
+
+
+def test_convert_rewrites_init_std_where_the_spec_states_it():
+    s = spec("input { lr.adam = 1 }\nhidden { init.std = 1/sqrt(fan_in); lr.adam = 1/fan_in }\n"
+             "output { init.std = 1/fan_in; lr.adam = 1/fan_in }")
+    unit = convert(s, "unit").spec
+    for kind in ("hidden", "output"):
+        block = unit.block(kind)
+        assert format_expr(block.rule("init.std").value) == "1" and block.rule("init.var") is None
+
+
+@pytest.mark.parametrize("setting,hint", [
+    ("norm.mult=2", "norm gains start at 1"),
+    ("attention.mult=2", "not parameter classes"),
+    ("outptu.mult=1", "output"),
+    ("zzz.mult=1", "classes are: input, hidden, output, bias"),
+])
+def test_set_on_a_class_that_cannot_move_says_why(setting, hint):
+    from mupspec.convert import parse_setting
+    from mupspec.errors import MupError
+
+    with pytest.raises(MupError) as err:
+        parse_setting(setting, bundled("mup_table3"))
+    assert hint in err.value.diagnostics[0].hint
+
+
+def test_a_tie_says_which_readout_multiplier_restores_the_readout():
+    res = check_spec(spec(MUP_ADAM + "\ntie token_embedding, readout"))
+    assert not res.tie.shareable and res.tie.differs == ["b", "c_adam"]
+    assert res.tie.fix_a == 1  # readout mult 1/n with the embedding's init and LR: e_init = e_adam = 1
+    zero = check_spec(spec(MUP_ADAM.replace("input { lr.adam = 1 }", "input { init.var = 0; lr.adam = 1 }")
+                           + "\ntie token_embedding, readout"))
+    assert zero.tie.fix_a is None  # a zero-init embedding: no multiplier gives the readout its init
