@@ -1,5 +1,5 @@
-"""Tests that pin the verdict logic where mutation testing (mutmut, see
-docs/reliability.md) found it unpinned: each asserts desiderata, names,
+"""Tests that pin the verdict logic where mutation testing
+(benchmarks/mutate.py, see docs/reliability.md) found it unpinned: each asserts desiderata, names,
 terms or produced forms -- not only the regime -- so that a flipped
 comparison, a dropped term or an and/or swap changes a test's outcome."""
 
