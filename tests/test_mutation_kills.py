@@ -528,3 +528,32 @@ def test_a_tie_says_which_readout_multiplier_restores_the_readout():
     zero = check_spec(spec(MUP_ADAM.replace("input { lr.adam = 1 }", "input { init.var = 0; lr.adam = 1 }")
                            + "\ntie token_embedding, readout"))
     assert zero.tie.fix_a is None  # a zero-init embedding: no multiplier gives the readout its init
+
+
+def test_a_measured_alignment_may_be_one_half_and_moves_the_readout_target():
+    from mupspec.check import mup_targets, parse_alignment
+
+    half = parse_alignment("0.5")
+    assert (half.update, half.readout) == (F(1, 2), F(1, 2))
+    init, opt = mup_targets(parse_alignment("everett"))
+    assert init["output"] == F(1, 2) and init["hidden"] == F(1, 2)  # the readout may start as small as W_out·Δx allows
+    assert opt["adam"]["hidden"] == 1 and opt["adam"]["output"] == 1  # update alignment 1: μP's steps
+
+
+def test_an_ode_like_depth_class_is_still_mup():
+    # alpha = 3/4, Adam step L^-(3/4 + 1/4): between Depth-μP and CompleteP (TP6's ODE-like band)
+    s = spec("depth L\n" + MUP_ADAM.replace("hidden { init.var = 1/fan_in; lr.adam = 1/fan_in }",
+                                            "hidden { init.var = 1/fan_in; lr.adam = 1/(fan_in*L^(1/4)) }")
+             + "\nresidual { mult = 1/L^(3/4) }")
+    res = check_spec(s)
+    assert res.results["adam"].depth_class == "ODE-like" and res.results["adam"].regime == "mup"
+    assert res.ok
+
+
+def test_a_tie_multiplier_must_restore_every_optimizer():
+    # mup_table3's embedding with a constant SGD LR: a readout mult 1/n restores Adam's step, not SGD's
+    text = open(f"{SPECS}/mup_table3.mup").read().replace("  lr.sgd = fan_out\n", "  lr.sgd = 1\n", 1)
+    tied = check_spec(parse_and_resolve(text + "\ntie token_embedding, readout\n")).tie
+    assert tied.fix_a is None
+    untouched = check_spec(parse_and_resolve(open(f"{SPECS}/mup_table3.mup").read() + "\ntie token_embedding, readout\n"))
+    assert untouched.tie.fix_a == 1
