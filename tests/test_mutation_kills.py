@@ -535,6 +535,7 @@ def test_a_measured_alignment_may_be_one_half_and_moves_the_readout_target():
 
     half = parse_alignment("0.5")
     assert (half.update, half.readout) == (F(1, 2), F(1, 2))
+    assert parse_alignment("1").update == 1  # both ends of [1/2, 1] are allowed
     init, opt = mup_targets(parse_alignment("everett"))
     assert init["output"] == F(1, 2) and init["hidden"] == F(1, 2)  # the readout may start as small as W_out·Δx allows
     assert opt["adam"]["hidden"] == 1 and opt["adam"]["output"] == 1  # update alignment 1: μP's steps
