@@ -558,3 +558,14 @@ def test_a_tie_multiplier_must_restore_every_optimizer():
     assert tied.fix_a is None
     untouched = check_spec(parse_and_resolve(open(f"{SPECS}/mup_table3.mup").read() + "\ntie token_embedding, readout\n"))
     assert untouched.tie.fix_a == 1
+
+
+def test_table9_for_an_adam_only_spec_pins_a_bias_by_fan_out():
+    t9 = convert(spec(MUP_ADAM + "\nbias { init.var = 1; lr.adam = 1 }"), "table9").spec
+    assert _rule(t9, "bias", "init.var") == "1/fan_out" and _rule(t9, "input", "init.var") == "1/fan_out"
+
+
+def test_convert_writes_a_min_back_as_a_min():
+    s = spec(MUP_ADAM.replace("hidden { init.var = 1/fan_in; lr.adam = 1/fan_in }",
+                              "hidden { init.var = 1/fan_in; lr.adam = min(1, 1/fan_in) }"))
+    assert _rule(convert(s, "unit").spec, "hidden", "lr.adam") == "sqrt(fan_in)*min(1, 1/fan_in)"
