@@ -368,7 +368,7 @@ def test_a_width_that_may_cancel_or_vanish_is_a_located_error(definition):
 
 
 @pytest.mark.parametrize("text,k", [("n^2 + n*n", 2), ("fan_in + 2*sqrt(fan_in)", 1), ("3*n/n^2", -1),
-                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("(0*n)^1", -INF),
+                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("(0*n)^1", -INF), ("(0*n)^(1/2)", -INF),
                                     ("n*0", -INF)])
 def test_the_exact_path_needs_no_sympy_for_sums_that_cannot_cancel(monkeypatch, text, k):
     from mupspec import symbolic
@@ -569,3 +569,9 @@ def test_convert_writes_a_min_back_as_a_min():
     s = spec(MUP_ADAM.replace("hidden { init.var = 1/fan_in; lr.adam = 1/fan_in }",
                               "hidden { init.var = 1/fan_in; lr.adam = min(1, 1/fan_in) }"))
     assert _rule(convert(s, "unit").spec, "hidden", "lr.adam") == "sqrt(fan_in)*min(1, 1/fan_in)"
+
+
+def test_adam_eps_in_depth_adds_the_residual_and_hidden_exponents():
+    d = depth_exponents(spec("depth L\nhidden { eps.adam = 1/L^2 }\nresidual { mult = 1/sqrt(L); eps.adam = 1/L }"),
+                        exact=True)
+    assert d.eps_adam == 3
