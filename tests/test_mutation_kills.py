@@ -1,5 +1,5 @@
-"""Tests that pin the verdict logic where mutation testing (mutmut, see
-docs/reliability.md) found it unpinned: each asserts desiderata, names,
+"""Tests that pin the verdict logic where mutation testing
+(benchmarks/mutate.py, see docs/reliability.md) found it unpinned: each asserts desiderata, names,
 terms or produced forms -- not only the regime -- so that a flipped
 comparison, a dropped term or an and/or swap changes a test's outcome."""
 
@@ -368,7 +368,7 @@ def test_a_width_that_may_cancel_or_vanish_is_a_located_error(definition):
 
 
 @pytest.mark.parametrize("text,k", [("n^2 + n*n", 2), ("fan_in + 2*sqrt(fan_in)", 1), ("3*n/n^2", -1),
-                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("(0*n)^1", -INF),
+                                    ("min(n, 0)", -INF), ("max(1/n, 0)", -1), ("(0*n)^2", -INF), ("(0*n)^1", -INF), ("(0*n)^(1/2)", -INF),
                                     ("n*0", -INF)])
 def test_the_exact_path_needs_no_sympy_for_sums_that_cannot_cancel(monkeypatch, text, k):
     from mupspec import symbolic
@@ -528,3 +528,50 @@ def test_a_tie_says_which_readout_multiplier_restores_the_readout():
     zero = check_spec(spec(MUP_ADAM.replace("input { lr.adam = 1 }", "input { init.var = 0; lr.adam = 1 }")
                            + "\ntie token_embedding, readout"))
     assert zero.tie.fix_a is None  # a zero-init embedding: no multiplier gives the readout its init
+
+
+def test_a_measured_alignment_may_be_one_half_and_moves_the_readout_target():
+    from mupspec.check import mup_targets, parse_alignment
+
+    half = parse_alignment("0.5")
+    assert (half.update, half.readout) == (F(1, 2), F(1, 2))
+    assert parse_alignment("1").update == 1  # both ends of [1/2, 1] are allowed
+    init, opt = mup_targets(parse_alignment("everett"))
+    assert init["output"] == F(1, 2) and init["hidden"] == F(1, 2)  # the readout may start as small as W_out·Δx allows
+    assert opt["adam"]["hidden"] == 1 and opt["adam"]["output"] == 1  # update alignment 1: μP's steps
+
+
+def test_an_ode_like_depth_class_is_still_mup():
+    # alpha = 3/4, Adam step L^-(3/4 + 1/4): between Depth-μP and CompleteP (TP6's ODE-like band)
+    s = spec("depth L\n" + MUP_ADAM.replace("hidden { init.var = 1/fan_in; lr.adam = 1/fan_in }",
+                                            "hidden { init.var = 1/fan_in; lr.adam = 1/(fan_in*L^(1/4)) }")
+             + "\nresidual { mult = 1/L^(3/4) }")
+    res = check_spec(s)
+    assert res.results["adam"].depth_class == "ODE-like" and res.results["adam"].regime == "mup"
+    assert res.ok
+
+
+def test_a_tie_multiplier_must_restore_every_optimizer():
+    # mup_table3's embedding with a constant SGD LR: a readout mult 1/n restores Adam's step, not SGD's
+    text = open(f"{SPECS}/mup_table3.mup").read().replace("  lr.sgd = fan_out\n", "  lr.sgd = 1\n", 1)
+    tied = check_spec(parse_and_resolve(text + "\ntie token_embedding, readout\n")).tie
+    assert tied.fix_a is None
+    untouched = check_spec(parse_and_resolve(open(f"{SPECS}/mup_table3.mup").read() + "\ntie token_embedding, readout\n"))
+    assert untouched.tie.fix_a == 1
+
+
+def test_table9_for_an_adam_only_spec_pins_a_bias_by_fan_out():
+    t9 = convert(spec(MUP_ADAM + "\nbias { init.var = 1; lr.adam = 1 }"), "table9").spec
+    assert _rule(t9, "bias", "init.var") == "1/fan_out" and _rule(t9, "input", "init.var") == "1/fan_out"
+
+
+def test_convert_writes_a_min_back_as_a_min():
+    s = spec(MUP_ADAM.replace("hidden { init.var = 1/fan_in; lr.adam = 1/fan_in }",
+                              "hidden { init.var = 1/fan_in; lr.adam = min(1, 1/fan_in) }"))
+    assert _rule(convert(s, "unit").spec, "hidden", "lr.adam") == "sqrt(fan_in)*min(1, 1/fan_in)"
+
+
+def test_adam_eps_in_depth_adds_the_residual_and_hidden_exponents():
+    d = depth_exponents(spec("depth L\nhidden { eps.adam = 1/L^2 }\nresidual { mult = 1/sqrt(L); eps.adam = 1/L }"),
+                        exact=True)
+    assert d.eps_adam == 3
