@@ -193,8 +193,12 @@ def _limit_lead(f, var) -> tuple:
         if poly.is_zero:
             return sympy.Integer(0), -sympy.oo
         return poly.LC(), sympy.Integer(poly.degree())
+    f = _factor_radicands(f)
     if sympy.simplify(f) == 0:
         return sympy.Integer(0), -sympy.oo
+    series = _series_lead(f, var)
+    if series is not None:
+        return series
     k = sympy.limit(sympy.log(sympy.Abs(f)) / sympy.log(var), var, sympy.oo)
     if not (k.is_Rational or k in (sympy.oo, -sympy.oo)):
         raise MupError(Diagnostic(f"cannot find the width/depth exponent of {f}",
@@ -202,6 +206,44 @@ def _limit_lead(f, var) -> tuple:
     if k in (sympy.oo, -sympy.oo):
         return sympy.Integer(1), k
     return sympy.limit(f / var ** k, var, sympy.oo), k
+
+
+def _series_lead(f, var):
+    """The leading term of f's expansion in x = 1/var at x -> 0, or None when
+    sympy cannot expand f. Radicals whose leading terms cancel, such as
+    sqrt(n^2 + 2n + 1) - n, expand in milliseconds where `limit` of
+    log|f|/log(var) ran for minutes. Spec expressions are algebraic, so a
+    nonzero f has such an expansion; one that vanishes to every order tried
+    is refused rather than guessed to be zero."""
+    import sympy
+
+    if f.atoms(sympy.Function):   # exp, log (sympy input, never a spec's): left to `limit`
+        return None
+    x = sympy.Dummy("x", positive=True)
+    g = f.subs(var, 1 / x)
+    for order in (2, 4, 8, 16, 32, 64):
+        try:
+            terms = sympy.series(g, x, 0, order).removeO()
+        except (NotImplementedError, ValueError, TypeError):
+            return None
+        if terms != 0:
+            coef, e = terms.as_leading_term(x).as_coeff_exponent(x)
+            if coef == 0 or coef.has(x) or not e.is_Rational:
+                return None
+            return coef, -e
+    raise MupError(Diagnostic(f"cannot find the width/depth exponent of {f}: its expansion in 1/{var} "
+                              f"cancels to every order up to {var}^-64 (it may be exactly zero)",
+                              hint="simplify the expression: write the scale it has at large width"))
+
+
+def _factor_radicands(f):
+    """sqrt(n^2 + 2n + 1) -> n + 1: a radicand that factors into a power is
+    taken out (sympy does so for positive symbols), so that `simplify` sees
+    exact cancellations."""
+    import sympy
+
+    return f.replace(lambda e: e.is_Pow and e.exp.is_Rational and not e.exp.is_Integer,
+                     lambda e: sympy.factor(e.base) ** e.exp)
 
 
 def positive_at_scale(f, var=None) -> bool:

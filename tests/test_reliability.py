@@ -400,6 +400,30 @@ def test_cancelling_high_powers_are_fast(tmp_path, capsys):
     assert class_exponents(load_spec(path), "hidden", exact=True).a == -63
 
 
+def test_cancelling_radicals_are_fast_and_exact(tmp_path, capsys):
+    # sympy's limit of log|f|/log(n) ran for minutes on these; the series in 1/n is instant
+    path = write(tmp_path, "parametrization p\nhidden { init.var = sqrt(n^2 + 2*n + 1) - n }\n")
+    code, out, _ = run(capsys, "check", path)
+    assert code == 1 and "found 0, needed 1/2" in out
+    from mupspec import symbolic
+    import sympy
+    n = symbolic._constants()["N"]
+    assert symbolic.leading_term(sympy.sqrt(n**2 + 1) - n) == (sympy.Rational(1, 2), -1)
+    assert symbolic.leading_term(sympy.sqrt(n**2 + 2*n + 1) - n - 1)[1] == -sympy.oo   # exactly zero
+    assert symbolic.leading_term(sympy.sqrt(n**2 + 2*n + 1) - n - 1 + n**-40) == (1, -40)
+
+
+def test_a_scale_that_cancels_beyond_every_order_tried_is_refused():
+    import sympy
+
+    from mupspec import symbolic
+    from mupspec.errors import MupError
+
+    n = symbolic._constants()["N"]
+    with pytest.raises(MupError, match="cancels to every order"):   # differs only at n^-101
+        symbolic.leading_term(sympy.sqrt(n**2 + 1) - sympy.sqrt(n**2 + 1 - n**-100))
+
+
 def test_fmt_through_a_symlink_keeps_the_link(tmp_path, capsys):
     real = tmp_path / "real.mup"
     real.write_text((ROOT / "specs/sp.mup").read_text(encoding="utf-8").replace("  ", "    "), encoding="utf-8")
