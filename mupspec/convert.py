@@ -22,6 +22,7 @@ import sympy
 from mupspec import ir
 from mupspec.errors import Diagnostic, MupError, did_you_mean
 from mupspec.printer import format_expr
+from mupspec.resolve import limit_errors
 from mupspec.symbolic import to_sympy
 
 MOVABLE = ("input", "hidden", "output", "bias")
@@ -392,6 +393,12 @@ def _writable(value: sympy.Expr, order: tuple[str, ...], block: ir.Block, fld: s
         raise MupError(Diagnostic(f"convert cannot write the new `{block.kind}.{fld}`: moved by θ it needs "
                                   "a constant over 100 digits or a form the language has no words for", where,
                                   "pin another field of this class with --set, or rewrite this rule"))
+    beyond = limit_errors(new)
+    if beyond:
+        raise MupError(Diagnostic(f"convert cannot write the new `{block.kind}.{fld}`: moved by θ it would read "
+                                  f"`{format_expr(new)}`, beyond the spec language's limits ({beyond[0].message})",
+                                  where, f"{beyond[0].hint}; pin another field of this class with --set, "
+                                  "or rewrite this rule"))
     return new
 
 

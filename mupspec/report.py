@@ -248,6 +248,7 @@ def _depth_findings(result: CheckResult) -> list[Finding]:
                                 "than any parametrization of TP6's family (α from 1/2 to 1)",
                                 "with α > 1 even L branches add up to a vanishing change at init; TP6 classifies "
                                 "α = 1/2 (Depth-μP) to α = 1 (CompleteP's ODE limit)",
+                                _ZERO_BRANCH_FIX if depth.alpha == OO else
                                 f"mult = {_branch_mult(depth, 1, L)}  (CompleteP, α = 1; "
                                 f"then set the residual LR for α+γ = 1)"))
     if depth.alpha_width != 0:
@@ -266,8 +267,13 @@ def _depth_findings(result: CheckResult) -> list[Finding]:
             "residual", f"lr.{family}", opt, _span(spec, "residual", f"lr.{family}"), fmt_exponent(s), "1",
             f"residual ({opt}): α+γ = {fmt_exponent(s)} (α = {fmt_exponent(depth.alpha)}, γ = {fmt_exponent(depth.gamma(opt))}); TP6 needs α+γ = 1",
             f"each block moves the residual stream by L^-(α+γ) per step, L blocks by L^(1-α-γ): it {grows} with depth",
-            f"lr.{family} = {power_text(-(c_now + 1 - s), L)}"))
+            f"lr.{family} = {power_text(-(c_now + 1 - s), L)}" if s != OO else _ZERO_BRANCH_FIX))
     return findings
+
+
+# A branch that is zero at every depth (zero init, `n - n`) has an infinite
+# exponent: no power of L rescales it, so the fix is an init, not a power.
+_ZERO_BRANCH_FIX = "give the branch's layers a nonzero init (they start at exactly zero: no power of L fixes that)"
 
 
 def _branch_mult(depth, alpha, L: str) -> str:

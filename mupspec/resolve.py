@@ -549,6 +549,15 @@ def _check_constants(expr, bag: DiagnosticBag) -> None:
         failed[id(node)] = inner or len(bag.items) > errors
 
 
+def limit_errors(expr) -> list[Diagnostic]:
+    """What validation would refuse in `expr` on its own (an exponent or a
+    constant out of range, a division by zero): convert checks the values it
+    writes against the very limits the parser enforces on them."""
+    bag = DiagnosticBag()
+    _check_constants(expr, bag)
+    return bag.items
+
+
 def _negative(v) -> bool:
     return isinstance(v, Fraction) and v < 0
 

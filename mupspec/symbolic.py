@@ -473,7 +473,21 @@ def init_std_exponent(spec: ir.Spec, kind: str, axis: int = 0):
     """b: minus the width (or depth) exponent of the init std; a norm gain starts at 1."""
     if ir.role_class(kind) == "norm":
         return Fraction(0)
+    std = _given_std(spec, kind)
+    if std is not None:  # the std itself, so that a negative one is refused as the parser refuses `-1`
+        return _neg(spec, kind, std, axis)
     return _neg(spec, kind, _rule(spec, kind, "init.var"), axis) / 2
+
+
+def _given_std(spec: ir.Spec, kind: str):
+    """The `init.std` expression the init of class or sub-role `kind` comes
+    from (its own block first, as `_rule`), or None where it is an init.var."""
+    for k in ((kind,) if kind in ir.SUBROLES else ()) + (ir.role_class(kind),):
+        block = spec.block(k)
+        if block is not None and ir.given_rule(block, "init.var") is not None:
+            std = block.rule("init.std")
+            return None if std is None else std.value
+    return None
 
 
 def _nonzero(spec: ir.Spec, kind: str, field: str, k, axis: int = 0):
@@ -590,7 +604,7 @@ def depth_exponents(spec: ir.Spec, exact: bool = False) -> DepthExponents | None
         k = exact_exponent(spec, kind, _rule(spec, kind, field), axis=1)
         return -(k if field.startswith(("wd.", "init.")) else _nonzero(spec, kind, field, k, axis=1))
 
-    res_a, res_b = neg_l("residual", "mult"), neg_l("residual", "init.var") / 2
+    res_a, res_b = neg_l("residual", "mult"), init_std_exponent(spec, "residual", axis=1)
     layers = int(constant_value(_rule(spec, "residual", "layers")) or 1)
     # each branch ends in a hidden layer, or in the sub-role that ends it
     # (attention's and the MLP's output projections: GPT-2's std/sqrt(2L))
@@ -632,7 +646,11 @@ def head_exponent(spec: ir.Spec, exact: bool = False):
 
 
 def fmt_exponent(value) -> str:
-    """Exact rational text: '1/2', '-1', 'oo', '-oo' (sympy, Fraction or inf)."""
+    """Exact rational text: '1/2', '-1', 'oo', '-oo' (sympy, Fraction or inf);
+    'undefined' for nan (TP6's γ = (α+γ) - α of a branch that starts and
+    stays at zero is oo - oo)."""
+    if value != value:
+        return "undefined"
     if value == INF:
         return "oo"
     if value == -INF:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import json
 import os
 import re
 import time
@@ -89,6 +90,21 @@ def test_convert_refuses_numbers_it_cannot_write_at_the_users_rule(tmp_path, cap
     assert out == ""
 
 
+@pytest.mark.parametrize("text,form,where,exponent", [
+    ("output { lr.sgd = fan_in^64 }", "table8", (2, 10), "65"),
+    ("output { lr.sgd = fan_in^64 }", "table9", (2, 1), "65"),
+    ("output { lr.sgd = fan_in^64 }", "unit", (2, 10), "65"),
+    ("depth L\ninput { init.std = sqrt(fan_in) / (sqrt(n) / L)^64 }", "unit", (3, 1), "128"),
+])
+def test_convert_refuses_exponents_beyond_the_parsers_limit_at_the_users_rule(tmp_path, capsys, text, form,
+                                                                              where, exponent):
+    path = write(tmp_path, "parametrization p\n" + text + "\n")
+    code, out, err = run(capsys, "convert", path, "--to", form)
+    assert code == 2, err  # was: exit 70, "convert wrote a spec that does not parse: exponent 65 is out of range"
+    assert f"exponent {exponent} is out of range" in err and "magnitude <= 64" in err
+    assert located(err, path, *where) and out == ""
+
+
 # ---------------------------------------------------------------- zero and non-real scales
 
 
@@ -110,6 +126,29 @@ def test_zero_init_is_still_allowed(tmp_path, capsys):
     path = write(tmp_path, "parametrization z\nhidden { init.var = n - n }\noutput { init.var = 0 }\n")
     code, _, err = run(capsys, "check", path)
     assert code == 1 and "error" not in err
+
+
+@pytest.mark.parametrize("text", ["depth L\nhidden { init.std = -(--fan_out - n) }",
+                                  "depth L\nhidden { init.var = 0 }\nresidual { layers = 2 }"])
+def test_a_zero_init_branch_in_depth_is_reported_in_every_format(tmp_path, capsys, text):
+    path = write(tmp_path, "parametrization z\n" + text + "\n")
+    for fmt in ("text", "json", "markdown"):
+        code, out, err = run(capsys, "check", path, "--format", fmt)
+        assert code == 1, err  # was: OverflowError / ValueError (an infinite exponent into Fraction)
+        assert "no power of L fixes that" in out + err
+    depth = json.loads(run(capsys, "check", path, "--format", "json")[1])["reports"][0]["depth"]
+    assert depth["alpha"] == "oo"  # the branches start at exactly zero
+
+
+def test_a_negative_init_std_at_scale_is_refused_like_a_negative_literal(tmp_path, capsys):
+    path = write(tmp_path, "parametrization p\nhidden { init.std = -(0 - -n) }\n")
+    for argv in (("check", path), ("convert", path, "--to", "unit")):
+        code, out, err = run(capsys, *argv)
+        assert code == 2, err  # convert was: exit 70, "convert wrote a spec that does not parse: `init.std` is negative"
+        assert "negative at large width" in err and located(err, path, 2, 21)
+    literal = write(tmp_path, "parametrization p\nhidden { init.std = -1 }\n", "lit.mup")
+    code, _, err = run(capsys, "check", literal)
+    assert code == 2 and "`init.std` is negative" in err
 
 
 @pytest.mark.parametrize("text", ["hidden { mult = sqrt(1 - n) }", "hidden { mult = (1 - n^2)^(1/2) }",
