@@ -7,6 +7,8 @@ changes a spec's meaning. Sized by measurement to stay under 60 s on the
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -66,6 +68,34 @@ def test_the_whitelist_admits_a_muon_spec(block, tmp_path):
     assert fuzzing.check_module(source) is None
     assert fuzzing.check_generated(out, fuzzing.Tally()) is None  # and it imports and its rules evaluate
     assert fuzzing.check_module(source.replace("MUON_BLOCKS = (", "MUON_BLOCKZ = (", 1)) is not None
+
+
+def test_the_whitelist_admits_min_and_max(tmp_path):
+    """Found by the campaign (minimized): a rule with `max(...)` of three
+    symbols compiles to the builtin `max`, which the whitelist refused ("Call
+    in a rule"); any other call stays refused."""
+    path = tmp_path / "m.mup"
+    path.write_text("parametrization m\nwidth n\ndepth L\nbias { lr.adam = max(n, L, L)/n }\n"
+                    "hidden { init.var = min(1, 1/fan_in) }\n", encoding="utf-8")
+    out = tmp_path / "m.py"
+    code, _, err = fuzzing.run_command(["codegen", str(path), "-o", str(out)])
+    assert code == 0, err
+    source = out.read_text(encoding="utf-8")
+    assert "max(" in source and "min(" in source
+    assert fuzzing.check_module(source) is None
+    assert fuzzing.check_generated(out, fuzzing.Tally()) is None
+    in_a_rule = re.sub(r"(\n    return [^\n]*?)max\(", r"\1print(", source, count=1)
+    assert in_a_rule != source and fuzzing.check_module(in_a_rule) is not None
+
+
+def test_a_leading_bom_is_not_an_fmt_failure(tmp_path):
+    """Found by the campaign: mupspec drops a leading BOM when it reads a file,
+    but the harness parsed the input string with it ("fmt output does not
+    parse: unexpected character '\\ufeff'"), blaming fmt for its own read."""
+    tally = fuzzing.Tally()
+    fuzzing.run_input("\ufeff# a comment\nparametrization p\nhidden { init.var = 1/fan_in }\n",
+                      fuzzing.fresh_workdir(tmp_path), tally)
+    assert tally.inputs == 1 and not tally.failures, [f.detail for f in tally.failures]
 
 
 def test_the_whitelist_knows_every_constant_the_runtime_reads():
