@@ -167,7 +167,7 @@ def main() -> None:
     data = load_text(TextConfig(context=grid.context))
     base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
     cfg = LMTrainConfig(steps=args.steps, batch=grid.batch, warmup=1, log_every=args.steps)
-    cells = sorted(lm_study._unique(lm_study.width_cells(grid) + lm_study.depth_cells(grid)), key=lm_study._cost)
+    cells = sorted(lm_study.by_shape(lm_study.width_cells(grid) + lm_study.depth_cells(grid)), key=lm_study._cost)
     torch.set_num_threads(args.threads)
     if args.optimizer:
         for cell in cells:

@@ -17,7 +17,7 @@ from mupspec.atomic import is_temporary
 from mupspec.cli import main
 from mupspec.empirical import lm_study
 from mupspec.empirical.lm_engine import (LMTrainConfig, Shape, build, coordinate_stats, lr_scale, train_batched,
-                                         train_reference)
+                                         train_reference, train_runs)
 from mupspec.empirical.text import TextConfig, default_corpus, load_text, train_starts, windows
 from mupspec.errors import MupError
 
@@ -265,7 +265,7 @@ def test_budget_zero_trains_nothing_and_reports(tmp_path, capsys, monkeypatch):
 def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp_path, capsys, monkeypatch):
     from mupspec.empirical import lm_engine
 
-    real = lm_engine.train_batched
+    real = lm_engine.train_runs
 
     def fails_at_width_64(spec, shape, *args, **kwargs):
         if shape.width == 64:
@@ -273,7 +273,7 @@ def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp
         return real(spec, shape, *args, **kwargs)
 
     monkeypatch.setattr(lm_study, "QUICK", GRID)
-    monkeypatch.setattr(lm_engine, "train_batched", fails_at_width_64)
+    monkeypatch.setattr(lm_engine, "train_runs", fails_at_width_64)
     argv = ["experiment", "transformer", "--quick", "--out", str(tmp_path), "--no-progress", "--part", "width"]
     assert main(argv) == 1
     assert "4 runs failed" in capsys.readouterr().err
@@ -282,7 +282,7 @@ def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp
     assert "out of memory at d_model 64" in json.loads((tmp_path / "errors" / errors[0]).read_text())["error"]
     assert len(list((tmp_path / "runs").glob("*-w32-d2/*.json"))) == 4       # the other cells finished
     assert json.loads((tmp_path / "summary.json").read_text())["failed"]["runs"] == 4
-    monkeypatch.setattr(lm_engine, "train_batched", real)                    # fixed: a rerun trains just those
+    monkeypatch.setattr(lm_engine, "train_runs", real)                    # fixed: a rerun trains just those
     assert main(argv) == 0 and "trained 4 runs" in capsys.readouterr().out
     assert not list((tmp_path / "errors").glob("*.json"))
 
@@ -315,3 +315,22 @@ def test_quick_grid_end_to_end(tmp_path):
                             "--out", str(tmp_path), "--no-progress"], capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "trained 0 runs" in again.stdout
     assert math.isfinite(summary["width"]["transfer"]["muP"]["best"]["val_loss"][0]["loss"])
+
+
+def test_the_cells_of_one_shape_train_as_one_computation():
+    """The coordinate seeds at the fixed LR join the LR sweep of their shape:
+    one task per shape, every run once, and a run trained among the others
+    equals the run trained alone."""
+    grid = lm_study.Grid(widths=(32, 64), lrs=(1e-3, 1e-2), seeds=(0, 1), coord_seeds=(2, 3), fixed_lr=1e-2)
+    cells = lm_study.width_cells(grid)
+    shapes = lm_study.by_shape(cells)
+    assert len(cells) == 8 and len(shapes) == 4
+    assert {s.key for s in shapes} == {c.key for c in cells}
+    for s in shapes:
+        assert s.runs() == [(1e-3, 0), (1e-3, 1), (1e-2, 0), (1e-2, 1), (1e-2, 2), (1e-2, 3)]
+    assert lm_study.by_shape(shapes) == shapes
+    shape = Shape(32, 2, 4, 16)
+    together = train_runs("sp", shape, BASE, DATA, [(1e-3, 0), (1e-2, 2)], TINY, dtype=torch.float64)
+    alone = train_runs("sp", shape, BASE, DATA, [(1e-2, 2)], TINY, dtype=torch.float64)
+    assert together[1]["seed"] == 2 and together[1]["lr"] == 1e-2
+    assert together[1]["curves"]["batch_loss"] == pytest.approx(alone[0]["curves"]["batch_loss"], abs=1e-12)

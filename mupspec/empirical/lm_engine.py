@@ -12,11 +12,13 @@ spec: `parametrize(model, base_model, optimizer="adamw", ...)` gives the init
 LR, weight-decay and eps factors; `attention_scale` gives the logit scale.
 
 How it batches: each parameter is stacked over the R replicas, (R, *shape);
-one step is `vmap(grad_and_value(loss))` over the stack with
-`torch.func.functional_call` on one parametrized template model, then AdamW
-on the stacked tensors with a per-replica LR times the parameter's factor,
-written as torch.optim.AdamW's single-tensor arithmetic (the equality test
-checks it step by step against that optimizer). Replicas of one seed share
+the model's modules take stacked parameters (through
+`torch.func.functional_call` on one parametrized template model) and compute
+every replica in one batched product per layer; one backward pass of the sum
+of the replicas' losses gives every replica its own gradient; then AdamW's
+arithmetic on the stacks (torch._foreach_*) with a per-replica LR times the
+parameter's factor (the equality test checks it step by step against a plain
+model and torch.optim.AdamW). Replicas of one seed share
 init and batches: a seed is a paired comparison across LRs.
 
 A replica whose loss becomes non-finite or exceeds `DIVERGED_LOSS` is recorded
@@ -33,7 +35,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call
 
 from mupspec.empirical.text import VOCAB, TextData, even_starts, train_starts, windows
 
@@ -72,29 +74,86 @@ def lr_scale(step: int, cfg: LMTrainConfig) -> float:
 
 # ---------------------------------------------------------------- the model
 
+# Every module below runs two ways: with its own parameters (one model, as
+# `parametrize` and the reference loop see it) and, through functional_call, with
+# parameters stacked over R replicas, (R, *shape), on inputs that lead with R.
+# The stacked way is one batched product per layer for all replicas: no vmap,
+# whose per-operation batching rules cost more than the products at these
+# widths, and room for the fused causal attention kernel.
+
+class _StackedProduct(torch.autograd.Function):
+    """x @ w^T per replica, with the weight's gradient computed in the weight's
+    own layout (autograd's bmm hands back a transposed one, which every
+    elementwise pass of the optimizer would then read across its strides)."""
+
+    @staticmethod
+    def forward(x, w):
+        return torch.bmm(x, w.transpose(1, 2))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        return torch.bmm(grad, w), torch.bmm(grad.transpose(1, 2), x)
+
+
+class Linear(nn.Linear):
+    """nn.Linear (no bias); a stacked weight (R, out, in) takes inputs (R, ..., in)."""
+
+    def forward(self, x):
+        if self.weight.dim() == 2:
+            return F.linear(x, self.weight)
+        lead = x.shape[:-1]
+        return _StackedProduct.apply(x.reshape(lead[0], -1, x.shape[-1]), self.weight).view(*lead, -1)
+
+
+class Embedding(nn.Embedding):
+    """nn.Embedding; a stacked table (R, n, d) takes indices (R, ...): replica r
+    reads rows r*n .. r*n+n-1 of the tables laid end to end."""
+
+    def forward(self, idx):
+        if self.weight.dim() == 2:
+            return F.embedding(idx, self.weight)
+        R, n, d = self.weight.shape
+        offset = torch.arange(R, device=idx.device).view(-1, *[1] * (idx.dim() - 1)) * n
+        return F.embedding(idx + offset, self.weight.reshape(R * n, d))
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm; stacked gains and biases (R, d) take inputs (R, ..., d)."""
+
+    def forward(self, x):
+        if self.weight.dim() == 1:
+            return super().forward(x)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (-1,)
+        normed = F.layer_norm(x, self.normalized_shape, eps=self.eps)
+        return torch.addcmul(self.bias.view(shape), normed, self.weight.view(shape))
+
+
 class Attention(nn.Module):
     """Causal self-attention, separate q/k/v (each a hidden matrix for the spec),
-    written out (SDPA has no vmap batching rule on CPU)."""
+    logits times `scale` (the spec's rule), PyTorch's fused kernel."""
 
     def __init__(self, width: int, heads: int, scale: float):
         super().__init__()
-        self.q, self.k, self.v, self.proj = (nn.Linear(width, width, bias=False) for _ in range(4))
+        self.q, self.k, self.v, self.proj = (Linear(width, width, bias=False) for _ in range(4))
         self.heads, self.scale = heads, scale
 
     def forward(self, x):
-        b, t, c = x.shape
-        split = lambda z: z.view(b, t, self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        scores = (q @ k.transpose(-2, -1)) * self.scale
-        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-        y = torch.softmax(scores.masked_fill(mask, float("-inf")), -1) @ v
-        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+        *lead, t, c = x.shape
+        split = lambda z: z.reshape(-1, t, self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
+                                           is_causal=True, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(*lead, t, c))
 
 
 class MLP(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.fc, self.proj = nn.Linear(width, 4 * width, bias=False), nn.Linear(4 * width, width, bias=False)
+        self.fc, self.proj = Linear(width, 4 * width, bias=False), Linear(4 * width, width, bias=False)
 
     def forward(self, x):
         return self.proj(F.gelu(self.fc(x)))
@@ -103,8 +162,8 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, width: int, heads: int, scale: float):
         super().__init__()
-        self.ln1, self.attn = nn.LayerNorm(width), Attention(width, heads, scale)
-        self.ln2, self.mlp = nn.LayerNorm(width), MLP(width)
+        self.ln1, self.attn = LayerNorm(width), Attention(width, heads, scale)
+        self.ln2, self.mlp = LayerNorm(width), MLP(width)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -113,19 +172,22 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Byte-level GPT: token and position embeddings, pre-norm blocks, final
-    LayerNorm, untied readout."""
+    LayerNorm, untied readout. Tokens (B, T), or (R, B, T) with stacked parameters."""
 
     def __init__(self, shape: Shape, attn_scale: float, vocab: int = VOCAB):
         super().__init__()
         if shape.width % shape.heads:
             raise ValueError(f"width {shape.width} is not a multiple of {shape.heads} heads")
-        self.wte, self.wpe = nn.Embedding(vocab, shape.width), nn.Embedding(shape.context, shape.width)
+        self.wte, self.wpe = Embedding(vocab, shape.width), Embedding(shape.context, shape.width)
         self.blocks = nn.ModuleList(Block(shape.width, shape.heads, attn_scale) for _ in range(shape.depth))
-        self.ln_f = nn.LayerNorm(shape.width)
-        self.lm_head = nn.Linear(shape.width, vocab, bias=False)
+        self.ln_f = LayerNorm(shape.width)
+        self.lm_head = Linear(shape.width, vocab, bias=False)
 
     def forward(self, idx):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[-1], device=idx.device))
+        t = idx.shape[-1]
+        # positions (1, T), or (R, 1, T) with stacked tables: broadcast over the batch
+        pos = torch.arange(t, device=idx.device).expand(*idx.shape[:-2], 1, t)
+        x = self.wte(idx) + self.wpe(pos)
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x))
@@ -228,6 +290,7 @@ class BatchedAdamW:
         torch._foreach_div_(denom, torch._foreach_mul([self.lr[n] for n in self.names], scale / bc1 * bc2_sqrt))
         torch._foreach_addcdiv_(p, m, denom, value=-1.0)
 
+    @torch.no_grad()
     def freeze(self, params: dict, r: int) -> None:
         """Replica r diverged: zero its parameters and moments, LR 0."""
         self.lrs[r] = 0.0
@@ -293,12 +356,30 @@ def _loss(model):
     return loss
 
 
+def _replica_losses(model):
+    """Per replica, the mean cross-entropy of its tokens: parameters stacked
+    (R, ...), tokens (R, B, T). Replicas share no operation, so the gradient of
+    the sum is every replica's own gradient."""
+    def losses(params, x, y):
+        logits = functional_call(model, params, (x,))
+        return F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="none").view(x.shape[0], -1).mean(1)
+    return losses
+
+
 def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, seeds, cfg: LMTrainConfig,
                   device: str = "cpu", dtype=torch.float32,
                   on_step: Callable[[int], None] | None = None, hypers: dict | None = None) -> list[dict]:
     """Train every (lr, seed) pair of one shape together (the spec's
     hyperparameters set to `hypers`); one result per pair."""
-    pairs = [(lr, s) for lr in lrs for s in seeds]
+    return train_runs(spec, shape, base, data, [(lr, s) for lr in lrs for s in seeds], cfg, device, dtype,
+                      on_step, hypers)
+
+
+def train_runs(spec: str, shape: Shape, base: Shape, data: TextData, pairs: list[tuple[float, int]],
+               cfg: LMTrainConfig, device: str = "cpu", dtype=torch.float32,
+               on_step: Callable[[int], None] | None = None, hypers: dict | None = None) -> list[dict]:
+    """Train the given (lr, seed) runs of one shape together; one result per run, in order."""
+    seeds = list(dict.fromkeys(s for _, s in pairs))
     built = {s: build(spec, shape, base, s, dtype, hypers) for s in seeds}
     model, plan = built[seeds[0]]
     # stack on the CPU first: the template is one of the built models, moved only afterwards
@@ -306,16 +387,18 @@ def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, see
               for n, _ in model.named_parameters()}
     model.to(device)   # the template: its hooks run, its own parameters are never used
     init = {n: p.clone() for n, p in params.items()}
+    for p in params.values():
+        p.requires_grad_()
     factors = {r.name: (r.lr_factor, r.wd_factor, r.eps_factor) for r in plan}
     opt = BatchedAdamW(params, factors, [lr for lr, _ in pairs], cfg)
     stream, val_stream = data.train.to(device), data.val.to(device)
     starts = torch.stack([train_starts(data, cfg.steps, cfg.batch, s) for _, s in pairs]).to(device)
-    step_fn = vmap(grad_and_value(_loss(model)))
-    eval_fn = vmap(_loss(model), in_dims=(0, None, None))
+    losses_of = _replica_losses(model)
+    R = len(pairs)
     evals = {"train": windows(stream, even_starts(stream, data.context, cfg.eval_windows), data.context),
              "val": windows(val_stream, even_starts(val_stream, data.context, cfg.eval_windows), data.context)}
+    evals = {k: tuple(t.expand(R, *t.shape) for t in xy) for k, xy in evals.items()}   # the same windows for all
     probe = windows(val_stream, even_starts(val_stream, data.context, cfg.probe_windows), data.context)[0]
-    R = len(pairs)
     curves = {"step": [], "train_loss": [], "val_loss": []}
     batch_loss = []   # per step, per replica: the training loss of the step's batch
     coords: list[list[dict]] = [[] for _ in range(R)]
@@ -323,19 +406,21 @@ def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, see
 
     def measure(step: int) -> None:
         with torch.no_grad():
-            losses = {k: eval_fn(params, *xy).tolist() for k, xy in evals.items()}
-        curves["step"].append(step)
-        for k in ("train", "val"):
-            curves[f"{k}_loss"].append(losses[k])
-        for r in range(R):
-            if diverged[r] is None:
-                one = lambda d: {n: t[r] for n, t in d.items()}  # noqa: E731
-                coords[r].append({"step": step} | coordinate_stats(model, one(params), one(init), probe))
+            losses = {k: losses_of(params, *xy).tolist() for k, xy in evals.items()}
+            curves["step"].append(step)
+            for k in ("train", "val"):
+                curves[f"{k}_loss"].append(losses[k])
+            for r in range(R):
+                if diverged[r] is None:
+                    one = lambda d: {n: t[r] for n, t in d.items()}  # noqa: E731
+                    coords[r].append({"step": step} | coordinate_stats(model, one(params), one(init), probe))
 
     measure(0)
     for t in range(cfg.steps):
         x, y = windows(stream, starts[:, t], data.context)
-        grads, loss = step_fn(params, x, y)
+        loss = losses_of(params, x, y)
+        grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
+        loss = loss.detach()
         batch_loss.append(loss.tolist())
         for r in torch.nonzero(~torch.isfinite(loss) | (loss > DIVERGED_LOSS)).flatten().tolist():
             if diverged[r] is None:

@@ -38,7 +38,7 @@ import numpy as np
 
 from mupspec.atomic import open_atomic, write_atomic
 from mupspec.commands._backend import add_backend_options
-from mupspec.empirical.spiral import _json_safe, _unique
+from mupspec.empirical.spiral import _json_safe
 from mupspec.empirical.sweep import Cell, Sweep
 from mupspec.errors import Diagnostic, MupError
 
@@ -217,6 +217,27 @@ def arch_hypers(arch: str) -> dict[str, float]:
     return hypers
 
 
+@dataclass(frozen=True)
+class ShapeRuns(Cell):
+    """Every run of one shape, whatever cells they come from (the LR sweep and
+    the coordinate seeds at the fixed LR): one batched computation. Its key,
+    and so its folder, is the cells' own."""
+
+    pairs: tuple[tuple[float, int], ...] = ()
+
+    def runs(self) -> list[tuple[float, int]]:
+        return list(self.pairs)
+
+
+def by_shape(cells: list[Cell]) -> list[ShapeRuns]:
+    """The cells merged per shape (spec, arch, width, depth), runs in order, each once."""
+    merged: dict[str, tuple[Cell, dict]] = {}
+    for cell in cells:
+        merged.setdefault(cell.key, (cell, {}))[1].update(dict.fromkeys(cell.runs()))
+    return [ShapeRuns(c.spec, c.arch, c.width, c.depth, tuple(dict.fromkeys(lr for lr, _ in runs)),
+                      tuple(dict.fromkeys(s for _, s in runs)), tuple(runs)) for c, runs in merged.values()]
+
+
 def _cost(cell: Cell) -> float:
     """Matrix parameters x replicas: what a step of the cell costs, roughly."""
     return len(cell.runs()) * (12 * cell.depth * cell.width ** 2 + 256 * cell.width)
@@ -224,15 +245,15 @@ def _cost(cell: Cell) -> float:
 
 def train_cells(store: RunStore, cells: list[Cell], grid: Grid, data, device: str,
                 deadline: float | None, progress: bool, backend=None, threads: int = 2):
-    """Train the missing runs of each cell (cheapest cells first) on `backend`
-    (default local), holding the store's lock; no new cell starts after the
-    deadline; a cell that raises is recorded in errors/ and the others go on.
-    Returns (runs trained now, cells not started)."""
+    """Train the missing runs of each shape (cheapest first; the cells of one
+    shape together) on `backend` (default local), holding the store's lock; no
+    new shape starts after the deadline; one that raises is recorded in
+    errors/ and the others go on. Returns (runs trained now, shapes not started)."""
     from mupspec.empirical.runner import run_sweep
 
     make_task = lambda cell, missing: cell_task(cell, missing, grid, data, device, threads)  # noqa: E731
-    report = run_sweep(store, sorted(cells, key=_cost), backend, make_task=make_task, progress=progress,
-                       deadline=deadline)
+    report = run_sweep(store, sorted(by_shape(cells), key=_cost), backend, make_task=make_task,
+                       progress=progress, deadline=deadline)
     return report.trained, report.postponed_cells
 
 
@@ -241,22 +262,20 @@ def cell_task(cell: Cell, missing, grid: Grid, data, device: str, threads: int):
     the same for every cell, are its shared object (sent to a Ray cluster once)."""
     from mupspec.empirical.runner import Task
 
-    lrs = tuple(lr for lr in cell.lrs if any(m[0] == lr for m in missing))
-    seeds = tuple(s for s in cell.seeds if any(m[1] == s for m in missing))
-    return Task(train_cell, (cell, lrs, seeds, device), threads=threads, shared=(grid, data),
+    return Task(train_cell, (cell, tuple(missing), device), threads=threads, shared=(grid, data),
                 gpus=1 if device.startswith("cuda") else 0, label=cell.key, steps=grid.steps)
 
 
-def train_cell(cell: Cell, lrs, seeds, device: str, *, shared, on_step=None) -> list[dict]:
-    """The (lr x seed) product of a cell trained together; every run's record as saved."""
-    from mupspec.empirical.lm_engine import LMTrainConfig, Shape, software, train_batched
+def train_cell(cell: Cell, runs, device: str, *, shared, on_step=None) -> list[dict]:
+    """The (lr, seed) runs of a cell trained together; every run's record as saved."""
+    from mupspec.empirical.lm_engine import LMTrainConfig, Shape, software, train_runs
 
     grid, data = shared
     cfg = LMTrainConfig(steps=grid.steps, batch=grid.batch, warmup=grid.warmup, log_every=grid.log_every)
     base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
     hypers = arch_hypers(cell.arch)
-    results = train_batched(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
-                            list(lrs), list(seeds), cfg, device=device, on_step=on_step, hypers=hypers or None)
+    results = train_runs(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
+                         list(runs), cfg, device=device, on_step=on_step, hypers=hypers or None)
     header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth,
                        "hypers": hypers},   # empty: the spec's defaults
               "software": software(device, "torch.float32")}
@@ -336,8 +355,8 @@ def run(args) -> int:
     figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
     store = RunStore(out, settings_of(grid, data))
     parts = ("width", "depth", "transfer") if args.part == "all" else (args.part,)
-    cells = _unique((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else [])
-                    + (transfer_cells(grid) if "transfer" in parts else []))
+    cells = by_shape((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else [])
+                     + (transfer_cells(grid) if "transfer" in parts else []))
     from mupspec.empirical.lm_engine import spec_module
 
     for spec in sorted({c.spec for c in cells}):   # generate every module now: a broken spec fails before training
