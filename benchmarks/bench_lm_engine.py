@@ -3,7 +3,10 @@ a `mupspec experiment transformer` grid (the default grid unless --quick).
 
 For every cell (spec x width x depth, all its LR x seed replicas) it prints,
 side by side from one process, interleaved cell by cell:
-  - batched: the engine training every replica of the cell together;
+  - batched: the engine training every replica of the cell (the cells of one
+    shape merged, as the study trains them) as its default does: on a CPU
+    split into --threads shards side by side, each one computation on one
+    thread;
   - naive: one nn.Module + the generated module's torch.optim.AdamW, one
     replica after another, with 1 thread and with --threads; the faster kept;
   - the batched throughput as a fraction of this machine's measured matmul
@@ -40,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from mupspec.empirical import lm_study  # noqa: E402
 from mupspec.empirical.lm_engine import (BatchedAdamW, LMTrainConfig, Shape, build, spec_module,  # noqa: E402
-                                         train_batched)
+                                         train_runs)
 from mupspec.empirical.text import TextConfig, load_text, train_starts, windows  # noqa: E402
 
 
@@ -82,8 +85,8 @@ def batched_step_time(cell, grid, base, data, cfg, device) -> tuple[float, float
     def on_step(step):
         sync(device)
         stamps[step] = clocks()
-    train_batched(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
-                  list(cell.lrs), list(cell.seeds), cfg, device=device, on_step=on_step)
+    train_runs(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data, cell.runs(), cfg,
+               device=device, on_step=on_step)
     return tuple((b - a) / (cfg.steps - 2) for a, b in zip(stamps[1], stamps[cfg.steps - 1]))
 
 
@@ -181,6 +184,7 @@ def main() -> None:
     t = args.threads
     print(f"{'cell':<22} {'reps':>4} {'batched s/step':>14} {'naive 1t':>9} {f'naive {t}t':>9} {'speed-up':>8} "
           f"{'GFLOP/step':>10} {'of matmul':>9} | CPU s/step: {'batched':>8} {'naive 1t':>8} {'ratio':>6}")
+    print(f"(batched: {t} shards x 1 thread on a CPU, 1 computation on a GPU)")
     totals = {"batched": 0.0, "naive": 0.0, "batched_cpu": 0.0, "naive_cpu": 0.0}
     for cell in cells:
         flops = step_flops(cell, grid, base, data) * len(cell.runs())

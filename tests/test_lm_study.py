@@ -334,3 +334,17 @@ def test_the_cells_of_one_shape_train_as_one_computation():
     alone = train_runs("sp", shape, BASE, DATA, [(1e-2, 2)], TINY, dtype=torch.float64)
     assert together[1]["seed"] == 2 and together[1]["lr"] == 1e-2
     assert together[1]["curves"]["batch_loss"] == pytest.approx(alone[0]["curves"]["batch_loss"], abs=1e-12)
+
+
+def test_shards_train_each_run_exactly_as_one_computation():
+    """Split over two single-threaded shards, every run's losses equal the
+    unsplit computation's, bit for bit, in the caller's order; the progress
+    callback sees each step once, after every shard finished it."""
+    shape = Shape(48, 2, 4, 16)
+    pairs = [(1e-3, 0), (1e-2, 0), (1e-3, 1), (3e-2, 1), (1e-2, 2)]
+    one = train_runs("mup_table8", shape, BASE, DATA, pairs, TINY, shards=1)
+    steps: list[int] = []
+    two = train_runs("mup_table8", shape, BASE, DATA, pairs, TINY, shards=2, on_step=steps.append)
+    assert [(r["lr"], r["seed"]) for r in two] == pairs
+    assert [r["curves"] for r in two] == [r["curves"] for r in one]
+    assert steps == list(range(1, TINY.steps + 1))

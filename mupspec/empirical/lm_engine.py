@@ -29,6 +29,9 @@ the others train on.
 from __future__ import annotations
 
 import math
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -377,10 +380,58 @@ def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, see
 
 def train_runs(spec: str, shape: Shape, base: Shape, data: TextData, pairs: list[tuple[float, int]],
                cfg: LMTrainConfig, device: str = "cpu", dtype=torch.float32,
-               on_step: Callable[[int], None] | None = None, hypers: dict | None = None) -> list[dict]:
-    """Train the given (lr, seed) runs of one shape together; one result per run, in order."""
+               on_step: Callable[[int], None] | None = None, hypers: dict | None = None,
+               shards: int | None = None) -> list[dict]:
+    """Train the given (lr, seed) runs of one shape; one result per run, in order.
+    On a CPU the runs are split into `shards` (default: torch's thread count)
+    trained side by side, each one computation on one thread: on a few cores
+    that beats one computation on all of them, whose small operations split
+    badly across threads (docs/lm-study.md, section 8). A run's result does
+    not depend on its shard."""
+    if shards is None:
+        shards = 1 if str(device).startswith("cuda") else torch.get_num_threads()
+    shards = max(1, min(shards, len(pairs)))
+    if shards == 1:
+        return _train_shard(spec, shape, base, data, pairs, cfg, device, dtype, on_step, hypers)
+    spec_module(spec)   # generated once, before the threads share the cache
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(shards) as pool:
+            report = _when_all(on_step, shards)
+            jobs = [pool.submit(_train_shard, spec, shape, base, data, pairs[k::shards], cfg, device, dtype,
+                                report, hypers) for k in range(shards)]
+            parts = [job.result() for job in jobs]
+    finally:
+        torch.set_num_threads(threads)
+    return [parts[i % shards][i // shards] for i in range(len(pairs))]
+
+
+_BUILDING = threading.Lock()
+
+
+def _when_all(on_step: Callable[[int], None] | None, shards: int) -> Callable[[int], None] | None:
+    """on_step(t) once every shard has finished step t."""
+    if on_step is None:
+        return None
+    lock, finished = threading.Lock(), Counter()
+
+    def report(t: int) -> None:
+        with lock:
+            finished[t] += 1
+            last = finished[t] == shards
+        if last:
+            on_step(t)
+    return report
+
+
+def _train_shard(spec: str, shape: Shape, base: Shape, data: TextData, pairs: list[tuple[float, int]],
+                 cfg: LMTrainConfig, device: str, dtype, on_step: Callable[[int], None] | None,
+                 hypers: dict | None) -> list[dict]:
+    """Train the given runs as one computation."""
     seeds = list(dict.fromkeys(s for _, s in pairs))
-    built = {s: build(spec, shape, base, s, dtype, hypers) for s in seeds}
+    with _BUILDING:   # build seeds torch's global generator: one shard at a time
+        built = {s: build(spec, shape, base, s, dtype, hypers) for s in seeds}
     model, plan = built[seeds[0]]
     # stack on the CPU first: the template is one of the built models, moved only afterwards
     params = {n: torch.stack([dict(built[s][0].named_parameters())[n].detach() for _, s in pairs]).to(device)
