@@ -315,3 +315,19 @@ def test_every_error_finding_comes_with_a_failing_verdict():
         result = check_spec(load_spec(path))
         errors = [f for f in diagnose(result) if f.severity == "error"]
         assert bool(errors) == (not result.ok), path.name
+
+
+@pytest.mark.parametrize("spec, name", [("mup_table8", "muP"), ("mup_table8", "μP"), ("mean_field", "mean-field"),
+                                        ("mean_field", "MF"), ("depth_mup", "Depth-muP"), ("completep", "CompleteP"),
+                                        ("umup", "u-muP"), ("sp", "SP"), ("sp", "standard"), ("ntk", "Kernel")])
+def test_check_expect_takes_the_class_names_coord_check_takes(spec, name):
+    assert main(["check", str(SPECS / f"{spec}.mup"), "--expect", name]) == 0
+
+
+def test_check_expect_an_unknown_class_is_exit_2_with_the_list(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", str(SPECS / "sp.mup"), "--expect", "mupp"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "no class `mupp`" in err and "mean_field" in err and "Traceback" not in err
+    assert main(["check", str(SPECS / "sp.mup"), "--expect", "muP"]) == 1

@@ -22,9 +22,10 @@ def configure(parser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", type=locate, help=".mup specs or bundled spec names")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                         help="report format (json: schema mupspec.check/1, see docs/checking.md)")
-    parser.add_argument("--expect", choices=EXPECTABLE, metavar="CLASS",
+    parser.add_argument("--expect", type=expectable, metavar="CLASS",
                         help="exit 0 iff the classification is CLASS for every optimizer checked: "
-                             + ", ".join(EXPECTABLE))
+                             + ", ".join(EXPECTABLE) + " (any case; also the class names coord-check "
+                             "and verify take, e.g. muP, mean-field, Depth-muP, u-muP)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, action="append",
                         help="check only this optimizer family (repeatable; default: those the spec declares)")
     parser.add_argument("--without", choices=("input", "hidden", "output"), action="append", default=[],
@@ -37,6 +38,28 @@ def configure(parser) -> None:
                              "exponent from 1/2 to 1; overrides the spec's `alignment` block")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="leave warnings out of the text report (errors and verdicts stay)")
+
+
+def expectable(text: str) -> str:
+    """The check's own name for a class given in any spelling `--expect` takes
+    elsewhere: `muP`, `mean-field`, `MF`, `Depth-muP`, `u-muP` ... or the
+    check's names themselves (`mup`, `mean_field`, `feature_learning`)."""
+    import argparse
+
+    from mupspec.bundled import CLASSES, _folded
+    from mupspec.check import EXPECTABLE
+
+    names = {_folded(key): key for key in EXPECTABLE}
+    for printed, file, aliases in CLASSES:
+        spellings = [_folded(n) for n in (printed, file, *aliases)]
+        key = next((names[f] for f in spellings if f in names), None)
+        if key is not None:
+            names.update(dict.fromkeys(spellings, key))
+    key = names.get(_folded(text))
+    if key is None:
+        raise argparse.ArgumentTypeError(f"no class `{text}`: expected one of {', '.join(EXPECTABLE)} "
+                                         "(any case; or muP, mean-field, Depth-muP, CompleteP, u-muP)")
+    return key
 
 
 def run(args) -> int:
