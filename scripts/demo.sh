@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/mupspec fmt --check specs/*.mup
 echo "all bundled specs are in canonical form"
-# check exits 1 when a spec is not muP; here that is by design for SP, NTK,
+# check exits 1 when a spec is not muP; here that is by design for SP (also tied), NTK,
 # sp_lr_inv_width, seed_mlp (a muP_MLP that is really SP) and u-muP (its embedding LR)
 .venv/bin/mupspec check specs/*.mup || [ $? -eq 1 ]
-echo "(not muP by design: sp, ntk, sp_lr_inv_width, seed_mlp; umup and umup_gpt depart in their embedding LR)"
+echo "(not muP by design: sp, sp_tied, ntk, sp_lr_inv_width, seed_mlp; umup and umup_gpt depart in their embedding LR)"

@@ -96,11 +96,11 @@ def test_an_undeclared_tie_the_rules_cannot_share_is_refused(tmp_path_factory, n
 
 
 def test_declaring_the_tie_is_the_fix_the_error_names(tmp_path):
-    """tests/data/sp_tied.mup (`extends sp`, `tie input, output`), the SP
+    """specs/sp_tied.mup (`extends sp`, `tie input, output`), the SP
     spec of docs/coord-check.md's tied GPT: planned as before the refusal
     existed, the readout reading the embedding's tensor and LR group."""
-    spec = load_spec("tests/data/sp_tied.mup")
-    module = load_module(spec, "tests/data/sp_tied.mup", str(tmp_path))
+    spec = load_spec("specs/sp_tied.mup")
+    module = load_module(spec, "specs/sp_tied.mup", str(tmp_path))
     plan = module.parametrize(gpt(64), gpt(16))
     head = plan["lm_head.weight"]
     assert (head.tied_to, head.mult, head.lr_factor) == ("transformer.wte.weight", 1.0, 1.0)

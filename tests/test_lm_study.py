@@ -348,3 +348,33 @@ def test_shards_train_each_run_exactly_as_one_computation():
     assert [(r["lr"], r["seed"]) for r in two] == pairs
     assert [r["curves"] for r in two] == [r["curves"] for r in one]
     assert steps == list(range(1, TINY.steps + 1))
+
+
+@pytest.mark.parametrize("spec", ["mup_table8", "sp_tied"])
+def test_tied_readout_trains_batched_exactly_as_the_plain_loop(spec):
+    """--tied: the readout is the token embedding, one tensor in the stacks
+    and in the plain model; every step's loss equals the plain AdamW loop's,
+    and the readout's coordinate statistics are read from the shared tensor."""
+    shape = Shape(48, 2, 4, 16, tied=True)
+    model, _ = build(spec, shape, BASE, 0)
+    assert model.lm_head.weight is model.wte.weight
+    results = train_batched(spec, shape, BASE, DATA, [1e-3, 3e-2], [0], TINY, dtype=torch.float64)
+    for r in results:
+        ref_losses, _ = train_reference(spec, shape, BASE, DATA, r["lr"], r["seed"], TINY, dtype=torch.float64)
+        assert r["curves"]["batch_loss"] == pytest.approx(ref_losses, abs=1e-10, rel=1e-10)
+        last = r["coords"][-1]["modules"]
+        assert last["lm_head"]["dw"] == pytest.approx(last["wte"]["dw"]) and last["lm_head"]["dw"] > 0
+
+
+def test_tied_cells_are_their_own_and_a_spec_that_cannot_tie_is_exit_2(tmp_path, capsys):
+    grid = lm_study.Grid(tied=True)
+    assert {c.spec for c in lm_study.width_cells(grid)} == {"sp_tied", "mup_table8"}
+    assert {c.arch for c in lm_study.width_cells(grid) + lm_study.transfer_cells(grid)} >= {"gpt_tied"}
+    assert lm_study.arch_tied("gpt_tied+alpha_out=0.25") and not lm_study.arch_tied("gpt+alpha_out=0.25")
+    assert lm_study.arch_hypers("gpt_tied+alpha_out=0.25") == {"alpha_out": 0.25}
+    out = tmp_path / "out"
+    assert main(["experiment", "transformer", "--quick", "--tied", "--specs", "gpt", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--tied: spec `" in err and "cannot parametrize a GPT whose readout is its token embedding" in err
+    assert not out.exists()

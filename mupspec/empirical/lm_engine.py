@@ -52,6 +52,7 @@ class Shape:
     depth: int           # Transformer blocks
     heads: int = 4       # fixed: d_head grows with width, so the spec's attention rule matters
     context: int = 64
+    tied: bool = False   # the readout is the token embedding (nanoGPT, GPT-2)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,8 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Byte-level GPT: token and position embeddings, pre-norm blocks, final
-    LayerNorm, untied readout. Tokens (B, T), or (R, B, T) with stacked parameters."""
+    LayerNorm, a readout of its own or tied to the token embedding. Tokens
+    (B, T), or (R, B, T) with stacked parameters."""
 
     def __init__(self, shape: Shape, attn_scale: float, vocab: int = VOCAB):
         super().__init__()
@@ -185,6 +187,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(shape.width, shape.heads, attn_scale) for _ in range(shape.depth))
         self.ln_f = LayerNorm(shape.width)
         self.lm_head = Linear(shape.width, vocab, bias=False)
+        if shape.tied:
+            self.lm_head.weight = self.wte.weight
 
     def forward(self, idx):
         t = idx.shape[-1]
@@ -231,13 +235,13 @@ def build(spec: str, shape: Shape, base: Shape, seed: int, dtype=torch.float32, 
     if "residual" in P.BLOCKS:
         dims["residual"] = RESIDUAL_BRANCHES
     with torch.device("meta"):   # only its shapes are read: which dimensions grow, also at the base width
-        delta = GPT(Shape(2 * base.width, shape.depth, base.heads, shape.context), scale)
+        delta = GPT(Shape(2 * base.width, shape.depth, base.heads, shape.context, shape.tied), scale)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT(shape, scale).to(dtype)
         # the same architecture at the base width (same depth: the depth rule anchors depth),
         # built for real: the generated module learns the model's own init law from it
-        base_model = GPT(Shape(base.width, shape.depth, base.heads, shape.context), scale)
+        base_model = GPT(Shape(base.width, shape.depth, base.heads, shape.context, shape.tied), scale)
         plan = P.parametrize(model, base_model, optimizer="adamw", init="rescale", delta=delta, **dims)
     return model, plan
 
@@ -309,15 +313,24 @@ def _rms(t: torch.Tensor) -> float:
     return t.double().pow(2).mean().sqrt().item()
 
 
+def _stored_names(model) -> dict[str, str]:
+    """Each parameter name -> the name its tensor is stored under
+    (named_parameters() lists a tied tensor once: lm_head.weight -> wte.weight)."""
+    first: dict[int, str] = {}
+    return {n: first.setdefault(id(p), n) for n, p in model.named_parameters(remove_duplicate=False)}
+
+
 def coordinate_stats(model, params: dict, init: dict, x: torch.Tensor) -> dict:
     """For one replica on probe inputs x: RMS of the logits, and per Linear /
     Embedding weight: its output (act), the output of its change since init
     on the same input (upd), its entries (w) and their change (dw)."""
     stats, handles, modules = {}, [], dict(model.named_modules())
+    stored = _stored_names(model)
 
     def hook(name):
         def record(module, inputs, output):
-            w, w0 = params[name + ".weight"], init[name + ".weight"]
+            key = stored[name + ".weight"]
+            w, w0 = params[key], init[key]
             raw = F.embedding if isinstance(module, nn.Embedding) else F.linear
             delta = w - w0
             # the generated module applies a multiplier on the input (pre-hook) or the

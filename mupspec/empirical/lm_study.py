@@ -52,6 +52,9 @@ SPEC_FAMILIES = {
 DEPTH_LABELS = {"muP (no depth rule)": "muP", "CompleteP": "CompleteP"}
 QUANTITIES = ("act", "upd", "w", "dw")
 ARCH = "gpt"   # the cells' architecture (a cell is spec x arch x width x depth, as in the spiral sweep)
+TIED_ARCH = "gpt_tied"   # --tied: the readout is the token embedding
+# --tied: the spec that declares the tie where the family's own cannot share one tensor
+TIED_SPECS = {"sp": "sp_tied"}
 # HP transfer: alpha_out in factors of 2 over 1/8..32, sigma_hidden in factors of sqrt(2) over 1/4..4
 # (rounded to 4 digits: the arch string carries them): in the default run no optimum lies on an edge
 HP_GRID = (("alpha_out", tuple(2.0 ** k for k in range(-3, 6))),
@@ -85,6 +88,7 @@ class Grid:
     transfer_hypers: tuple = HP_GRID
     transfer_seeds: tuple[int, ...] = (0, 1, 2)
     transfer_lr: float = 0.02
+    tied: bool = False                              # the readout tied to the token embedding (--tied)
 
     def fixed(self) -> float:
         return min(self.lrs, key=lambda lr: abs(math.log(lr / self.fixed_lr)))
@@ -102,12 +106,20 @@ FULL = Grid(widths=(32, 64, 128, 256, 512, 1024), depth=4, depths=(2, 4, 8, 16),
             transfer_lr=3e-3)   # not tuned: the full grid has not been run
 
 
+def _spec(g: Grid, name: str) -> str:
+    return TIED_SPECS.get(name, name) if g.tied else name
+
+
 def width_specs(g: Grid) -> dict[str, str]:
-    return {label: SPEC_FAMILIES[g.specs][label] for label in g.width_variants}
+    return {label: _spec(g, SPEC_FAMILIES[g.specs][label]) for label in g.width_variants}
 
 
 def depth_specs(g: Grid) -> dict[str, str]:
-    return {label: SPEC_FAMILIES[g.specs][name] for label, name in DEPTH_LABELS.items()}
+    return {label: _spec(g, SPEC_FAMILIES[g.specs][name]) for label, name in DEPTH_LABELS.items()}
+
+
+def arch_of(g: Grid) -> str:
+    return TIED_ARCH if g.tied else ARCH
 
 
 def configure(parser) -> None:
@@ -126,6 +138,9 @@ def configure(parser) -> None:
     parser.add_argument("--specs", choices=tuple(SPEC_FAMILIES), default="table8",
                         help="the muP / u-muP / CompleteP specs: table8 (mup_table8, umup, completep; default) or "
                         "gpt (the Transformer specs gpt_mup, umup_gpt, completep_gpt); SP is specs/sp.mup")
+    parser.add_argument("--tied", action="store_true",
+                        help="tie the readout to the token embedding (nanoGPT, GPT-2); SP becomes "
+                        "specs/sp_tied.mup, which declares the tie; the runs go to their own cells (arch gpt_tied)")
     parser.add_argument("--lrs", help="comma-separated learning rates replacing the grid's (each > 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -174,34 +189,40 @@ def width_cells(g: Grid) -> list[Cell]:
     cells = []
     for spec in width_specs(g).values():
         for w in g.widths:
-            cells.append(Cell(spec, ARCH, w, g.depth, g.lrs, g.seeds))
+            cells.append(Cell(spec, arch_of(g), w, g.depth, g.lrs, g.seeds))
             if g.coord_seeds:
-                cells.append(Cell(spec, ARCH, w, g.depth, (g.fixed(),), g.coord_seeds))
+                cells.append(Cell(spec, arch_of(g), w, g.depth, (g.fixed(),), g.coord_seeds))
     return cells
 
 
 def depth_cells(g: Grid) -> list[Cell]:
-    return [Cell(spec, ARCH, g.depth_width, d, g.lrs, g.seeds) for spec in depth_specs(g).values()
+    return [Cell(spec, arch_of(g), g.depth_width, d, g.lrs, g.seeds) for spec in depth_specs(g).values()
             for d in g.depths]
 
 
 def transfer_cells(g: Grid) -> list[Cell]:
     """One cell per (hyper, value, width): the seeds at the one fixed LR."""
-    return [Cell(g.transfer_spec, hyper_arch(name, v), w, g.depth, (g.transfer_lr,), g.transfer_seeds)
+    return [Cell(g.transfer_spec, hyper_arch(name, v, arch_of(g)), w, g.depth, (g.transfer_lr,), g.transfer_seeds)
             for name, values in g.transfer_hypers for w in g.transfer_widths for v in values]
 
 
-def hyper_arch(name: str, value: float) -> str:
+def hyper_arch(name: str, value: float, base: str = ARCH) -> str:
     """The arch string of a cell with one hyperparameter set: gpt+alpha_out=0.25."""
-    return f"{ARCH}+{name}={value:.6g}"
+    return f"{base}+{name}={value:.6g}"
+
+
+def arch_tied(arch: str) -> bool:
+    """Whether a cell's arch string (checked by arch_hypers) is the tied GPT."""
+    return arch.split("+")[0] == TIED_ARCH
 
 
 def arch_hypers(arch: str) -> dict[str, float]:
     """The hyperparameters an arch string carries: 'gpt' -> {}, 'gpt+alpha_out=0.25' ->
     {'alpha_out': 0.25}; the run trains with exactly these values."""
     base, *items = arch.split("+")
-    if base != ARCH:
-        raise MupError(Diagnostic(f"cell arch {arch!r}: expected {ARCH!r}", hint="e.g. gpt+alpha_out=0.25"))
+    if base not in (ARCH, TIED_ARCH):
+        raise MupError(Diagnostic(f"cell arch {arch!r}: expected {ARCH!r} or {TIED_ARCH!r}",
+                                  hint="e.g. gpt+alpha_out=0.25"))
     hypers: dict[str, float] = {}
     for item in items:
         name, sep, text = item.partition("=")
@@ -274,7 +295,8 @@ def train_cell(cell: Cell, runs, device: str, *, shared, on_step=None) -> list[d
     cfg = LMTrainConfig(steps=grid.steps, batch=grid.batch, warmup=grid.warmup, log_every=grid.log_every)
     base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
     hypers = arch_hypers(cell.arch)
-    results = train_runs(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data,
+    shape = Shape(cell.width, cell.depth, grid.heads, grid.context, arch_tied(cell.arch))
+    results = train_runs(cell.spec, shape, base, data,
                          list(runs), cfg, device=device, on_step=on_step, hypers=hypers or None)
     header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth,
                        "hypers": hypers},   # empty: the spec's defaults
@@ -322,6 +344,21 @@ def _parse_hypers(texts: list[str], spec: str) -> tuple:
     return tuple(out)
 
 
+def _check_tie(spec: str, g: Grid) -> None:
+    """--tied: the spec's generated module must accept a readout that is the token
+    embedding (a clear error before anything is written, not a failed cell)."""
+    from mupspec.empirical.lm_engine import Shape, build
+
+    base = Shape(g.base_width, g.base_depth, g.heads, g.context, tied=True)
+    try:
+        build(spec, Shape(2 * g.base_width, g.base_depth, g.heads, g.context, tied=True), base, 0)
+    except ValueError as err:
+        raise MupError(Diagnostic(f"--tied: spec `{spec}` cannot parametrize a GPT whose readout is its token "
+                                  f"embedding: {str(err).splitlines()[-1].strip()}",
+                                  hint="--tied works with --specs table8 (SP becomes specs/sp_tied.mup); "
+                                       "drop --tied for the other specs")) from None
+
+
 def _check_device(device: str) -> None:
     import torch
 
@@ -341,7 +378,8 @@ def run(args) -> int:
 
     torch.set_num_threads(args.threads)
     grid = QUICK if args.quick else FULL if args.full else DEFAULT
-    grid = Grid(**{**asdict(grid), "specs": args.specs} | ({"lrs": _parse_lrs(args.lrs)} if args.lrs else {})
+    grid = Grid(**{**asdict(grid), "specs": args.specs, "tied": args.tied}
+                | ({"lrs": _parse_lrs(args.lrs)} if args.lrs else {})
                 | ({"transfer_hypers": _parse_hypers(args.hyper, grid.transfer_spec)} if args.hyper else {}))
     _check_device(args.device)
     if args.budget_minutes is not None and not args.budget_minutes >= 0:
@@ -353,7 +391,6 @@ def run(args) -> int:
     backend = make_backend(args.backend, args.address)   # before any work: a missing Ray fails at once
     out = Path(args.out)
     figures = Path(args.figures_dir) if args.figures_dir else out / "figures"
-    store = RunStore(out, settings_of(grid, data))
     parts = ("width", "depth", "transfer") if args.part == "all" else (args.part,)
     cells = by_shape((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else [])
                      + (transfer_cells(grid) if "transfer" in parts else []))
@@ -361,6 +398,9 @@ def run(args) -> int:
 
     for spec in sorted({c.spec for c in cells}):   # generate every module now: a broken spec fails before training
         spec_module(spec)
+        if grid.tied:
+            _check_tie(spec, grid)
+    store = RunStore(out, settings_of(grid, data))
     start = time.monotonic()
     deadline = start + 60 * args.budget_minutes if args.budget_minutes is not None else None
     trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress,
@@ -429,7 +469,7 @@ def transfer(store: RunStore, g: Grid, variants: dict, axis: str, sizes, rng) ->
 
 def _cell(g: Grid, spec: str, axis: str, size: int, lrs=None, seeds=None) -> Cell:
     width, depth = (size, g.depth) if axis == "width" else (g.depth_width, size)
-    return Cell(spec, ARCH, width, depth, lrs or g.lrs, seeds or g.seeds)
+    return Cell(spec, arch_of(g), width, depth, lrs or g.lrs, seeds or g.seeds)
 
 
 def hp_transfer(store: RunStore, g: Grid, rng) -> dict:
@@ -444,7 +484,7 @@ def hp_transfer(store: RunStore, g: Grid, rng) -> dict:
         for which in ("train_loss", "val_loss"):
             done, optima = [], []
             for w in g.transfer_widths:
-                rows = [_loss_table(store.load(Cell(g.transfer_spec, hyper_arch(name, v), w, g.depth,
+                rows = [_loss_table(store.load(Cell(g.transfer_spec, hyper_arch(name, v, arch_of(g)), w, g.depth,
                                                     (g.transfer_lr,), g.transfer_seeds)),
                                     [g.transfer_lr], list(g.transfer_seeds), which)[0] for v in values]
                 table = np.array(rows)
@@ -493,7 +533,7 @@ def coordinates(store: RunStore, g: Grid, variants: dict) -> dict:
     seeds, lr = tuple(g.seeds) + tuple(g.coord_seeds), g.fixed()
     out = {}
     for label, spec in variants.items():
-        runs = {w: {r["seed"]: r for r in store.load(Cell(spec, ARCH, w, g.depth, (lr,), seeds))} for w in g.widths}
+        runs = {w: {r["seed"]: r for r in store.load(Cell(spec, arch_of(g), w, g.depth, (lr,), seeds))} for w in g.widths}
         widths = [w for w in g.widths if runs[w]]
         ok = [s for s in seeds if all(s in runs[w] and not runs[w][s]["diverged"] for w in widths)]
         if len(widths) < 2 or not ok:
