@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from mupspec.atomic import is_temporary
 from mupspec.cli import main
-from mupspec.empirical import lm_study
+from mupspec.empirical import lm_engine, lm_study
 from mupspec.empirical.lm_engine import (LMTrainConfig, Shape, build, coordinate_stats, lr_scale, train_batched,
                                          train_reference, train_runs)
 from mupspec.empirical.text import TextConfig, default_corpus, load_text, train_starts, windows
@@ -263,7 +263,6 @@ def test_budget_zero_trains_nothing_and_reports(tmp_path, capsys, monkeypatch):
 
 
 def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp_path, capsys, monkeypatch):
-    from mupspec.empirical import lm_engine
 
     real = lm_engine.train_runs
 
@@ -378,3 +377,14 @@ def test_tied_cells_are_their_own_and_a_spec_that_cannot_tie_is_exit_2(tmp_path,
     err = capsys.readouterr().err
     assert "--tied: spec `" in err and "cannot parametrize a GPT whose readout is its token embedding" in err
     assert not out.exists()
+
+
+def test_a_replica_that_starts_above_the_divergence_limit_is_not_frozen_for_it():
+    """SP tied at width 128: the readout keeps the embedding's N(0, 1) entries,
+    so the loss at init is far above 10 ln 256; the run trains (and falls)
+    instead of being recorded as diverged at step 0."""
+    shape = Shape(128, 1, 4, 16, tied=True)
+    (run,) = train_batched("sp_tied", shape, BASE, DATA, [1e-2], [0], TINY)
+    losses = run["curves"]["batch_loss"]
+    assert losses[0] > lm_engine.DIVERGED_LOSS and not run["diverged"]
+    assert losses[-1] < losses[0]
