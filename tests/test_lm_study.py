@@ -263,7 +263,6 @@ def test_budget_zero_trains_nothing_and_reports(tmp_path, capsys, monkeypatch):
 
 
 def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp_path, capsys, monkeypatch):
-
     real = lm_engine.train_runs
 
     def fails_at_width_64(spec, shape, *args, **kwargs):
