@@ -22,7 +22,7 @@ model and torch.optim.AdamW). Replicas of one seed share
 init and batches: a seed is a paired comparison across LRs.
 
 A replica whose loss becomes non-finite, or exceeds both `DIVERGED_LOSS` and
-its own loss at the first step, is recorded as diverged (with the step) and
+twice its own loss at the first step, is recorded as diverged (with the step) and
 frozen (parameters and moments zeroed, LR 0); the others train on.
 """
 
@@ -486,8 +486,9 @@ def _train_shard(spec: str, shape: Shape, base: Shape, data: TextData, pairs: li
         grads = dict(zip(params, torch.autograd.grad(loss.sum(), list(params.values()))))
         loss = loss.detach()
         batch_loss.append(loss.tolist())
-        if t == 0:   # a replica that starts above the limit (a tied readout's large logits) may train down
-            ceiling = torch.nan_to_num(loss, nan=DIVERGED_LOSS, posinf=DIVERGED_LOSS).clamp(min=DIVERGED_LOSS)
+        if t == 0:   # a replica that starts above the limit (a tied readout's large logits) may train down;
+            # twice its first loss leaves room for the batches' spread near init (a few %)
+            ceiling = (2 * torch.nan_to_num(loss, nan=DIVERGED_LOSS, posinf=DIVERGED_LOSS)).clamp(min=DIVERGED_LOSS)
         for r in torch.nonzero(~torch.isfinite(loss) | (loss > ceiling)).flatten().tolist():
             if diverged[r] is None:
                 diverged[r] = t
