@@ -216,3 +216,35 @@ def test_cli_writes_a_spec_that_check_reads(tmp_path, capsys):
 def test_cli_bad_input_exit_2(args, message, capsys):
     code, out, err = run_cli(capsys, "infer", *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_fused_c_attn_is_read_part_by_part(tmp_path):
+    """nanoGPT's fused c_attn (query | key | value rows of one Linear) with
+    the query rows started at zero: infer reads each part's init as the
+    generated module splits it and writes a `query` block; the module
+    generated from the inferred spec zeroes exactly those rows again."""
+    from mupspec.codegen import load_module
+
+    result = infer(user_models.hand_mup_gpt_zero_query_fused, WIDTHS[:3], optimizer=user_models.hand_mup_adamw,
+                   make_input=user_models.tokens, seeds=2)
+    text = to_spec_text(result)
+    assert ("query {  # from: blocks.0.attn.c_attn.weight[query], blocks.1.attn.c_attn.weight[query]\n"
+            "  init.var = 0\n}") in text
+    assert "key {" not in text and "# differs" not in text
+    assert result.classes["hidden"]["init.var"].rational == -1
+    spec = parse_and_resolve(text, "<inferred>")
+    assert check_spec(spec).ok, text
+    P = load_module(spec, "inferred.mup", str(tmp_path))
+    model = user_models.hand_mup_gpt_fused(128)
+    P.parametrize(model, user_models.hand_mup_gpt_fused(64), optimizer="adam", widths={"n": 128},
+                  base_widths={"n": 64})
+    rows = model.blocks[0].attn.c_attn.weight.detach()
+    assert rows[:128].abs().max() == 0 and rows[128:].std() > 0
+
+
+def test_a_fused_c_attn_whose_parts_agree_is_one_hidden_matrix():
+    result = infer(user_models.hand_mup_gpt_fused, WIDTHS[:3], optimizer=user_models.hand_mup_adamw,
+                   make_input=user_models.tokens, seeds=2)
+    text = to_spec_text(result)
+    assert "query {" not in text and "# differs" not in text
+    assert "blocks.0.attn.c_attn.weight" in result.members["hidden"]

@@ -102,8 +102,11 @@ def _plain_output(P, module, x):
 
 
 @torch.no_grad()
-def read_code(P, model, optimizers, inputs, kwargs, roles: dict[str, str]) -> tuple[dict, dict]:
-    """({parameter name: {field: value}}, {"logit": scale}) at one width."""
+def read_code(P, model, optimizers, inputs, kwargs, roles: dict[str, str],
+              fused: dict | None = None) -> tuple[dict, dict]:
+    """({parameter name: {field: value}}, {"logit": scale}) at one width; each
+    part of a fused parameter (`fused`, from _fused_slices) as well, under
+    its slice name, with its own init variance and the whole's other fields."""
     params = _named(model)
     values: dict[str, dict[str, float]] = {n: {"init.var": float(p.detach().double().pow(2).mean())}
                                            for n, p in params.items()}
@@ -158,6 +161,11 @@ def read_code(P, model, optimizers, inputs, kwargs, roles: dict[str, str]) -> tu
                 if after is not None and res < 1e-6:
                     mult *= abs(after)
         values[key]["mult"] = mult
+    for pname, (axis, parts) in _fused_slices(P, model, {n: roles[n] for n in fused or {}}).items():
+        whole = params[pname].detach().double()   # split at this width
+        for part, start, stop in parts:
+            values[_slice_name(pname, part)] = values[pname] | {
+                "init.var": float(whole.narrow(axis, start, stop - start).pow(2).mean())}
     extra = {"logit": scales[0]} if scales else {}
     return values, extra
 
@@ -221,6 +229,10 @@ def infer(make_model, widths, *, optimizer="adam", make_input=None, lr: float = 
     tied = _ties(largest)
     roles, _ = _roles_and_sites(P, largest, base_shapes, plan_kwargs, name, points[-1])
     subroles = _subroles(P, largest, roles)
+    fused = _fused_slices(P, largest, roles)
+    for pname, (_, parts) in fused.items():   # each part read as a parameter of its own: "c_attn.weight[query]"
+        for part, _, _ in parts:
+            roles[_slice_name(pname, part)], subroles[_slice_name(pname, part)] = roles[pname], part
     readings, logits, family = [], [], None
     for width in points:
         runs = []
@@ -232,7 +244,7 @@ def infer(make_model, widths, *, optimizer="adam", make_input=None, lr: float = 
             try:
                 example = make_input() if make_input is not None else default_input(model)
                 inputs, kwargs = prepare_inputs(example, torch.float64)
-                runs.append(read_code(P, model, optimizers, inputs, kwargs, roles))
+                runs.append(read_code(P, model, optimizers, inputs, kwargs, roles, fused))
             except MupError:
                 raise
             except Exception as err:
@@ -322,6 +334,30 @@ def _subroles(P, model, roles: dict[str, str]) -> dict[str, str]:
             sub = P._first_match(P.NAME_SUBROLES, pname)
         if sub is not None and SUBROLES.get(sub) == role:
             out[pname] = sub
+    return out
+
+
+def _slice_name(pname: str, part: str) -> str:
+    return f"{pname}[{part}]"
+
+
+def _fused_slices(P, model, roles: dict[str, str]) -> dict[str, tuple[int, list]]:
+    """{parameter: (axis, [(part, start, stop)])} for the fused parameters the
+    generated module splits into parts (nanoGPT's c_attn: query | key |
+    value), read as the generated module reads them: a part may have an init
+    of its own (a zero-init query), nothing else (one module, one LR group)."""
+    modules, params = dict(model.named_modules()), dict(model.named_parameters())
+    out = {}
+    for pname, role in roles.items():
+        prefix, _, local = pname.rpartition(".")
+        p = params.get(pname)
+        axes = P._known_axes(modules.get(prefix), local, p.dim()) if p is not None else None
+        parts = P._first_match(P.NAME_FUSED, pname)
+        if axes is None or parts is None or any(P.SUBROLE_CLASSES.get(q) != role for q in parts):
+            continue
+        found, _ = P._fused(pname, role, tuple(p.shape), axes, parts)   # the split, whatever this spec declares
+        if found is not None:
+            out[pname] = found
     return out
 
 

@@ -202,3 +202,32 @@ def fails_at_large_width(width: int) -> nn.Module:
     if width > 64:
         raise RuntimeError("out of memory (pretend)")
     return mlp(width)
+
+
+class FusedAttention(Attention):
+    """nanoGPT's attention: one `c_attn` Linear producing q | k | v."""
+
+    def __init__(self, width: int, logit_power: float = 0.5):
+        super().__init__(width, logit_power)
+        self.c_attn = self.qkv
+        del self.qkv
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, HEADS, c // HEADS).transpose(1, 2) for z in self.c_attn(x).split(c, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+def hand_mup_gpt_zero_query_fused(width: int) -> nn.Module:
+    """The zero-query hand-written μP GPT with nanoGPT's fused c_attn: the
+    query's rows of c_attn start at zero, the key's and value's do not."""
+    model = HandMupGPT(width, attention=FusedAttention)
+    for block in model.blocks:
+        nn.init.zeros_(block.attn.c_attn.weight[:width])
+    return model
+
+
+def hand_mup_gpt_fused(width: int) -> nn.Module:
+    """The hand-written μP GPT with nanoGPT's fused c_attn, every part alike."""
+    return HandMupGPT(width, attention=FusedAttention)
