@@ -34,7 +34,6 @@ one run at a time) used by the equivalence test and the benchmark.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -297,19 +296,8 @@ def train_batched(plan: NetPlan, data: SpiralData, lrs: list[float], seeds: list
     which shard it is in."""
     kernels.keep_freed_memory()
     pairs = [(lr, s) for lr in lrs for s in seeds]
-    shards = max(1, min(shards or torch.get_num_threads(), len(pairs)))
-    if shards == 1:
-        return _train_pairs(plan, data, pairs, cfg, on_step)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(shards) as pool:
-            jobs = [pool.submit(_train_pairs, plan, data, pairs[k::shards], cfg, on_step if k == 0 else None)
-                    for k in range(shards)]
-            parts = [job.result() for job in jobs]
-    finally:
-        torch.set_num_threads(threads)
-    return [parts[i % shards][i // shards] for i in range(len(pairs))]
+    return kernels.in_shards(lambda some, step: _train_pairs(plan, data, some, cfg, step), pairs,
+                             shards or torch.get_num_threads(), on_step)
 
 
 @torch.no_grad()

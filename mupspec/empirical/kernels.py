@@ -1,12 +1,18 @@
 """Matmul kernels of the batched engine: (R, B, k) x (R, k, m) products, one
 per replica, through torch.bmm for small layers and torch's oneDNN linear for
-large ones, and the allocator setting the oneDNN weight gradients need."""
+large ones, and the allocator setting the oneDNN weight gradients need; and
+the split of a batched engine's replicas into single-threaded shards that
+both engines (spiral and language model) train side by side."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import torch
 
@@ -76,3 +82,39 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mult: float,
         return torch.baddbmm(b, x, w, alpha=mult, out=out)
     product = batched_matmul(x, w, out=out)
     return torch.add(b, product, alpha=mult, out=product)
+
+
+def in_shards(train: Callable, pairs: list, shards: int, on_step: Callable[[int], None] | None = None) -> list:
+    """train(some_pairs, on_step) -> one result per pair, run as `shards`
+    single-threaded shards side by side (shard k takes pairs k, k+shards, ...);
+    the results in the order of `pairs`, on_step(t) once every shard has
+    finished step t. On a few cores this beats one computation on all the
+    threads, whose small operations split badly across them."""
+    shards = max(1, min(shards, len(pairs)))
+    if shards == 1:
+        return train(pairs, on_step)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(shards) as pool:
+            report = _when_all(on_step, shards)
+            jobs = [pool.submit(train, pairs[k::shards], report) for k in range(shards)]
+            parts = [job.result() for job in jobs]
+    finally:
+        torch.set_num_threads(threads)
+    return [parts[i % shards][i // shards] for i in range(len(pairs))]
+
+
+def _when_all(on_step: Callable[[int], None] | None, shards: int) -> Callable[[int], None] | None:
+    """on_step(t) once every shard has finished step t."""
+    if on_step is None:
+        return None
+    lock, finished = threading.Lock(), Counter()
+
+    def report(t: int) -> None:
+        with lock:
+            finished[t] += 1
+            last = finished[t] == shards
+        if last:
+            on_step(t)
+    return report

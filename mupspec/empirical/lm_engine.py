@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from mupspec.empirical import kernels
 from mupspec.empirical.text import VOCAB, TextData, even_starts, train_starts, windows
 
 DIVERGED_LOSS = 10 * math.log(VOCAB)   # 10x the loss of a uniform prediction over bytes
@@ -403,39 +402,12 @@ def train_runs(spec: str, shape: Shape, base: Shape, data: TextData, pairs: list
     not depend on its shard."""
     if shards is None:
         shards = 1 if str(device).startswith("cuda") else torch.get_num_threads()
-    shards = max(1, min(shards, len(pairs)))
-    if shards == 1:
-        return _train_shard(spec, shape, base, data, pairs, cfg, device, dtype, on_step, hypers)
-    spec_module(spec)   # generated once, before the threads share the cache
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(shards) as pool:
-            report = _when_all(on_step, shards)
-            jobs = [pool.submit(_train_shard, spec, shape, base, data, pairs[k::shards], cfg, device, dtype,
-                                report, hypers) for k in range(shards)]
-            parts = [job.result() for job in jobs]
-    finally:
-        torch.set_num_threads(threads)
-    return [parts[i % shards][i // shards] for i in range(len(pairs))]
+    spec_module(spec)   # generated once, before shards share the cache
+    return kernels.in_shards(lambda some, step: _train_shard(spec, shape, base, data, some, cfg, device, dtype,
+                                                             step, hypers), pairs, shards, on_step)
 
 
 _BUILDING = threading.Lock()
-
-
-def _when_all(on_step: Callable[[int], None] | None, shards: int) -> Callable[[int], None] | None:
-    """on_step(t) once every shard has finished step t."""
-    if on_step is None:
-        return None
-    lock, finished = threading.Lock(), Counter()
-
-    def report(t: int) -> None:
-        with lock:
-            finished[t] += 1
-            last = finished[t] == shards
-        if last:
-            on_step(t)
-    return report
 
 
 def _train_shard(spec: str, shape: Shape, base: Shape, data: TextData, pairs: list[tuple[float, int]],
