@@ -102,11 +102,10 @@ def _plain_output(P, module, x):
 
 
 @torch.no_grad()
-def read_code(P, model, optimizers, inputs, kwargs, roles: dict[str, str],
-              fused: dict | None = None) -> tuple[dict, dict]:
+def read_code(P, model, optimizers, inputs, kwargs, roles: dict[str, str]) -> tuple[dict, dict]:
     """({parameter name: {field: value}}, {"logit": scale}) at one width; each
-    part of a fused parameter (`fused`, from _fused_slices) as well, under
-    its slice name, with its own init variance and the whole's other fields."""
+    part of a fused parameter (_fused_slices) as well, under its slice name,
+    with its own init variance and the whole's other fields."""
     params = _named(model)
     values: dict[str, dict[str, float]] = {n: {"init.var": float(p.detach().double().pow(2).mean())}
                                            for n, p in params.items()}
@@ -161,7 +160,7 @@ def read_code(P, model, optimizers, inputs, kwargs, roles: dict[str, str],
                 if after is not None and res < 1e-6:
                     mult *= abs(after)
         values[key]["mult"] = mult
-    for pname, (axis, parts) in _fused_slices(P, model, {n: roles[n] for n in fused or {}}).items():
+    for pname, (axis, parts) in _fused_slices(P, model, roles).items():
         whole = params[pname].detach().double()   # split at this width
         for part, start, stop in parts:
             values[_slice_name(pname, part)] = values[pname] | {
@@ -229,8 +228,7 @@ def infer(make_model, widths, *, optimizer="adam", make_input=None, lr: float = 
     tied = _ties(largest)
     roles, _ = _roles_and_sites(P, largest, base_shapes, plan_kwargs, name, points[-1])
     subroles = _subroles(P, largest, roles)
-    fused = _fused_slices(P, largest, roles)
-    for pname, (_, parts) in fused.items():   # each part read as a parameter of its own: "c_attn.weight[query]"
+    for pname, (_, parts) in _fused_slices(P, largest, roles).items():   # each part read as a parameter of its own: "c_attn.weight[query]"
         for part, _, _ in parts:
             roles[_slice_name(pname, part)], subroles[_slice_name(pname, part)] = roles[pname], part
     readings, logits, family = [], [], None
@@ -244,7 +242,7 @@ def infer(make_model, widths, *, optimizer="adam", make_input=None, lr: float = 
             try:
                 example = make_input() if make_input is not None else default_input(model)
                 inputs, kwargs = prepare_inputs(example, torch.float64)
-                runs.append(read_code(P, model, optimizers, inputs, kwargs, roles, fused))
+                runs.append(read_code(P, model, optimizers, inputs, kwargs, roles))
             except MupError:
                 raise
             except Exception as err:
