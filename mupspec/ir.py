@@ -433,14 +433,20 @@ def rule_value(block: Block, field: str, widths: tuple[str, ...] = ("n",)) -> Ex
     return DEFAULT_RULES[field]
 
 
+def answering_block(spec: Spec, role: str, field: str) -> Block | None:
+    """The block whose rule for `field` a class or sub-role takes: a sub-role's
+    own block where it states the field, else its class's block (None when the
+    spec has none: the language default)."""
+    if role in SUBROLES and given_rule(spec.block(role), field) is not None:
+        return spec.block(role)
+    return spec.block(role_class(role))
+
+
 def role_rule(spec: Spec, role: str, field: str) -> Expr:
     """The rule of a class or sub-role: a sub-role's own block, else its
     class's block, else the language default."""
-    own = given_rule(spec.block(role), field) if role in SUBROLES else None
-    if own is not None:
-        return own
     kind = role_class(role)
-    return rule_value(spec.block(kind) or Block(kind=kind), field, spec.widths)
+    return rule_value(answering_block(spec, role, field) or Block(kind=kind), field, spec.widths)
 
 
 def subrole_differs(spec: Spec, role: str, field: str) -> bool:

@@ -481,13 +481,10 @@ def init_std_exponent(spec: ir.Spec, kind: str, axis: int = 0):
 
 def _given_std(spec: ir.Spec, kind: str):
     """The `init.std` expression the init of class or sub-role `kind` comes
-    from (its own block first, as `_rule`), or None where it is an init.var."""
-    for k in ((kind,) if kind in ir.SUBROLES else ()) + (ir.role_class(kind),):
-        block = spec.block(k)
-        if block is not None and ir.given_rule(block, "init.var") is not None:
-            std = block.rule("init.std")
-            return None if std is None else std.value
-    return None
+    from (the block `_rule` takes it from), or None where it is an init.var."""
+    block = ir.answering_block(spec, kind, "init.var")
+    std = block.rule("init.std") if block is not None else None
+    return None if std is None else std.value
 
 
 def _nonzero(spec: ir.Spec, kind: str, field: str, k, axis: int = 0):
