@@ -30,8 +30,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = SweepSettings(data=SpiralConfig(points_per_class=60),
-                         train=TrainConfig(steps=150, batch=16, log_every=25), base_width=32)
-# each cell a few seconds on one thread: long enough to be killed mid-run
+                         train=TrainConfig(steps=1000, batch=16, log_every=250), base_width=32)
+# each cell a few seconds on one thread: long enough to be killed mid-run (150 steps, under a
+# second since the engine got faster, finished before the kill on a quiet machine)
 CELLS = [Cell(spec, "mlp", w, 4, (1e-3, 1e-2), (0, 1)) for w in (64, 128) for spec in ("sp", "mup_table8")]
 TOO_BIG = Cell("sp", "mlp", 10 ** 7, 3, (1e-2,), (0,))     # 4e14 bytes of weights: raises in the worker
 
@@ -43,7 +44,7 @@ from mupspec.empirical.runner import RayBackend, run_sweep
 from mupspec.empirical.sweep import Cell, Sweep, SweepSettings
 out, address, cells = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 settings = SweepSettings(data=SpiralConfig(points_per_class=60),
-                         train=TrainConfig(steps=150, batch=16, log_every=25), base_width=32)
+                         train=TrainConfig(steps=1000, batch=16, log_every=250), base_width=32)
 cells = [Cell(c[0], c[1], c[2], c[3], tuple(c[4]), tuple(c[5])) for c in cells]
 report = run_sweep(Sweep(out, settings), cells, RayBackend(address), threads=1, progress=False)
 print(json.dumps({"trained": report.trained, "failed": report.failed}))
