@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import gc
 import json
 import os
 import re
@@ -378,22 +379,35 @@ def test_exit_codes_distinguish_verdicts_usage_and_bad_input(tmp_path, capsys):
 # ---------------------------------------------------------------- linear time
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _growth(parse, small: str, large: str) -> float:
+    """How many times longer `large` takes to parse than `small`: the least
+    CPU time of this thread over five parses of each, garbage collection off.
+    Thread time leaves out the time another process held the core, which made
+    a wall-clock ratio of 4x read as 8x on a busy CI machine."""
+    def least(text):
+        times = []
+        for i in range(5):
+            variant = text + "#\n" * (i + 1)  # distinct texts: parses are cached
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.thread_time()
+                parse(variant)
+                times.append(time.thread_time() - start)
+            finally:
+                gc.enable()
+        return min(times)
+    parse(small)  # warm
+    return least(large) / least(small)
 
 
 def test_parse_time_is_linear_in_declarations():
-    """4,000 hypers took 20 s (line starts recomputed per declaration): 4x
-    the declarations must take about 4x the time, not 16x."""
+    """4,000 hypers took 20 s (line starts recomputed per declaration): 8x
+    the declarations must take about 8x the time, not 64x."""
     def spec(k):
         return "parametrization h\n" + "".join(f"hyper h{i} = {i + 1}\n" for i in range(k)) + "hidden { mult = h1 }\n"
-    small, large = spec(800), spec(3200)
-    parse_and_resolve(small)
-    t_small = min(_seconds(lambda: parse_and_resolve(small + "#\n" * i)) for i in (1, 2))  # distinct texts: parses are cached
-    t_large = min(_seconds(lambda: parse_and_resolve(large + "#\n" * i)) for i in (1, 2))  # distinct texts: parses are cached
-    assert t_large < 7 * t_small, (t_small, t_large)  # linear: 4x; the old quadratic code: ~16x
+    growth = _growth(parse_and_resolve, spec(500), spec(4000))
+    assert growth < 20, growth  # 8x the declarations: linear 8x, the old quadratic code ~64x
 
 
 def test_comment_attachment_is_linear():
@@ -402,11 +416,9 @@ def test_comment_attachment_is_linear():
     def spec(k):
         return "parametrization c\n" + "".join(f"# lead {i}\nhyper h{i} = {i + 1}  # note {i}\n" for i in range(k)) + \
             "hidden { mult = h1 }  # block\n"
-    small, large = spec(600), spec(2400)
-    t_small = min(_seconds(lambda: parse_and_resolve(small + "#\n" * i)) for i in (1, 2))  # distinct texts: not cached
-    t_large = min(_seconds(lambda: parse_and_resolve(large + "#\n" * i)) for i in (1, 2))
-    assert t_large < 7 * t_small, (t_small, t_large)  # linear: 4x; matching every node: ~16x
-    parsed = parse_and_resolve(large)
+    growth = _growth(parse_and_resolve, spec(300), spec(2400))
+    assert growth < 20, growth  # 8x the declarations: linear 8x, matching every node ~64x
+    parsed = parse_and_resolve(spec(2400))
     assert parsed.hyper("h2399").comments == (" lead 2399",) and parsed.hyper("h2399").note == " note 2399"
     assert parsed.block("hidden").note == " block"
 
