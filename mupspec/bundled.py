@@ -64,8 +64,9 @@ def expected(arg: str) -> Path:
     found = class_spec(arg)
     if found is not None:
         return found
-    if (DIR / f"{ALIASES.get(arg, arg)}.mup").is_file():
-        return DIR / f"{ALIASES.get(arg, arg)}.mup"
+    bundled = DIR / f"{ALIASES.get(arg, arg)}.mup"
+    if bundled.is_file():
+        return bundled
     raise MupError(Diagnostic(f"--expect `{arg}`: no parametrization class, spec file or bundled spec of that name",
                               hint="a class: " + ", ".join(class_names()) + " (any case); or a .mup file, or a "
                                    "bundled spec (`mupspec specs` lists them)"))

@@ -41,9 +41,9 @@ CORE = ("input", "hidden", "output")
 # symbolic.ClassExponents.e_opt already folds each one's update geometry in.
 MUP_INIT = {"input": ZERO, "hidden": HALF, "output": ONE, "bias": ZERO, "norm": ZERO}
 _MUP_NORMALIZED = {"input": ZERO, "hidden": ONE, "output": ONE, "bias": ZERO, "norm": ZERO}
-MUP_OPT = {"sgd": {"input": -ONE, "hidden": ZERO, "output": ONE, "bias": -ONE, "norm": -ONE}} | {
-    o: _MUP_NORMALIZED for o in ir.OPTIMIZERS if o != "sgd"}
 NORMALIZED = tuple(o for o in ir.OPTIMIZERS if o != "sgd")
+MUP_OPT = {"sgd": {"input": -ONE, "hidden": ZERO, "output": ONE, "bias": -ONE, "norm": -ONE}} | {
+    o: _MUP_NORMALIZED for o in NORMALIZED}
 
 
 def _flat(init: tuple, opt: object) -> dict:
