@@ -21,9 +21,21 @@ count, the speed-up); the CPU seconds this process used per step are printed
 beside them, since on a shared machine they move less with the load.
 
     python benchmarks/bench_lm_engine.py [--quick] [--steps 7] [--threads 2] [--device cpu] [--optimizer]
+    python benchmarks/bench_lm_engine.py --estimate [--grid full] [--replicas 2] [--steps 5]
 
 --optimizer times only the engine's AdamW step per cell (CPU seconds), the
 torch._foreach form against the same arithmetic one parameter at a time.
+
+--estimate times the engine alone on a few replicas of every shape of a grid
+(all three parts: width, depth, transfer) and extrapolates its training time
+on this machine: per shape, the wall seconds of one replica step (--replicas
+replicas trained as the study trains them, divided by their number) times
+the shape's runs and the grid's steps. At large widths a replica step costs
+the same whatever the replica count (docs/lm-study.md, section 8); at small
+widths more replicas share the overhead, so there the estimate is high.
+Shapes that differ only in a hyperparameter's value (the transfer part) are
+timed once. It also counts the training FLOPs and the resident memory a
+replica adds, which the study needs for all of a shape's runs at once.
 """
 
 from __future__ import annotations
@@ -151,6 +163,79 @@ def optimizer_step_times(cell, grid, base, steps: int = 20) -> tuple[float, floa
     return tuple(times)
 
 
+def estimate(grid, base, data, args) -> None:
+    """The grid's training time on this machine, extrapolated shape by shape."""
+    from collections import defaultdict
+
+    cells = lm_study.by_shape(lm_study.width_cells(grid) + lm_study.depth_cells(grid)
+                              + lm_study.transfer_cells(grid))
+    alike = defaultdict(list)   # a hyperparameter's value changes no shape: timed once
+    for cell in cells:
+        alike[(cell.spec, cell.arch.split("+")[0], cell.width, cell.depth)].append(cell)
+    cfg = LMTrainConfig(steps=args.steps, batch=grid.batch, warmup=1, log_every=args.steps)
+    print(f"grid: {args.grid}, {len(cells)} shapes, {sum(len(c.runs()) for c in cells)} runs, {grid.steps} steps each, "
+          f"batch {grid.batch} x context {grid.context}; device {args.device}, {args.threads} threads; "
+          f"{args.replicas} replicas timed per shape")
+    print(f"{'shape':<28} {'shapes':>6} {'runs':>5} {'s/replica step':>14} {'TFLOP':>9} {'minutes':>9} "
+          f"{'GiB/replica':>11} {'GiB shape':>9}")
+    hours = flops = memory = 0.0
+    for (spec, arch, width, depth), group in sorted(alike.items(), key=lambda kv: kv[0][2:]):
+        cell = group[0]
+        pairs = [(lr, seed) for lr in cell.lrs for seed in range(args.replicas)][:args.replicas]
+        before = reset_peak_memory(args.device)
+        step = timed_steps(cell, pairs, grid, base, data, cfg, args.device) / len(pairs)
+        per_replica = (since_reset_peak_gib(args.device) - before) / len(pairs)
+        runs = sum(len(c.runs()) for c in group)
+        tflop = step_flops(cell, grid, base, data) * runs * grid.steps / 1e12
+        h = step * runs * grid.steps / 3600
+        hours, flops = hours + h, flops + tflop
+        label = f"{spec}-{arch}-w{width}-d{depth}"
+        biggest = max(len(c.runs()) for c in group)   # one shape's runs train at once
+        memory = max(memory, before + per_replica * biggest)
+        print(f"{label:<28} {len(group):>6} {runs:>5} {step:>14.4f} {tflop:>9.1f} {h * 60:>9.1f} "
+              f"{per_replica:>11.3f} {before + per_replica * biggest:>9.2f}", flush=True)
+    print(f"total: {hours:.2f} hours of training on this machine ({hours * 60:.1f} min, {hours / 24:.1f} days), "
+          f"{flops / 1e3:.3f} PFLOP, "
+          f"{flops * 1e12 / (hours * 3600) / 1e9:.0f} GFLOP/s on average")
+    print(f"memory: GiB/replica is what the peak grew per timed replica over the memory held before the shape; "
+          f"GiB shape, held + that times the runs of one shape (trained at once): at most {memory:.1f} GiB")
+
+
+def timed_steps(cell, pairs, grid, base, data, cfg, device) -> float:
+    """Wall seconds per step of the engine on these runs of the cell's shape (steps 2..N-1)."""
+    stamps = {}
+
+    def on_step(step):
+        sync(device)
+        stamps[step] = time.perf_counter()
+    shape = Shape(cell.width, cell.depth, grid.heads, grid.context, lm_study.arch_tied(cell.arch))
+    train_runs(cell.spec, shape, base, data, pairs, cfg, device=device, on_step=on_step,
+               hypers=lm_study.arch_hypers(cell.arch) or None)
+    return (stamps[cfg.steps - 1] - stamps[1]) / (cfg.steps - 2)
+
+
+def reset_peak_memory(device: str) -> float:
+    """Start a new peak; the memory held now, GiB (on Linux, VmHWM is reset by clear_refs 5)."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2 ** 30
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_gib("VmRSS")
+
+
+def since_reset_peak_gib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2 ** 30
+    return _status_gib("VmHWM")
+
+
+def _status_gib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2 ** 20   # kB
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def peak_memory_gib(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2 ** 30
@@ -160,18 +245,25 @@ def peak_memory_gib(device: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the --quick grid instead of the default grid")
+    ap.add_argument("--grid", choices=("quick", "default", "full"), help="the grid (default: default; --quick: quick)")
+    ap.add_argument("--estimate", action="store_true",
+                    help="time the engine on --replicas replicas of each shape and extrapolate the grid's time")
+    ap.add_argument("--replicas", type=int, default=2, help="replicas timed per shape with --estimate")
     ap.add_argument("--steps", type=int, default=7, help="steps per timed run (>= 4)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--optimizer", action="store_true",
                     help="only the optimizer step per cell: torch._foreach against one parameter at a time")
     args = ap.parse_args()
-    grid = lm_study.QUICK if args.quick else lm_study.DEFAULT
+    args.grid = args.grid or ("quick" if args.quick else "default")
+    grid = {"quick": lm_study.QUICK, "default": lm_study.DEFAULT, "full": lm_study.FULL}[args.grid]
     data = load_text(TextConfig(context=grid.context))
     base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
     cfg = LMTrainConfig(steps=args.steps, batch=grid.batch, warmup=1, log_every=args.steps)
     cells = sorted(lm_study.by_shape(lm_study.width_cells(grid) + lm_study.depth_cells(grid)), key=lm_study._cost)
     torch.set_num_threads(args.threads)
+    if args.estimate:
+        return estimate(grid, base, data, args)
     if args.optimizer:
         for cell in cells:
             foreach, per_tensor = optimizer_step_times(cell, grid, base)

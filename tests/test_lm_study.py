@@ -5,6 +5,7 @@ run store, bad input, and (slow) `mupspec experiment transformer --quick`."""
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -238,6 +239,9 @@ def test_budget_reached_starts_no_new_cell(tmp_path):
     (["--lrs", "1e-3,0"], "positive"),
     (["--lrs", "1e-3,abc"], "comma-separated numbers"),
     (["--budget-minutes", "-1"], "minutes >= 0"),
+    (["--memory-gib", "0"], "GiB > 0"),
+    (["--memory-gib", "nan"], "GiB > 0"),
+    (["--memory-gib", "0.001"], "GiB, more than --memory-gib (0.001 GiB)"),
     (["--hyper", "alpha_outt=1,2"], "has no hyperparameter `alpha_outt`"),
     (["--hyper", "alpha_out=0,1"], "every value a positive number"),
     (["--hyper", "alpha_out"], "expected NAME=V1,V2"),
@@ -346,6 +350,86 @@ def test_shards_train_each_run_exactly_as_one_computation():
     assert [(r["lr"], r["seed"]) for r in two] == pairs
     assert [r["curves"] for r in two] == [r["curves"] for r in one]
     assert steps == list(range(1, TINY.steps + 1))
+
+
+def test_runs_trained_in_groups_equal_one_computation():
+    """Groups of two (the memory limit's way) give every run's losses bit for
+    bit, in order; progress runs once through the steps."""
+    shape = Shape(48, 2, 4, 16)
+    pairs = [(1e-3, 0), (1e-2, 0), (1e-3, 1), (3e-2, 1), (1e-2, 2)]
+    whole = train_runs("mup_table8", shape, BASE, DATA, pairs, TINY, shards=1)
+    steps: list[int] = []
+    grouped = train_runs("mup_table8", shape, BASE, DATA, pairs, TINY, shards=2, max_replicas=2,
+                         on_step=steps.append)
+    assert [(r["lr"], r["seed"]) for r in grouped] == pairs
+    assert [r["curves"] for r in grouped] == [r["curves"] for r in whole]
+    assert steps == sorted(steps) and steps[-1] == TINY.steps
+
+
+def test_a_group_out_of_gpu_memory_is_retried_in_halves():
+    tried = []
+
+    def train(group, on_step):
+        tried.append(len(group))
+        if len(group) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return [f"run {p}" for p in group]
+    assert lm_engine.in_groups(train, list(range(7)), 7, None, 10) == [f"run {p}" for p in range(7)]
+    assert tried == [7, 4, 2, 2, 2, 1]   # 7 and 4 do not fit; groups of 2 (and the last run) do
+
+
+def test_one_run_that_cannot_fit_raises_the_gpu_error():
+    def train(group, on_step):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        lm_engine.in_groups(train, [0, 1], 2, None, 10)
+
+
+def test_replicas_that_fit_the_memory_budget():
+    cell = lm_study.Cell("mup_table8", "gpt", 256, 4, (1e-3,), (0,))
+    one = lm_engine.replica_bytes(lm_study.shape_of(cell, lm_study.DEFAULT), lm_study.DEFAULT.batch)
+    assert lm_study.replicas_that_fit(cell, lm_study.DEFAULT, "cpu", 5.5 * one / 2 ** 30) == 5
+    with pytest.raises(MupError, match="needs about"):
+        lm_study.replicas_that_fit(cell, lm_study.DEFAULT, "cpu", 0.5 * one / 2 ** 30)
+    tied = dataclasses.replace(cell, arch=lm_study.TIED_ARCH)
+    assert lm_engine.replica_bytes(lm_study.shape_of(tied, lm_study.DEFAULT), 16) < \
+        lm_engine.replica_bytes(lm_study.shape_of(cell, lm_study.DEFAULT), 16)
+
+
+MEASURE_PEAK = """
+import sys
+from pathlib import Path
+import torch
+from mupspec.empirical.lm_engine import LMTrainConfig, Shape, train_runs
+from mupspec.empirical.text import TextConfig, load_text
+
+def status(field):
+    return next(int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text().splitlines()
+                if l.startswith(field + ":"))
+torch.set_num_threads(1)
+data = load_text(TextConfig(context=128))
+base = Shape(32, 2, 4, 128)
+train_runs("mup_table8", base, base, data, [(1e-3, 0)], LMTrainConfig(steps=1, batch=2, warmup=1), shards=1)
+Path("/proc/self/clear_refs").write_text("5")
+before = status("VmRSS")
+pairs = [(1e-3, s) for s in range(int(sys.argv[1]))]
+train_runs("mup_table8", Shape(128, 4, 4, 128), base, data, pairs, LMTrainConfig(steps=3, batch=16, warmup=1,
+           log_every=3), shards=1)
+print(status("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_replica_bytes_is_above_the_measured_peak_and_not_far_above():
+    """The estimate that sizes the groups, against the peak resident set each
+    replica adds (fresh processes, one and three replicas)."""
+    def peak(replicas):
+        out = subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(replicas)], capture_output=True, text=True,
+                             check=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+        return int(out.stdout.split()[-1])
+    measured = (peak(3) - peak(1)) / 2
+    estimate = lm_engine.replica_bytes(Shape(128, 4, 4, 128), 16)
+    assert measured < estimate < 2 * measured, (measured, estimate)
 
 
 @pytest.mark.parametrize("spec", ["mup_table8", "sp_tied"])

@@ -219,6 +219,6 @@ def test_a_transformer_cell_on_cuda_reserves_a_gpu_on_ray():
 
     cell = Cell("sp", "gpt", 32, 2, (1e-3, 1e-2), (0, 1))
     on_gpu = lm_study.cell_task(cell, [(1e-2, 1)], lm_study.QUICK, None, "cuda", threads=2)
-    assert (on_gpu.gpus, on_gpu.threads, on_gpu.args[1:]) == (1, 2, (((1e-2, 1),), "cuda"))
+    assert (on_gpu.gpus, on_gpu.threads, on_gpu.args[1:]) == (1, 2, (((1e-2, 1),), "cuda", None))
     assert lm_study.cell_task(cell, cell.runs(), lm_study.QUICK, None, "cpu", threads=1).gpus == 0
 

@@ -393,18 +393,79 @@ def train_batched(spec: str, shape: Shape, base: Shape, data: TextData, lrs, see
 def train_runs(spec: str, shape: Shape, base: Shape, data: TextData, pairs: list[tuple[float, int]],
                cfg: LMTrainConfig, device: str = "cpu", dtype=torch.float32,
                on_step: Callable[[int], None] | None = None, hypers: dict | None = None,
-               shards: int | None = None) -> list[dict]:
+               shards: int | None = None, max_replicas: int | None = None) -> list[dict]:
     """Train the given (lr, seed) runs of one shape; one result per run, in order.
-    On a CPU the runs are split into `shards` (default: torch's thread count)
-    trained side by side, each one computation on one thread: on a few cores
-    that beats one computation on all of them, whose small operations split
-    badly across threads (docs/lm-study.md, section 8). A run's result does
-    not depend on its shard."""
+    At most `max_replicas` runs train at once (default: all), in consecutive
+    groups. On a CPU the runs of a group are split into `shards` (default:
+    torch's thread count) trained side by side, each one computation on one
+    thread: on a few cores that beats one computation on all of them, whose
+    small operations split badly across threads (docs/lm-study.md, section 8).
+    A run's result depends on neither its group nor its shard."""
     if shards is None:
         shards = 1 if str(device).startswith("cuda") else torch.get_num_threads()
     spec_module(spec)   # generated once, before shards share the cache
-    return kernels.in_shards(lambda some, step: _train_shard(spec, shape, base, data, some, cfg, device, dtype,
-                                                             step, hypers), pairs, shards, on_step)
+    train = lambda some, step: _train_shard(spec, shape, base, data, some, cfg, device, dtype,  # noqa: E731
+                                            step, hypers)
+    return in_groups(lambda group, step: kernels.in_shards(train, group, shards, step), pairs,
+                     max_replicas or len(pairs), on_step, cfg.steps)
+
+
+def in_groups(train: Callable, pairs: list, size: int, on_step: Callable[[int], None] | None, steps: int) -> list:
+    """train(group, on_step) over consecutive groups of at most `size` pairs;
+    the results in the order of `pairs`. A group that runs out of GPU memory is
+    trained again as groups of half its size: the estimate that chose `size`
+    (replica_bytes) is rough, the GPU's answer exact. on_step sees the steps of
+    all groups as one run of `steps` steps, for a progress bar."""
+    results: list = []
+    while len(results) < len(pairs):
+        group, done = pairs[len(results):len(results) + size], len(results)
+        report = None if on_step is None else \
+            lambda t, done=done, n=len(group): on_step((done * steps + n * t) // len(pairs))
+        try:
+            results += train(group, report)
+        except torch.cuda.OutOfMemoryError:
+            if len(group) == 1:
+                raise
+            size = (len(group) + 1) // 2
+            torch.cuda.empty_cache()
+    return results
+
+
+# ---------------------------------------------------------------- memory
+
+# What one replica holds at its peak, estimated to choose how many of a shape's
+# runs train at once. Measured on a CPU as the growth of the peak resident set
+# (VmHWM) per replica, widths 64-1024, 2-16 blocks, 512 and 4096 tokens a batch:
+# about 30 float32 per unit of width, block and token are kept for the backward
+# pass. The constants put the estimate 1.1-1.5x above every measurement.
+ACTIVATION_FLOATS = 40    # per unit of width, block and token of the batch
+EMBEDDING_FLOATS = 16     # per unit of width and token outside the blocks
+LOGIT_FLOATS = 8          # per vocabulary entry and token: logits, log-probabilities, their gradients
+PARAMETER_FLOATS = 6      # per parameter: value, gradient, Adam's two moments, the initial copy, an update
+
+
+def replica_bytes(shape: Shape, batch: int) -> int:
+    """Estimated peak memory of one replica training `shape` at `batch` windows a step."""
+    params = 12 * shape.depth * shape.width ** 2 + (2 - shape.tied) * VOCAB * shape.width \
+        + shape.context * shape.width
+    per_token = (ACTIVATION_FLOATS * shape.depth + EMBEDDING_FLOATS) * shape.width + LOGIT_FLOATS * VOCAB
+    return 4 * (PARAMETER_FLOATS * params + batch * shape.context * per_token)
+
+
+def available_bytes(device: str) -> int:
+    """Memory free for training now: the GPU's free memory, or the system's
+    MemAvailable (free and reclaimable)."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 _BUILDING = threading.Lock()

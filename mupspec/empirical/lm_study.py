@@ -148,6 +148,9 @@ def configure(parser) -> None:
     parser.add_argument("--budget-minutes", type=float,
                         help="start no new cell after this many minutes; the report covers what finished "
                         "(run again to resume)")
+    parser.add_argument("--memory-gib", type=float,
+                        help="memory the runs training at once may take, GiB (default: 70%% of what the device "
+                        "has free when a shape starts); a shape's runs train in groups that fit")
     add_backend_options(parser)
 
 
@@ -264,40 +267,77 @@ def _cost(cell: Cell) -> float:
     return len(cell.runs()) * (12 * cell.depth * cell.width ** 2 + 256 * cell.width)
 
 
+MEMORY_FRACTION = 0.7   # of the device's free memory, by default: room for the rest of the process
+
+
+def shape_of(cell: Cell, g: Grid):
+    from mupspec.empirical.lm_engine import Shape
+
+    return Shape(cell.width, cell.depth, g.heads, g.context, arch_tied(cell.arch))
+
+
+def replicas_that_fit(cell: Cell, g: Grid, device: str, memory_gib: float | None) -> int:
+    """How many of the cell's runs may train at once (replica_bytes against the
+    budget); MupError when not even one fits."""
+    from mupspec.empirical.lm_engine import available_bytes, replica_bytes
+
+    budget = memory_gib * 2 ** 30 if memory_gib else MEMORY_FRACTION * available_bytes(device)
+    one = replica_bytes(shape_of(cell, g), g.batch)
+    if one > budget:
+        where = "--memory-gib" if memory_gib else f"{MEMORY_FRACTION:.0%} of the memory {device} has free now"
+        raise MupError(Diagnostic(
+            f"{cell.key}: one run (d_model {cell.width}, {cell.depth} blocks, batch {g.batch} x context "
+            f"{g.context}) needs about {one / 2 ** 30:.3g} GiB, more than {where} ({budget / 2 ** 30:.3g} GiB)",
+            hint="a machine or GPU with more memory (--backend ray trains each shape on a worker), "
+                 "or a smaller grid (the default grid's largest run needs "
+                 f"{_largest_run_gib(DEFAULT):.2f} GiB)"))
+    return max(1, int(budget // one))
+
+
+def _largest_run_gib(g: Grid) -> float:
+    from mupspec.empirical.lm_engine import replica_bytes
+
+    cells = width_cells(g) + depth_cells(g)
+    return max(replica_bytes(shape_of(c, g), g.batch) for c in cells) / 2 ** 30
+
+
 def train_cells(store: RunStore, cells: list[Cell], grid: Grid, data, device: str,
-                deadline: float | None, progress: bool, backend=None, threads: int = 2):
+                deadline: float | None, progress: bool, backend=None, threads: int = 2,
+                memory_gib: float | None = None):
     """Train the missing runs of each shape (cheapest first; the cells of one
     shape together) on `backend` (default local), holding the store's lock; no
     new shape starts after the deadline; one that raises is recorded in
     errors/ and the others go on. Returns (runs trained now, shapes not started)."""
     from mupspec.empirical.runner import run_sweep
 
-    make_task = lambda cell, missing: cell_task(cell, missing, grid, data, device, threads)  # noqa: E731
+    make_task = lambda cell, missing: cell_task(cell, missing, grid, data, device, threads, memory_gib)  # noqa: E731
     report = run_sweep(store, sorted(by_shape(cells), key=_cost), backend, make_task=make_task,
                        progress=progress, deadline=deadline)
     return report.trained, report.postponed_cells
 
 
-def cell_task(cell: Cell, missing, grid: Grid, data, device: str, threads: int):
+def cell_task(cell: Cell, missing, grid: Grid, data, device: str, threads: int, memory_gib: float | None = None):
     """The sweep-runner task training a cell's missing runs: the text and the grid,
     the same for every cell, are its shared object (sent to a Ray cluster once)."""
     from mupspec.empirical.runner import Task
 
-    return Task(train_cell, (cell, tuple(missing), device), threads=threads, shared=(grid, data),
+    return Task(train_cell, (cell, tuple(missing), device, memory_gib), threads=threads, shared=(grid, data),
                 gpus=1 if device.startswith("cuda") else 0, label=cell.key, steps=grid.steps)
 
 
-def train_cell(cell: Cell, runs, device: str, *, shared, on_step=None) -> list[dict]:
-    """The (lr, seed) runs of a cell trained together; every run's record as saved."""
+def train_cell(cell: Cell, runs, device: str, memory_gib: float | None = None, *, shared,
+               on_step=None) -> list[dict]:
+    """The (lr, seed) runs of a cell, as many together as fit the memory of the
+    machine that trains them; every run's record as saved."""
     from mupspec.empirical.lm_engine import LMTrainConfig, Shape, software, train_runs
 
     grid, data = shared
     cfg = LMTrainConfig(steps=grid.steps, batch=grid.batch, warmup=grid.warmup, log_every=grid.log_every)
     base = Shape(grid.base_width, grid.base_depth, grid.heads, grid.context)
     hypers = arch_hypers(cell.arch)
-    shape = Shape(cell.width, cell.depth, grid.heads, grid.context, arch_tied(cell.arch))
-    results = train_runs(cell.spec, shape, base, data,
-                         list(runs), cfg, device=device, on_step=on_step, hypers=hypers or None)
+    results = train_runs(cell.spec, shape_of(cell, grid), base, data, list(runs), cfg, device=device,
+                         on_step=on_step, hypers=hypers or None,
+                         max_replicas=replicas_that_fit(cell, grid, device, memory_gib))
     header = {"cell": {"spec": cell.spec, "arch": cell.arch, "width": cell.width, "depth": cell.depth,
                        "hypers": hypers},   # empty: the spec's defaults
               "software": software(device, "torch.float32")}
@@ -385,6 +425,9 @@ def run(args) -> int:
     if args.budget_minutes is not None and not args.budget_minutes >= 0:
         raise MupError(Diagnostic(f"--budget-minutes {args.budget_minutes:g}: expected a number of minutes >= 0",
                                   hint="--budget-minutes 0 trains nothing new and only rewrites the report"))
+    if args.memory_gib is not None and not (math.isfinite(args.memory_gib) and args.memory_gib > 0):
+        raise MupError(Diagnostic(f"--memory-gib {args.memory_gib:g}: expected a number of GiB > 0",
+                                  hint="e.g. --memory-gib 16"))
     data = load_text(TextConfig(path=args.text, context=grid.context))   # bad text: error before --out is touched
     from mupspec.empirical.runner import make_backend
 
@@ -394,17 +437,20 @@ def run(args) -> int:
     parts = ("width", "depth", "transfer") if args.part == "all" else (args.part,)
     cells = by_shape((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else [])
                      + (transfer_cells(grid) if "transfer" in parts else []))
-    from mupspec.empirical.lm_engine import spec_module
+    from mupspec.empirical.lm_engine import replica_bytes, spec_module
 
     for spec in sorted({c.spec for c in cells}):   # generate every module now: a broken spec fails before training
         spec_module(spec)
         if grid.tied:
             _check_tie(spec, grid)
+    if args.backend == "local" and cells:   # here: a run that cannot fit is an error before anything is written
+        replicas_that_fit(max(cells, key=lambda c: replica_bytes(shape_of(c, grid), grid.batch)), grid,
+                          args.device, args.memory_gib)
     store = RunStore(out, settings_of(grid, data))
     start = time.monotonic()
     deadline = start + 60 * args.budget_minutes if args.budget_minutes is not None else None
     trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress,
-                                   backend, args.threads)
+                                   backend, args.threads, args.memory_gib)
     seconds = time.monotonic() - start
     summary = analyse(store, grid, parts, figures)
     done = sum(not store.missing(c) for c in cells)
