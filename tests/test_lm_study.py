@@ -385,12 +385,22 @@ def test_one_run_that_cannot_fit_raises_the_gpu_error():
         lm_engine.in_groups(train, [0, 1], 2, None, 10)
 
 
-def test_replicas_that_fit_the_memory_budget():
+def test_replicas_that_fit_the_memory_budget(monkeypatch):
     cell = lm_study.Cell("mup_table8", "gpt", 256, 4, (1e-3,), (0,))
     one = lm_engine.replica_bytes(lm_study.shape_of(cell, lm_study.DEFAULT), lm_study.DEFAULT.batch)
     assert lm_study.replicas_that_fit(cell, lm_study.DEFAULT, "cpu", 5.5 * one / 2 ** 30) == 5
     with pytest.raises(MupError, match="needs about"):
         lm_study.replicas_that_fit(cell, lm_study.DEFAULT, "cpu", 0.5 * one / 2 ** 30)
+    monkeypatch.setattr(lm_engine, "available_bytes", lambda device: 10 * 2 ** 30)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    threads = torch.get_num_threads()
+    try:   # four cores: a process of two threads takes half of 70% (a Ray node runs two such side by side)
+        torch.set_num_threads(2)
+        assert lm_study.default_budget("cpu") == 0.7 * 0.5 * 10 * 2 ** 30
+        torch.set_num_threads(4)
+        assert lm_study.default_budget("cpu") == 0.7 * 10 * 2 ** 30
+    finally:
+        torch.set_num_threads(threads)
     tied = dataclasses.replace(cell, arch=lm_study.TIED_ARCH)
     assert lm_engine.replica_bytes(lm_study.shape_of(tied, lm_study.DEFAULT), 16) < \
         lm_engine.replica_bytes(lm_study.shape_of(cell, lm_study.DEFAULT), 16)

@@ -150,7 +150,8 @@ def configure(parser) -> None:
                         "(run again to resume)")
     parser.add_argument("--memory-gib", type=float,
                         help="memory the runs training at once may take, GiB (default: 70%% of what the device "
-                        "has free when a shape starts); a shape's runs train in groups that fit")
+                        "has free when a shape starts; on a CPU, the share of --threads in its cores); a shape's "
+                        "runs train in groups that fit")
     add_backend_options(parser)
 
 
@@ -279,12 +280,12 @@ def shape_of(cell: Cell, g: Grid):
 def replicas_that_fit(cell: Cell, g: Grid, device: str, memory_gib: float | None) -> int:
     """How many of the cell's runs may train at once (replica_bytes against the
     budget); MupError when not even one fits."""
-    from mupspec.empirical.lm_engine import available_bytes, replica_bytes
+    from mupspec.empirical.lm_engine import replica_bytes
 
-    budget = memory_gib * 2 ** 30 if memory_gib else MEMORY_FRACTION * available_bytes(device)
+    budget = memory_gib * 2 ** 30 if memory_gib else default_budget(device)
     one = replica_bytes(shape_of(cell, g), g.batch)
     if one > budget:
-        where = "--memory-gib" if memory_gib else f"{MEMORY_FRACTION:.0%} of the memory {device} has free now"
+        where = "--memory-gib" if memory_gib else f"this process's share of the memory {device} has free now"
         raise MupError(Diagnostic(
             f"{cell.key}: one run (d_model {cell.width}, {cell.depth} blocks, batch {g.batch} x context "
             f"{g.context}) needs about {one / 2 ** 30:.3g} GiB, more than {where} ({budget / 2 ** 30:.3g} GiB)",
@@ -292,6 +293,23 @@ def replicas_that_fit(cell: Cell, g: Grid, device: str, memory_gib: float | None
                  "or a smaller grid (the default grid's largest run needs "
                  f"{_largest_run_gib(DEFAULT):.2f} GiB)"))
     return max(1, int(budget // one))
+
+
+def default_budget(device: str) -> float:
+    """MEMORY_FRACTION of the device's free memory. On a CPU, this process's
+    share of it by threads: a Ray node runs one task per --threads cores side by
+    side, each reading the same free memory. (A task holds a GPU of its own.)"""
+    import os
+
+    import torch
+
+    from mupspec.empirical.lm_engine import available_bytes
+
+    share = 1.0
+    if not device.startswith("cuda"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        share = min(1.0, torch.get_num_threads() / cores)
+    return MEMORY_FRACTION * share * available_bytes(device)
 
 
 def _largest_run_gib(g: Grid) -> float:
