@@ -420,7 +420,10 @@ torch.set_num_threads(1)
 data = load_text(TextConfig(context=128))
 base = Shape(32, 2, 4, 128)
 train_runs("mup_table8", base, base, data, [(1e-3, 0)], LMTrainConfig(steps=1, batch=2, warmup=1), shards=1)
-Path("/proc/self/clear_refs").write_text("5")
+try:
+    Path("/proc/self/clear_refs").write_text("5")   # resets the peak, VmHWM
+except OSError:
+    sys.exit(3)
 before = status("VmRSS")
 pairs = [(1e-3, s) for s in range(int(sys.argv[1]))]
 train_runs("mup_table8", Shape(128, 4, 4, 128), base, data, pairs, LMTrainConfig(steps=3, batch=16, warmup=1,
@@ -435,7 +438,10 @@ def test_replica_bytes_is_above_the_measured_peak_and_not_far_above():
     replica adds (fresh processes, one and three replicas)."""
     def peak(replicas):
         out = subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(replicas)], capture_output=True, text=True,
-                             check=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+                             env=os.environ | {"OMP_NUM_THREADS": "1"})
+        if out.returncode == 3:
+            pytest.skip("this kernel does not let a process reset its peak resident set")
+        assert out.returncode == 0, out.stderr
         return int(out.stdout.split()[-1])
     measured = (peak(3) - peak(1)) / 2
     estimate = lm_engine.replica_bytes(Shape(128, 4, 4, 128), 16)
