@@ -169,12 +169,10 @@ def _lead(f, var) -> tuple:
         if c == 0:
             return (sympy.Integer(0), -sympy.oo) if f.exp > 0 else _limit_lead(f, var)
         return c ** f.exp, e * f.exp
-    if isinstance(f, (sympy.Min, sympy.Max)):  # of positive terms: the smallest / largest leading term
-        terms = [_lead(t, var) for t in f.args]
-        if all(c.is_positive for c, _ in terms):
-            pick = min if isinstance(f, sympy.Min) else max
-            top = pick(e for _, e in terms)
-            return (sympy.Min if isinstance(f, sympy.Min) else sympy.Max)(*[c for c, e in terms if e == top]), top
+    if isinstance(f, (sympy.Min, sympy.Max)):  # the term that is smallest / largest at large var
+        picked = _asymptotic_pick([_lead(t, var) for t in f.args], largest=isinstance(f, sympy.Max))
+        if picked is not None:
+            return picked
     if f.is_Add:
         terms = [_lead(t, var) for t in f.args]
         top = max(e for _, e in terms)
@@ -182,6 +180,39 @@ def _lead(f, var) -> tuple:
         if coef != 0 and coef.is_zero is not True:
             return coef, top
     return _limit_lead(f, var)  # leading terms cancel, or a form the fast path does not know
+
+
+def _asymptotic_pick(terms: list, largest: bool):
+    """Of leading terms (coef, exponent), the one largest (or smallest) at
+    large var; None when their signs or sizes cannot be compared."""
+    import sympy
+
+    if all(c.is_positive for c, _ in terms):   # the usual case; coefficients may hold other widths
+        top = (max if largest else min)(e for _, e in terms)
+        return (sympy.Max if largest else sympy.Min)(*[c for c, e in terms if e == top]), top
+    keys = [_growth_key(c, e) for c, e in terms]   # a negative or zero term among them (a bad scale,
+    if None in keys:                               # reported later as such)
+        return None
+    try:
+        top = (max if largest else min)(keys)
+    except TypeError:   # symbolic coefficients that do not order
+        return None
+    return next(t for t, key in zip(terms, keys) if key == top)
+
+
+def _growth_key(coef, exponent):
+    """Orders terms coef * var^exponent by their value at large var: positive
+    ones by exponent then coefficient, zero, then negative ones (the larger
+    the exponent, the smaller). None when the coefficient's sign is unknown."""
+    import sympy
+
+    if exponent == -sympy.oo or coef == 0:
+        return (1, 0, 0)
+    if coef.is_positive:
+        return (2, exponent, coef)
+    if coef.is_negative:
+        return (0, -exponent, coef)
+    return None
 
 
 def _limit_lead(f, var) -> tuple:
@@ -199,13 +230,17 @@ def _limit_lead(f, var) -> tuple:
     series = _series_lead(f, var)
     if series is not None:
         return series
-    k = sympy.limit(sympy.log(sympy.Abs(f)) / sympy.log(var), var, sympy.oo)
-    if not (k.is_Rational or k in (sympy.oo, -sympy.oo)):
-        raise MupError(Diagnostic(f"cannot find the width/depth exponent of {f}",
+    unknown = MupError(Diagnostic(f"cannot find the width/depth exponent of {f}",
                                   hint="write scales as products and powers of the symbols"))
-    if k in (sympy.oo, -sympy.oo):
-        return sympy.Integer(1), k
-    return sympy.limit(f / var ** k, var, sympy.oo), k
+    try:
+        k = sympy.limit(sympy.log(sympy.Abs(f)) / sympy.log(var), var, sympy.oo)
+        if not (k.is_Rational or k in (sympy.oo, -sympy.oo)):
+            raise unknown
+        if k in (sympy.oo, -sympy.oo):
+            return sympy.Integer(1), k
+        return sympy.limit(f / var ** k, var, sympy.oo), k
+    except (TypeError, ValueError, NotImplementedError, AttributeError) as err:  # sympy's own failures on
+        raise unknown from err                                                   # forms its limit code lacks
 
 
 def _series_lead(f, var):

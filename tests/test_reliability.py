@@ -440,6 +440,36 @@ def test_rendering_many_diagnostics_reads_the_source_once(tmp_path, monkeypatch)
     assert len(reads) == 1
 
 
+def test_max_and_min_of_terms_of_either_sign_take_the_term_that_wins_at_large_width(tmp_path, capsys):
+    """max(-4.5, n - 1238) reached sympy's limit, which raised a TypeError
+    inside itself (exit 70, found by benchmarks/fuzz.py); at large width the
+    second term wins: a verdict, like any spec."""
+    import sympy
+
+    from mupspec.symbolic import leading_term
+    n = sympy.Symbol("n", positive=True)
+    assert leading_term(sympy.Max(sympy.Rational(-9, 2), n - 1238), n) == (1, 1)
+    assert leading_term(sympy.Min(sympy.Rational(-9, 2), n - 1238), n) == (sympy.Rational(-9, 2), 0)
+    assert leading_term(sympy.Max(-n, -n ** 2), n) == (-1, 1)
+    assert leading_term(sympy.Min(2 * n, 3 * n, n ** 2), n) == (2, 1)
+    path = write(tmp_path, "parametrization m\nhidden {\n  lr.adam = max(-4.5, n - 1238)\n}\n")
+    code, _, err = run(capsys, "check", path)
+    assert code == 1 and "internal error" not in err
+
+
+def test_sympy_failing_inside_its_limit_is_a_located_error(monkeypatch):
+    import sympy
+
+    from mupspec.symbolic import leading_term
+
+    def broken(*args, **kwargs):
+        raise TypeError("Expr._eval_nseries() missing 1 required positional argument: 'cdir'")
+    monkeypatch.setattr(sympy, "limit", broken)
+    n = sympy.Symbol("n", positive=True)
+    with pytest.raises(MupError, match="cannot find the width/depth exponent"):
+        leading_term(sympy.log(n) + n ** 3 + 1, n)
+
+
 def test_cancelling_high_powers_are_fast(tmp_path, capsys):
     path = write(tmp_path, "parametrization p\nhidden { mult = (n+1)^64 - n^64 }\n")
     start = time.perf_counter()
