@@ -239,6 +239,7 @@ def test_budget_reached_starts_no_new_cell(tmp_path):
     (["--lrs", "1e-3,0"], "positive"),
     (["--lrs", "1e-3,abc"], "comma-separated numbers"),
     (["--budget-minutes", "-1"], "minutes >= 0"),
+    (["--runs-per-task", "0"], "runs >= 1"),
     (["--memory-gib", "0"], "GiB > 0"),
     (["--memory-gib", "nan"], "GiB > 0"),
     (["--memory-gib", "0.001"], "GiB, more than --memory-gib (0.001 GiB)"),
@@ -266,7 +267,10 @@ def test_budget_zero_trains_nothing_and_reports(tmp_path, capsys, monkeypatch):
     assert json.loads((tmp_path / "summary.json").read_text())["timing"]["cells_not_started"] == 4
 
 
-def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("split", [[], ["--runs-per-task", "1"]])
+def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp_path, capsys, monkeypatch, split):
+    """Also with each shape split into tasks of one run: the shape's error file
+    then lists the runs of both its failed tasks."""
     real = lm_engine.train_runs
 
     def fails_at_width_64(spec, shape, *args, **kwargs):
@@ -276,17 +280,33 @@ def test_a_failing_cell_is_recorded_the_others_go_on_and_the_command_exits_1(tmp
 
     monkeypatch.setattr(lm_study, "QUICK", GRID)
     monkeypatch.setattr(lm_engine, "train_runs", fails_at_width_64)
-    argv = ["experiment", "transformer", "--quick", "--out", str(tmp_path), "--no-progress", "--part", "width"]
+    argv = ["experiment", "transformer", "--quick", "--out", str(tmp_path), "--no-progress", "--part", "width"] + split
     assert main(argv) == 1
     assert "4 runs failed" in capsys.readouterr().err
     errors = sorted(p.name for p in (tmp_path / "errors").glob("*.json"))
     assert errors == ["mup_table8-gpt-w64-d2.json", "sp-gpt-w64-d2.json"]
+    assert sorted(json.loads((tmp_path / "errors" / errors[0]).read_text())["runs"]) == [[1e-3, 0], [1e-2, 0]]
     assert "out of memory at d_model 64" in json.loads((tmp_path / "errors" / errors[0]).read_text())["error"]
     assert len(list((tmp_path / "runs").glob("*-w32-d2/*.json"))) == 4       # the other cells finished
     assert json.loads((tmp_path / "summary.json").read_text())["failed"]["runs"] == 4
     monkeypatch.setattr(lm_engine, "train_runs", real)                    # fixed: a rerun trains just those
     assert main(argv) == 0 and "trained 4 runs" in capsys.readouterr().out
     assert not list((tmp_path / "errors").glob("*.json"))
+
+
+def test_runs_per_task_splits_shapes_and_changes_no_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(lm_study, "QUICK", GRID)
+    argv = ["experiment", "transformer", "--quick", "--no-progress", "--part", "width"]
+    assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "split"), "--runs-per-task", "1"]) == 0
+
+    def runs(out):
+        return {p.relative_to(out).as_posix(): json.loads(p.read_text())["curves"]
+                for p in sorted((out / "runs").glob("*/*.json"))}
+    assert len(runs(tmp_path / "whole")) == 8 and runs(tmp_path / "split") == runs(tmp_path / "whole")
+    shape = lm_study.by_shape(lm_study.width_cells(GRID))[0]
+    parts = lm_study.split_runs(shape, 1)
+    assert [p.runs() for p in parts] == [[r] for r in shape.runs()] and {p.key for p in parts} == {shape.key}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

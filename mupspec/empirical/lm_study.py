@@ -152,6 +152,9 @@ def configure(parser) -> None:
                         help="memory the runs training at once may take, GiB (default: 70%% of what the device "
                         "has free when a shape starts; on a CPU, the share of --threads in its cores); a shape's "
                         "runs train in groups that fit")
+    parser.add_argument("--runs-per-task", type=int, metavar="K",
+                        help="split each shape's runs into tasks of at most K runs, which the workers of a "
+                        "cluster (--backend ray) train side by side (default: one task per shape)")
     add_backend_options(parser)
 
 
@@ -254,6 +257,15 @@ class ShapeRuns(Cell):
         return list(self.pairs)
 
 
+def split_runs(shape: ShapeRuns, most: int) -> list[ShapeRuns]:
+    """The shape's runs as consecutive parts of at most `most` runs: tasks that
+    several workers of a cluster train side by side."""
+    pairs = shape.runs()
+    return [ShapeRuns(shape.spec, shape.arch, shape.width, shape.depth,
+                      tuple(dict.fromkeys(lr for lr, _ in part)), tuple(dict.fromkeys(s for _, s in part)), part)
+            for part in (tuple(pairs[i:i + most]) for i in range(0, len(pairs), most))]
+
+
 def by_shape(cells: list[Cell]) -> list[ShapeRuns]:
     """The cells merged per shape (spec, arch, width, depth), runs in order, each once."""
     merged: dict[str, tuple[Cell, dict]] = {}
@@ -321,16 +333,19 @@ def _largest_run_gib(g: Grid) -> float:
 
 def train_cells(store: RunStore, cells: list[Cell], grid: Grid, data, device: str,
                 deadline: float | None, progress: bool, backend=None, threads: int = 2,
-                memory_gib: float | None = None):
+                memory_gib: float | None = None, runs_per_task: int | None = None):
     """Train the missing runs of each shape (cheapest first; the cells of one
-    shape together) on `backend` (default local), holding the store's lock; no
-    new shape starts after the deadline; one that raises is recorded in
-    errors/ and the others go on. Returns (runs trained now, shapes not started)."""
+    shape together, or in tasks of at most `runs_per_task` runs) on `backend`
+    (default local), holding the store's lock; no new task starts after the
+    deadline; one that raises is recorded in errors/ and the others go on.
+    Returns (runs trained now, tasks not started)."""
     from mupspec.empirical.runner import run_sweep
 
+    tasks = sorted(by_shape(cells), key=_cost)
+    if runs_per_task:
+        tasks = [part for shape in tasks for part in split_runs(shape, runs_per_task)]
     make_task = lambda cell, missing: cell_task(cell, missing, grid, data, device, threads, memory_gib)  # noqa: E731
-    report = run_sweep(store, sorted(by_shape(cells), key=_cost), backend, make_task=make_task,
-                       progress=progress, deadline=deadline)
+    report = run_sweep(store, tasks, backend, make_task=make_task, progress=progress, deadline=deadline)
     return report.trained, report.postponed_cells
 
 
@@ -443,6 +458,9 @@ def run(args) -> int:
     if args.budget_minutes is not None and not args.budget_minutes >= 0:
         raise MupError(Diagnostic(f"--budget-minutes {args.budget_minutes:g}: expected a number of minutes >= 0",
                                   hint="--budget-minutes 0 trains nothing new and only rewrites the report"))
+    if args.runs_per_task is not None and args.runs_per_task < 1:
+        raise MupError(Diagnostic(f"--runs-per-task {args.runs_per_task}: expected a number of runs >= 1",
+                                  hint="e.g. --runs-per-task 8; without it, each shape is one task"))
     if args.memory_gib is not None and not (math.isfinite(args.memory_gib) and args.memory_gib > 0):
         raise MupError(Diagnostic(f"--memory-gib {args.memory_gib:g}: expected a number of GiB > 0",
                                   hint="e.g. --memory-gib 16"))
@@ -468,7 +486,7 @@ def run(args) -> int:
     start = time.monotonic()
     deadline = start + 60 * args.budget_minutes if args.budget_minutes is not None else None
     trained, skipped = train_cells(store, cells, grid, data, args.device, deadline, not args.no_progress,
-                                   backend, args.threads, args.memory_gib)
+                                   backend, args.threads, args.memory_gib, args.runs_per_task)
     seconds = time.monotonic() - start
     summary = analyse(store, grid, parts, figures)
     done = sum(not store.missing(c) for c in cells)

@@ -93,7 +93,7 @@ class Report:
     trained: int = 0                                     # runs computed and saved now
     failed: list[dict] = field(default_factory=list)     # {"cell", "runs", "error"} per failed cell
     postponed: int = 0                                   # runs not started before the deadline
-    postponed_cells: int = 0                             # cells with runs not started before the deadline
+    postponed_cells: int = 0                             # cells (folders) with runs not started before the deadline
 
     @property
     def failed_runs(self) -> int:
@@ -306,12 +306,14 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *,
         bar = Progress(total, total - sum(len(m) for _, m in todo),
                        stream=sys.stderr if progress else None)
         wanted = dict(todo)    # by Cell: cells may share a folder (the same shape, other LRs or seeds)
+        postponed: set[str] = set()
 
         def tasks() -> Iterator[Task]:
             for cell, missing in todo:
                 if deadline is not None and time.monotonic() > deadline:
                     report.postponed += len(missing)
-                    report.postponed_cells += 1
+                    postponed.add(cell.key)
+                    report.postponed_cells = len(postponed)
                     continue
                 try:
                     task = make_task(cell, missing)

@@ -199,8 +199,15 @@ class Sweep:
         return saved
 
     def write_error(self, cell: Cell, runs: list[tuple[float, int]], error: str) -> None:
-        write_json(self.out / "errors" / f"{cell.key}.json",
-                          {"key": cell.key, "cell": asdict(cell), "runs": [list(r) for r in runs], "error": error})
+        """Record that these runs of the cell failed, beside the still unfinished
+        runs of an earlier record of its folder (a shape's runs may be split
+        over several tasks, each failing on its own)."""
+        path = self.out / "errors" / f"{cell.key}.json"
+        earlier = _read_json(path)
+        kept = [tuple(r) for r in earlier["runs"] if not self._finished_run(cell, *r)] \
+            if isinstance(earlier, dict) and isinstance(earlier.get("runs"), list) else []
+        runs = list(dict.fromkeys(kept + [tuple(r) for r in runs]))
+        write_json(path, {"key": cell.key, "cell": asdict(cell), "runs": [list(r) for r in runs], "error": error})
 
     def errors(self) -> list[dict]:
         """The recorded failures: cells whose computation raised and is not finished since."""
