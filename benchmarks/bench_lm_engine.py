@@ -90,15 +90,16 @@ def clocks() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def batched_step_time(cell, grid, base, data, cfg, device) -> tuple[float, float]:
-    """(wall, CPU) seconds per step of the engine on the cell."""
+def batched_step_time(cell, grid, base, data, cfg, device, pairs=None) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of the engine on the cell's runs (or these
+    `pairs` of its shape), steps 2..N-1."""
     stamps = {}
 
     def on_step(step):
         sync(device)
         stamps[step] = clocks()
-    train_runs(cell.spec, Shape(cell.width, cell.depth, grid.heads, grid.context), base, data, cell.runs(), cfg,
-               device=device, on_step=on_step)
+    train_runs(cell.spec, lm_study.shape_of(cell, grid), base, data, pairs or cell.runs(), cfg, device=device,
+               on_step=on_step, hypers=lm_study.arch_hypers(cell.arch) or None)
     return tuple((b - a) / (cfg.steps - 2) for a, b in zip(stamps[1], stamps[cfg.steps - 1]))
 
 
@@ -183,7 +184,7 @@ def estimate(grid, base, data, args) -> None:
         cell = group[0]
         pairs = [(lr, seed) for lr in cell.lrs for seed in range(args.replicas)][:args.replicas]
         before = reset_peak_memory(args.device)
-        step = timed_steps(cell, pairs, grid, base, data, cfg, args.device) / len(pairs)
+        step = batched_step_time(cell, grid, base, data, cfg, args.device, pairs)[0] / len(pairs)
         per_replica = (since_reset_peak_gib(args.device) - before) / len(pairs)
         runs = sum(len(c.runs()) for c in group)
         tflop = step_flops(cell, grid, base, data) * runs * grid.steps / 1e12
@@ -201,19 +202,6 @@ def estimate(grid, base, data, args) -> None:
           f"GiB shape, held + that times the runs of one shape (trained at once): at most {memory:.1f} GiB")
 
 
-def timed_steps(cell, pairs, grid, base, data, cfg, device) -> float:
-    """Wall seconds per step of the engine on these runs of the cell's shape (steps 2..N-1)."""
-    stamps = {}
-
-    def on_step(step):
-        sync(device)
-        stamps[step] = time.perf_counter()
-    shape = Shape(cell.width, cell.depth, grid.heads, grid.context, lm_study.arch_tied(cell.arch))
-    train_runs(cell.spec, shape, base, data, pairs, cfg, device=device, on_step=on_step,
-               hypers=lm_study.arch_hypers(cell.arch) or None)
-    return (stamps[cfg.steps - 1] - stamps[1]) / (cfg.steps - 2)
-
-
 def reset_peak_memory(device: str) -> float:
     """Start a new peak; the memory held now, GiB (on Linux, VmHWM is reset by clear_refs 5)."""
     if device.startswith("cuda"):
@@ -224,9 +212,7 @@ def reset_peak_memory(device: str) -> float:
 
 
 def since_reset_peak_gib(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2 ** 30
-    return _status_gib("VmHWM")
+    return peak_memory_gib(device) if device.startswith("cuda") else _status_gib("VmHWM")
 
 
 def _status_gib(field: str) -> float:

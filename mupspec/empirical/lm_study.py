@@ -257,13 +257,18 @@ class ShapeRuns(Cell):
         return list(self.pairs)
 
 
+def _shape_runs(cell: Cell, pairs) -> ShapeRuns:
+    """These (lr, seed) runs of the cell's shape, in order."""
+    pairs = tuple(pairs)
+    return ShapeRuns(cell.spec, cell.arch, cell.width, cell.depth, tuple(dict.fromkeys(lr for lr, _ in pairs)),
+                     tuple(dict.fromkeys(s for _, s in pairs)), pairs)
+
+
 def split_runs(shape: ShapeRuns, most: int) -> list[ShapeRuns]:
     """The shape's runs as consecutive parts of at most `most` runs: tasks that
     several workers of a cluster train side by side."""
     pairs = shape.runs()
-    return [ShapeRuns(shape.spec, shape.arch, shape.width, shape.depth,
-                      tuple(dict.fromkeys(lr for lr, _ in part)), tuple(dict.fromkeys(s for _, s in part)), part)
-            for part in (tuple(pairs[i:i + most]) for i in range(0, len(pairs), most))]
+    return [_shape_runs(shape, pairs[i:i + most]) for i in range(0, len(pairs), most)]
 
 
 def by_shape(cells: list[Cell]) -> list[ShapeRuns]:
@@ -271,8 +276,7 @@ def by_shape(cells: list[Cell]) -> list[ShapeRuns]:
     merged: dict[str, tuple[Cell, dict]] = {}
     for cell in cells:
         merged.setdefault(cell.key, (cell, {}))[1].update(dict.fromkeys(cell.runs()))
-    return [ShapeRuns(c.spec, c.arch, c.width, c.depth, tuple(dict.fromkeys(lr for lr, _ in runs)),
-                      tuple(dict.fromkeys(s for _, s in runs)), tuple(runs)) for c, runs in merged.values()]
+    return [_shape_runs(c, runs) for c, runs in merged.values()]
 
 
 def _cost(cell: Cell) -> float:
@@ -303,7 +307,7 @@ def replicas_that_fit(cell: Cell, g: Grid, device: str, memory_gib: float | None
             f"{g.context}) needs about {one / 2 ** 30:.3g} GiB, more than {where} ({budget / 2 ** 30:.3g} GiB)",
             hint="a machine or GPU with more memory (--backend ray trains each shape on a worker), "
                  "or a smaller grid (the default grid's largest run needs "
-                 f"{_largest_run_gib(DEFAULT):.2f} GiB)"))
+                 f"{_run_gib(largest_run(width_cells(DEFAULT) + depth_cells(DEFAULT), DEFAULT), DEFAULT):.2f} GiB)"))
     return max(1, int(budget // one))
 
 
@@ -324,11 +328,15 @@ def default_budget(device: str) -> float:
     return MEMORY_FRACTION * share * available_bytes(device)
 
 
-def _largest_run_gib(g: Grid) -> float:
+def _run_gib(cell: Cell, g: Grid) -> float:
     from mupspec.empirical.lm_engine import replica_bytes
 
-    cells = width_cells(g) + depth_cells(g)
-    return max(replica_bytes(shape_of(c, g), g.batch) for c in cells) / 2 ** 30
+    return replica_bytes(shape_of(cell, g), g.batch) / 2 ** 30
+
+
+def largest_run(cells: list[Cell], g: Grid) -> Cell:
+    """The cell whose one run needs the most memory."""
+    return max(cells, key=lambda c: _run_gib(c, g))
 
 
 def train_cells(store: RunStore, cells: list[Cell], grid: Grid, data, device: str,
@@ -473,15 +481,14 @@ def run(args) -> int:
     parts = ("width", "depth", "transfer") if args.part == "all" else (args.part,)
     cells = by_shape((width_cells(grid) if "width" in parts else []) + (depth_cells(grid) if "depth" in parts else [])
                      + (transfer_cells(grid) if "transfer" in parts else []))
-    from mupspec.empirical.lm_engine import replica_bytes, spec_module
+    from mupspec.empirical.lm_engine import spec_module
 
     for spec in sorted({c.spec for c in cells}):   # generate every module now: a broken spec fails before training
         spec_module(spec)
         if grid.tied:
             _check_tie(spec, grid)
     if args.backend == "local" and cells:   # here: a run that cannot fit is an error before anything is written
-        replicas_that_fit(max(cells, key=lambda c: replica_bytes(shape_of(c, grid), grid.batch)), grid,
-                          args.device, args.memory_gib)
+        replicas_that_fit(largest_run(cells, grid), grid, args.device, args.memory_gib)
     store = RunStore(out, settings_of(grid, data))
     start = time.monotonic()
     deadline = start + 60 * args.budget_minutes if args.budget_minutes is not None else None

@@ -313,7 +313,6 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *,
                 if deadline is not None and time.monotonic() > deadline:
                     report.postponed += len(missing)
                     postponed.add(cell.key)
-                    report.postponed_cells = len(postponed)
                     continue
                 try:
                     task = make_task(cell, missing)
@@ -339,6 +338,7 @@ def run_sweep(sweep: Sweep, cells: Iterable[Cell], backend=None, *,
                         after_cell(task.cell)
         finally:
             bar.close()
+    report.postponed_cells = len(postponed)
     return report
 
 
